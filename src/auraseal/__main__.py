@@ -1,0 +1,5 @@
+import sys
+
+from auraseal.cli import main
+
+sys.exit(main())

@@ -1,0 +1,173 @@
+"""Filesystem helpers shared by every part: safe names and atomic writes.
+
+Nothing here prints.  Every failure is an :mod:`auraseal.errors` type.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from auraseal.errors import StorageError, UnsafePathError
+
+__all__ = [
+    "MAX_NAME_BYTES",
+    "atomic_write_bytes",
+    "atomic_writer",
+    "fsync_dir",
+    "resolve_inside",
+    "safe_relpath",
+    "walk_files",
+]
+
+#: Longest relative name accepted (bytes of UTF-8), and longest single segment.
+MAX_NAME_BYTES = 4096
+MAX_SEGMENT_BYTES = 255
+
+
+def safe_relpath(name: str, where: str = "") -> str:
+    """Return ``name`` if it is a safe relative POSIX path, else raise.
+
+    Refused: empty names, absolute paths, ``..`` or ``.`` segments, empty
+    segments (``a//b``), backslashes, NUL and other control characters,
+    drive letters, and names longer than :data:`MAX_NAME_BYTES`.
+    """
+    where = where or repr(name)
+    if not isinstance(name, str) or name == "":
+        raise UnsafePathError("empty file name", where)
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        raise UnsafePathError(f"name longer than {MAX_NAME_BYTES} bytes", where)
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        raise UnsafePathError("control character (such as NUL) in name", where)
+    if "\\" in name:
+        raise UnsafePathError("backslash in name", where)
+    if name.startswith("/"):
+        raise UnsafePathError("absolute path", where)
+    if len(name) >= 2 and name[1] == ":":
+        raise UnsafePathError("drive-letter path", where)
+    for seg in name.split("/"):
+        if seg == "":
+            raise UnsafePathError("empty path segment", where)
+        if seg in (".", ".."):
+            raise UnsafePathError(f"'{seg}' segment in path", where)
+        if len(seg.encode("utf-8", "surrogatepass")) > MAX_SEGMENT_BYTES:
+            raise UnsafePathError(f"path segment longer than {MAX_SEGMENT_BYTES} bytes", where)
+    return name
+
+
+def resolve_inside(root: Path, rel: str, *, must_exist: bool = False) -> Path:
+    """Join a safe relative name onto ``root`` and prove it stays inside.
+
+    Symlinks along the way are resolved; a path whose real location is
+    outside ``root`` is refused, so nothing outside the tree is ever read or
+    written through a link.
+    """
+    safe_relpath(rel)
+    real_root = root.resolve()
+    candidate = real_root / rel
+    real = candidate.resolve()
+    if real != real_root and real_root not in real.parents:
+        raise UnsafePathError("resolves outside the tree (symlink?)", rel)
+    if must_exist and not real.exists():
+        raise StorageError("no such file", rel)
+    return candidate
+
+
+def walk_files(root: Path, *, exclude: frozenset[str] = frozenset()) -> list[str]:
+    """List regular files below ``root`` as sorted relative POSIX names.
+
+    Symlinks that resolve inside the tree to a regular file are listed under
+    their own name; a symlink leaving the tree raises
+    :class:`~auraseal.errors.UnsafePathError`. Directories reached through
+    symlinks are not followed. Names in ``exclude`` (relative) are skipped.
+    """
+    real_root = root.resolve()
+    if not real_root.is_dir():
+        raise StorageError("not a directory", str(root))
+    out: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(real_root, followlinks=False):
+        base = Path(dirpath)
+        for d in list(dirnames):
+            p = base / d
+            if p.is_symlink():
+                target = p.resolve()
+                if target != real_root and real_root not in target.parents:
+                    rel = p.relative_to(real_root).as_posix()
+                    raise UnsafePathError("symlink leaves the tree", rel)
+                dirnames.remove(d)
+        for f in filenames:
+            p = base / f
+            rel = p.relative_to(real_root).as_posix()
+            if rel in exclude:
+                continue
+            safe_relpath(rel)
+            st = os.lstat(p)
+            if stat.S_ISLNK(st.st_mode):
+                target = p.resolve()
+                if real_root not in target.parents:
+                    raise UnsafePathError("symlink leaves the tree", rel)
+                if not target.is_file():
+                    continue
+            elif not stat.S_ISREG(st.st_mode):
+                continue
+            out.append(rel)
+    out.sort()
+    return out
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so a rename inside it is durable (best effort)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
+    """Write ``path`` through a temp file in the same directory.
+
+    The temp file is flushed, fsynced, given ``mode`` and renamed over
+    ``path`` only if the block exits normally; on any exception it is
+    removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise StorageError(f"cannot create temp file: {exc.strerror}", str(parent)) from exc
+    ok = False
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+        ok = True
+    except OSError as exc:
+        raise StorageError(f"cannot write: {exc.strerror}", str(path)) from exc
+    finally:
+        if not ok:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    fsync_dir(parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Atomically replace ``path`` with ``data`` (temp file, fsync, rename)."""
+    with atomic_writer(path, mode) as fh:
+        fh.write(data)
