@@ -207,7 +207,9 @@ class UnrecoverableError(AuraSealError):
 class ComponentLostError(UnrecoverableError):
     """Fewer than ``k`` intact parts remain for a component."""
 
-    def __init__(self, what: str, where: str = "", good: int = 0, total: int = 0, k: int = 0) -> None:
+    def __init__(
+        self, what: str, where: str = "", good: int = 0, total: int = 0, k: int = 0
+    ) -> None:
         self.good = good
         self.total = total
         self.k = k

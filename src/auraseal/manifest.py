@@ -1,0 +1,686 @@
+"""Manifests: one document per package listing every file's integrity.
+
+Three formats are read and written (see ``docs/MANIFEST.md``):
+
+* ``native`` — a signed envelope ``{"signed": {...}, "signatures": [...]}``
+  whose ``signed`` part has ``_type``, ``spec_version``, ``name``, a
+  monotonically increasing integer ``version``, ``created``, ``expires`` and
+  ``files`` (path → size, integrity, parts, recovery).
+* ``seed`` — the flat ``integrity-manifest.json`` of seed 000 §6.
+* ``blockhub`` — BlockHub's ``index.json`` (``version``, ``lastUpdated``,
+  ``files{name:{url,sha256,size}}``).
+
+Fields a format carries that the model has no slot for are kept in
+``extra`` so a round trip through any format loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from auraseal._canonical import canonical_sha256
+from auraseal._fs import resolve_inside, safe_relpath, walk_files
+from auraseal._time import format_time, parse_time, utcnow
+from auraseal.errors import (
+    AuraSealError,
+    DigestMismatchError,
+    ExpiredError,
+    ManifestFormatError,
+    StorageError,
+    ThresholdError,
+    TreeMismatchError,
+)
+from auraseal.integrity import (
+    auraseal_string,
+    hash_file,
+    parse_integrity,
+    sri_token,
+    verify_file,
+)
+from auraseal.signing import SigningKey, TrustPolicy, TrustState, sign_envelope, verify_envelope
+
+__all__ = [
+    "DEFAULT_EXPIRES",
+    "FORMATS",
+    "MANIFEST_NAME",
+    "SPEC_VERSION",
+    "FileEntry",
+    "Manifest",
+    "PartInfo",
+    "RecoveryInfo",
+    "TreeReport",
+    "build_manifest",
+    "check_tree",
+    "dump_manifest",
+    "dump_signed",
+    "load_manifest",
+    "manifest_digest",
+    "part_name",
+    "verify_tree",
+]
+
+MANIFEST_NAME = "integrity-manifest.json"
+SPEC_VERSION = 1
+MANIFEST_TYPE = "auraseal/manifest"
+DEFAULT_EXPIRES = timedelta(days=30)
+FORMATS = ("native", "seed", "blockhub")
+Progress = Callable[[int], None] | None
+
+
+def part_name(path: str, number: int) -> str:
+    """The file name of part ``number`` of component ``path``."""
+    return f"{path}.part.{number}"
+
+
+# --- model --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PartInfo:
+    """One part file of a sealed component."""
+
+    number: int
+    integrity: str
+    size: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"number": self.number, "integrity": self.integrity, "size": self.size}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> PartInfo:
+        if not isinstance(d, dict):
+            raise ManifestFormatError("part must be an object", where)
+        number = _int(d, "number", where)
+        integ = _str(d, "integrity", where)
+        parse_integrity(integ, f"{where}.integrity")
+        return cls(number=number, integrity=integ, size=_int(d, "size", where))
+
+
+@dataclass(frozen=True)
+class RecoveryInfo:
+    """How a component was sealed: codec, data parts ``k``, parity ``m``, parts."""
+
+    codec: str
+    k: int
+    m: int
+    block_size: int
+    compressed_size: int
+    parts: tuple[PartInfo, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "codec": self.codec,
+            "k": self.k,
+            "m": self.m,
+            "block_size": self.block_size,
+            "compressed_size": self.compressed_size,
+            "parts": [p.to_dict() for p in self.parts],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> RecoveryInfo:
+        if not isinstance(d, dict):
+            raise ManifestFormatError("recovery must be an object", where)
+        raw_parts = d.get("parts")
+        if not isinstance(raw_parts, list):
+            raise ManifestFormatError("recovery.parts must be a list", where)
+        parts = tuple(PartInfo.from_dict(p, f"{where}.parts[{i}]") for i, p in enumerate(raw_parts))
+        info = cls(
+            codec=_str(d, "codec", where),
+            k=_int(d, "k", where),
+            m=_int(d, "m", where),
+            block_size=_int(d, "block_size", where),
+            compressed_size=_int(d, "compressed_size", where),
+            parts=parts,
+        )
+        if info.k < 1 or len(parts) != info.k + info.m or info.k + info.m > 256:
+            raise ManifestFormatError("recovery needs 1 <= k, k+m parts, k+m <= 256", where)
+        if [p.number for p in parts] != list(range(len(parts))):
+            raise ManifestFormatError("recovery parts must be numbered 0..k+m-1", where)
+        return info
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of a package."""
+
+    path: str
+    size: int
+    integrity: str
+    recovery: RecoveryInfo | None = None
+    url: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def parts(self) -> int:
+        if self.recovery is not None:
+            return len(self.recovery.parts)
+        n = self.extra.get("parts", 1)
+        return n if isinstance(n, int) else 1
+
+    def part_names(self) -> list[str]:
+        if self.recovery is None:
+            return []
+        return [part_name(self.path, p.number) for p in self.recovery.parts]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A package's manifest (the ``signed`` part of the native envelope)."""
+
+    name: str
+    version: int
+    created: datetime
+    expires: datetime | None
+    files: tuple[FileEntry, ...]
+    spec_version: int = SPEC_VERSION
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    def entry(self, path: str) -> FileEntry:
+        for f in self.files:
+            if f.path == path:
+                return f
+        raise KeyError(path)
+
+    def paths(self) -> list[str]:
+        return [f.path for f in self.files]
+
+    @property
+    def total_size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    # native ------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        files: dict[str, Any] = {}
+        for f in self.files:
+            d: dict[str, Any] = dict(f.extra)
+            d.update({"size": f.size, "integrity": f.integrity, "parts": f.parts})
+            if f.recovery is not None:
+                d["recovery"] = f.recovery.to_dict()
+            if f.url is not None:
+                d["url"] = f.url
+            files[f.path] = d
+        doc: dict[str, Any] = dict(self.extra)
+        doc.update(
+            {
+                "_type": MANIFEST_TYPE,
+                "spec_version": self.spec_version,
+                "name": self.name,
+                "version": self.version,
+                "created": format_time(self.created),
+                "expires": None if self.expires is None else format_time(self.expires),
+                "files": files,
+            }
+        )
+        return doc
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "manifest") -> Manifest:
+        if not isinstance(d, dict):
+            raise ManifestFormatError("manifest must be a JSON object", where)
+        if d.get("_type") != MANIFEST_TYPE:
+            raise ManifestFormatError(f"_type must be '{MANIFEST_TYPE}'", where)
+        spec = _int(d, "spec_version", where)
+        if spec != SPEC_VERSION:
+            raise ManifestFormatError(
+                f"unsupported spec_version {spec} (this AuraSeal reads {SPEC_VERSION})", where
+            )
+        raw_files = d.get("files")
+        if not isinstance(raw_files, dict):
+            raise ManifestFormatError("'files' must be an object", where)
+        entries = []
+        for path, fd in raw_files.items():
+            fw = f"{where}: files[{path!r}]"
+            safe_relpath(path, fw)
+            if not isinstance(fd, dict):
+                raise ManifestFormatError("file entry must be an object", fw)
+            integ = _str(fd, "integrity", fw)
+            parse_integrity(integ, fw)
+            rec = fd.get("recovery")
+            recovery = None if rec is None else RecoveryInfo.from_dict(rec, f"{fw}.recovery")
+            url = fd.get("url")
+            if url is not None and not isinstance(url, str):
+                raise ManifestFormatError("url must be a string", fw)
+            extra = {
+                k: v
+                for k, v in fd.items()
+                if k not in ("size", "integrity", "parts", "recovery", "url")
+            }
+            if recovery is None and "parts" in fd:
+                extra["parts"] = fd["parts"]
+            entries.append(
+                FileEntry(path, _int(fd, "size", fw), integ, recovery, url, extra)
+            )
+        version = _int(d, "version", where)
+        expires = d.get("expires")
+        known = ("_type", "spec_version", "name", "version", "created", "expires", "files")
+        return cls(
+            name=_str(d, "name", where),
+            version=version,
+            created=parse_time(_str(d, "created", where), f"{where}.created"),
+            expires=None if expires is None else parse_time(str(expires), f"{where}.expires"),
+            files=tuple(sorted(entries, key=lambda e: e.path)),
+            spec_version=spec,
+            extra={k: v for k, v in d.items() if k not in known},
+        )
+
+    # seed 000 §6 -------------------------------------------------------------
+
+    def to_seed(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in self.files:
+            d: dict[str, Any] = {"integrity": f.integrity, "size": f.size, "parts": f.parts}
+            d.update({k: v for k, v in f.extra.items() if k != "parts"})
+            out[f.path] = d
+        return out
+
+    @classmethod
+    def from_seed(cls, d: Any, where: str = "manifest", name: str = "") -> Manifest:
+        if not isinstance(d, dict):
+            raise ManifestFormatError("seed manifest must be a JSON object", where)
+        entries = []
+        for path, fd in d.items():
+            fw = f"{where}: {path!r}"
+            safe_relpath(path, fw)
+            if not isinstance(fd, dict):
+                raise ManifestFormatError("entry must be an object", fw)
+            integ = _str(fd, "integrity", fw)
+            parse_integrity(integ, fw)
+            extra = {k: v for k, v in fd.items() if k not in ("integrity", "size")}
+            entries.append(FileEntry(path, _int(fd, "size", fw), integ, extra=extra))
+        return cls(
+            name=name or "package",
+            version=0,
+            created=utcnow(),
+            expires=None,
+            files=tuple(sorted(entries, key=lambda e: e.path)),
+            extra={"format": "seed"},
+        )
+
+    # BlockHub index.json (seed 003) -----------------------------------------
+
+    def to_blockhub(self, base_url: str | None = None) -> dict[str, Any]:
+        files: dict[str, Any] = {}
+        for f in self.files:
+            integ = parse_integrity(f.integrity)
+            digest = next(
+                (d for d in integ.digests if integ.algorithm == "sha256"),
+                None,
+            )
+            extra_hex = f.extra.get("sha256")
+            if digest is None and not isinstance(extra_hex, str):
+                raise ManifestFormatError(
+                    "BlockHub index.json needs a sha256 digest; build with --algorithm sha256"
+                    " or without --format blockhub",
+                    f.path,
+                )
+            hexd = digest.hex() if digest is not None else str(extra_hex)
+            url = f.url or (base_url.rstrip("/") + "/" + f.path if base_url else f.path)
+            d: dict[str, Any] = {k: v for k, v in f.extra.items() if k not in ("parts",)}
+            d.update({"url": url, "sha256": hexd, "size": f.size})
+            files[f.path] = d
+        doc: dict[str, Any] = {
+            k: v for k, v in self.extra.items() if k not in ("format", "blockhub_version")
+        }
+        doc.update(
+            {
+                "version": str(self.extra.get("blockhub_version", self.version)),
+                "lastUpdated": str(self.extra.get("lastUpdated", format_time(self.created))),
+                "files": files,
+            }
+        )
+        return doc
+
+    @classmethod
+    def from_blockhub(cls, d: Any, where: str = "index.json", name: str = "") -> Manifest:
+        if not isinstance(d, dict) or not isinstance(d.get("files"), dict):
+            raise ManifestFormatError("index.json needs a 'files' object", where)
+        entries = []
+        for key, fd in d["files"].items():
+            fw = f"{where}: files[{key!r}]"
+            safe_relpath(key, fw)
+            if not isinstance(fd, dict):
+                raise ManifestFormatError("entry must be an object", fw)
+            hexd = _str(fd, "sha256", fw)
+            try:
+                raw = bytes.fromhex(hexd)
+            except ValueError as exc:
+                raise ManifestFormatError("sha256 is not hex", fw) from exc
+            if len(raw) != 32:
+                raise ManifestFormatError("sha256 must be 64 hex digits", fw)
+            extra = {k: v for k, v in fd.items() if k not in ("url", "sha256", "size")}
+            url = fd.get("url")
+            entries.append(
+                FileEntry(
+                    key,
+                    _int(fd, "size", fw),
+                    sri_token("sha256", raw),
+                    url=url if isinstance(url, str) else None,
+                    extra=extra,
+                )
+            )
+        ver = str(d.get("version", "0"))
+        last = d.get("lastUpdated")
+        try:
+            created = parse_time(str(last), where) if last else utcnow()
+        except AuraSealError:
+            created = utcnow()
+        top_extra = {k: v for k, v in d.items() if k not in ("files", "version")}
+        top_extra.update({"format": "blockhub", "blockhub_version": ver})
+        return cls(
+            name=name or "index",
+            version=_semver_int(ver),
+            created=created,
+            expires=None,
+            files=tuple(sorted(entries, key=lambda e: e.path)),
+            extra=top_extra,
+        )
+
+
+def _semver_int(text: str) -> int:
+    """``"1.2.3"`` → 1002003 so BlockHub versions compare as integers."""
+    nums = []
+    for p in text.split(".")[:3]:
+        digits = "".join(c for c in p if c.isdigit())
+        nums.append(int(digits) if digits else 0)
+    while len(nums) < 3:
+        nums.append(0)
+    return nums[0] * 1_000_000 + nums[1] * 1_000 + nums[2]
+
+
+def _int(d: Mapping[str, Any], key: str, where: str) -> int:
+    v = d.get(key)
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise ManifestFormatError(f"'{key}' must be a non-negative integer", where)
+    return v
+
+
+def _str(d: Mapping[str, Any], key: str, where: str) -> str:
+    v = d.get(key)
+    if not isinstance(v, str) or not v:
+        raise ManifestFormatError(f"'{key}' must be a non-empty string", where)
+    return v
+
+
+# --- JSON in and out ------------------------------------------------------------
+
+
+def _no_duplicates(where: str) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in pairs:
+            if k in out:
+                raise ManifestFormatError(f"duplicate key {k!r}", where)
+            out[k] = v
+        return out
+
+    return hook
+
+
+def parse_json(data: bytes, where: str) -> Any:
+    """Parse JSON, refusing duplicate keys (an entry listed twice)."""
+    try:
+        return json.loads(data, object_pairs_hook=_no_duplicates(where))
+    except (ValueError, RecursionError) as exc:
+        if isinstance(exc, ManifestFormatError):
+            raise
+        raise ManifestFormatError(f"not valid JSON: {exc}", where) from exc
+
+
+def detect_format(doc: Any) -> str:
+    if isinstance(doc, dict) and isinstance(doc.get("signed"), dict):
+        return "native"
+    if isinstance(doc, dict) and doc.get("_type") == MANIFEST_TYPE:
+        return "native"
+    if isinstance(doc, dict) and isinstance(doc.get("files"), dict) and "lastUpdated" in doc:
+        return "blockhub"
+    return "seed"
+
+
+def manifest_digest(manifest: Manifest) -> str:
+    """Hex SHA-256 of the canonical JSON of the manifest's ``signed`` part."""
+    return canonical_sha256(manifest.to_dict())
+
+
+def dump_signed(manifest: Manifest, keys: Sequence[SigningKey] = ()) -> bytes:
+    """The native envelope as pretty JSON bytes, signed by each of ``keys``."""
+    env = sign_envelope(manifest.to_dict(), keys)
+    return (json.dumps(env, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+def dump_manifest(
+    manifest: Manifest,
+    fmt: str = "native",
+    keys: Sequence[SigningKey] = (),
+    base_url: str | None = None,
+) -> bytes:
+    """Serialize in one of :data:`FORMATS` (only ``native`` carries signatures)."""
+    if fmt == "native":
+        return dump_signed(manifest, keys)
+    if keys:
+        raise ManifestFormatError(f"the {fmt} format cannot carry signatures", fmt)
+    doc = manifest.to_seed() if fmt == "seed" else manifest.to_blockhub(base_url)
+    if fmt not in FORMATS:
+        raise ManifestFormatError(f"unknown format (use {', '.join(FORMATS)})", fmt)
+    return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def load_manifest(
+    data: bytes,
+    where: str = "manifest",
+    *,
+    policy: TrustPolicy | None = None,
+    state: TrustState | None = None,
+    now: datetime | None = None,
+    record: bool = True,
+    name: str = "",
+) -> Manifest:
+    """Parse a manifest in any supported format and, given a policy, trust it.
+
+    With ``policy``: the document must be a native envelope whose signatures
+    meet the threshold (:class:`~auraseal.errors.TrustError` otherwise), and
+    it must not be expired (:class:`~auraseal.errors.ExpiredError`). With
+    ``state``: a version lower than the one trusted before, or the same
+    version with other content, raises :class:`~auraseal.errors.RollbackError`;
+    an accepted manifest is recorded unless ``record`` is false.
+    """
+    doc = parse_json(data, where)
+    fmt = detect_format(doc)
+    if fmt == "native":
+        if "signed" in doc:
+            signed = verify_envelope(doc, policy, where) if policy is not None else doc["signed"]
+        else:
+            if policy is not None:
+                raise ThresholdError("manifest is not signed", where)
+            signed = doc
+        manifest = Manifest.from_dict(signed, where)
+    else:
+        if policy is not None:
+            raise ThresholdError(f"a {fmt} manifest carries no signatures", where)
+        manifest = (
+            Manifest.from_blockhub(doc, where, name)
+            if fmt == "blockhub"
+            else Manifest.from_seed(doc, where, name)
+        )
+    if policy is not None:
+        moment = now or utcnow()
+        if manifest.expires is not None and manifest.expires <= moment:
+            raise ExpiredError(
+                f"manifest '{manifest.name}' v{manifest.version} expired at "
+                f"{format_time(manifest.expires)}",
+                where,
+            )
+    if state is not None:
+        digest = manifest_digest(manifest)
+        state.check(manifest.name, manifest.version, digest, where)
+        if record:
+            state.record(manifest.name, manifest.version, digest)
+    return manifest
+
+
+def read_manifest_file(path: Path, **kwargs: Any) -> Manifest:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise StorageError(f"cannot read manifest: {exc.strerror}", str(path)) from exc
+    return load_manifest(data, str(path), **kwargs)
+
+
+# --- building and verifying trees ---------------------------------------------------
+
+
+def _jobs(jobs: int | None) -> int:
+    return max(1, jobs if jobs is not None else (os.cpu_count() or 1))
+
+
+def _hash_all(
+    root: Path, paths: Iterable[str], algorithm: str, jobs: int | None, progress: Progress
+) -> dict[str, bytes]:
+    real = root.resolve()
+    names = list(paths)
+
+    def one(rel: str) -> bytes:
+        return hash_file(resolve_inside(real, rel), algorithm, progress)
+
+    with ThreadPoolExecutor(max_workers=_jobs(jobs)) as pool:
+        return dict(zip(names, pool.map(one, names), strict=True))
+
+
+def build_manifest(
+    root: Path,
+    *,
+    name: str,
+    version: int = 1,
+    expires: timedelta | None = DEFAULT_EXPIRES,
+    algorithm: str = "sha512",
+    jobs: int | None = None,
+    progress: Progress = None,
+    exclude: frozenset[str] = frozenset({MANIFEST_NAME}),
+    base_url: str | None = None,
+    now: datetime | None = None,
+) -> Manifest:
+    """Hash every regular file below ``root`` (both cores) into a manifest."""
+    root = Path(root)
+    paths = walk_files(root, exclude=exclude)
+    sizes = {p: (root / p).stat().st_size for p in paths}
+    digests = _hash_all(root, paths, algorithm, jobs, progress)
+    created = now or utcnow()
+    files = tuple(
+        FileEntry(
+            path=p,
+            size=sizes[p],
+            integrity=(
+                sri_token(algorithm, digests[p])
+                if algorithm == "sha256"
+                else auraseal_string(digests[p], algorithm=algorithm)
+            ),
+            url=(base_url.rstrip("/") + "/" + p) if base_url else None,
+        )
+        for p in paths
+    )
+    return Manifest(
+        name=name,
+        version=version,
+        created=created,
+        expires=None if expires is None else created + expires,
+        files=files,
+    )
+
+
+@dataclass
+class Mismatch:
+    path: str
+    expected: str
+    actual: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"path": self.path, "expected": self.expected, "actual": self.actual}
+
+
+@dataclass
+class TreeReport:
+    """Every difference between a tree and its manifest."""
+
+    checked: int = 0
+    modified: list[Mismatch] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.modified or self.missing or self.unexpected)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "checked": self.checked,
+            "modified": [m.to_dict() for m in self.modified],
+            "missing": self.missing,
+            "unexpected": self.unexpected,
+        }
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.modified)} modified, {len(self.missing)} missing, "
+            f"{len(self.unexpected)} unexpected of {self.checked} checked"
+        )
+
+
+def verify_tree(
+    root: Path,
+    manifest: Manifest,
+    *,
+    progress: Progress = None,
+    jobs: int | None = None,
+    exclude: frozenset[str] = frozenset({MANIFEST_NAME}),
+) -> TreeReport:
+    """Compare ``root`` with ``manifest``: report every modified, missing and
+    unexpected file (part files listed in the manifest are checked too)."""
+    root = Path(root)
+    present = set(walk_files(root, exclude=exclude))
+    expected: dict[str, str] = {}
+    for f in manifest.files:
+        expected[f.path] = f.integrity
+        if f.recovery is not None:
+            for p in f.recovery.parts:
+                expected[part_name(f.path, p.number)] = p.integrity
+    report = TreeReport()
+    report.missing = sorted(set(expected) - present)
+    report.unexpected = sorted(present - set(expected))
+    todo = sorted(set(expected) & present)
+    real = root.resolve()
+
+    def one(rel: str) -> Mismatch | None:
+        try:
+            verify_file(resolve_inside(real, rel), expected[rel], rel, progress)
+        except DigestMismatchError as exc:
+            return Mismatch(rel, exc.expected, exc.actual)
+        return None
+
+    with ThreadPoolExecutor(max_workers=_jobs(jobs)) as pool:
+        results = list(pool.map(one, todo))
+    report.checked = len(expected)
+    report.modified = [m for m in results if m is not None]
+    return report
+
+
+def check_tree(root: Path, manifest: Manifest, **kwargs: Any) -> TreeReport:
+    """:func:`verify_tree`, raising :class:`TreeMismatchError` on any difference."""
+    report = verify_tree(root, manifest, **kwargs)
+    if not report.ok:
+        raise TreeMismatchError(report.summary(), str(root), report=report)
+    return report
+
+
+def with_files(manifest: Manifest, files: Iterable[FileEntry]) -> Manifest:
+    """A copy of ``manifest`` with ``files`` (sorted by path)."""
+    return replace(manifest, files=tuple(sorted(files, key=lambda e: e.path)))
+

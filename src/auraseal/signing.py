@@ -1,0 +1,299 @@
+"""Ed25519 keys, signed envelopes, trust policies and rollback state.
+
+An *envelope* (TUF style) is ``{"signed": {...}, "signatures": [{"keyid", "sig"}]}``
+where each ``sig`` is the base64 Ed25519 signature over the RFC 8785 canonical
+JSON of ``signed`` and ``keyid`` is the hex SHA-256 of the signer's raw
+32-byte public key. A :class:`TrustPolicy` accepts an envelope when at least
+``threshold`` *distinct trusted* keys produced valid signatures; signatures by
+unknown keys never count. :class:`TrustState` remembers the highest version
+trusted per name so an older one (rollback) or a different document with the
+same version is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+from auraseal._canonical import canonical_json
+from auraseal._fs import atomic_write_bytes
+from auraseal.errors import (
+    BadSignatureError,
+    ConfigError,
+    ManifestFormatError,
+    RollbackError,
+    StorageError,
+    ThresholdError,
+    UnknownKeyError,
+)
+
+__all__ = [
+    "PublicKey",
+    "SigningKey",
+    "TrustPolicy",
+    "TrustState",
+    "generate_keypair",
+    "load_public_key",
+    "load_signing_key",
+    "sign_envelope",
+    "verify_envelope",
+]
+
+
+def _key_id(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+class PublicKey:
+    """An Ed25519 public key and its key id."""
+
+    def __init__(self, key: Ed25519PublicKey) -> None:
+        self._key = key
+        self.raw: bytes = key.public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        self.key_id: str = _key_id(self.raw)
+
+    @classmethod
+    def from_raw(cls, raw: bytes) -> PublicKey:
+        if len(raw) != 32:
+            raise ConfigError("Ed25519 public key must be 32 bytes", "public key")
+        return cls(Ed25519PublicKey.from_public_bytes(raw))
+
+    def verify(self, signature: bytes, data: bytes, where: str = "") -> None:
+        try:
+            self._key.verify(signature, data)
+        except InvalidSignature as exc:
+            raise BadSignatureError(
+                f"signature by key {self.key_id[:16]} does not verify", where
+            ) from exc
+
+    def pem(self) -> bytes:
+        return self._key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PublicKey) and other.raw == self.raw
+
+    def __hash__(self) -> int:
+        return hash(self.raw)
+
+    def __repr__(self) -> str:
+        return f"PublicKey({self.key_id[:16]})"
+
+
+class SigningKey:
+    """An Ed25519 private key."""
+
+    def __init__(self, key: Ed25519PrivateKey) -> None:
+        self._key = key
+        self.public = PublicKey(key.public_key())
+        self.key_id = self.public.key_id
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        return cls(Ed25519PrivateKey.generate())
+
+    def sign(self, data: bytes) -> bytes:
+        return self._key.sign(data)
+
+    def pem(self) -> bytes:
+        return self._key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    def __repr__(self) -> str:
+        return f"SigningKey({self.key_id[:16]})"
+
+
+def generate_keypair(path: Path) -> SigningKey:
+    """Create a key; write the private key (mode 0600) at ``path`` and the
+    public key at ``path.pub``. Refuses to overwrite an existing key."""
+    path = Path(path)
+    pub = path.with_name(path.name + ".pub")
+    for p in (path, pub):
+        if p.exists():
+            raise ConfigError("refusing to overwrite an existing key file", str(p))
+    key = SigningKey.generate()
+    atomic_write_bytes(path, key.pem(), mode=0o600)
+    atomic_write_bytes(pub, key.public.pem(), mode=0o644)
+    return key
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise StorageError(f"cannot read key: {exc.strerror}", str(path)) from exc
+
+
+def load_signing_key(path: Path) -> SigningKey:
+    data = _read(path)
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError("not a PEM private key", str(path)) from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError("not an Ed25519 private key", str(path))
+    return SigningKey(key)
+
+
+def load_public_key(path: Path) -> PublicKey:
+    data = _read(path)
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError("not a PEM public key", str(path)) from exc
+    if not isinstance(key, Ed25519PublicKey):
+        raise ConfigError("not an Ed25519 public key", str(path))
+    return PublicKey(key)
+
+
+@dataclass(frozen=True)
+class TrustPolicy:
+    """Trusted keys and how many distinct ones must sign."""
+
+    keys: tuple[PublicKey, ...]
+    threshold: int = 1
+
+    def __init__(self, keys: Sequence[PublicKey], threshold: int = 1) -> None:
+        object.__setattr__(self, "keys", tuple(keys))
+        object.__setattr__(self, "threshold", threshold)
+        if threshold < 1:
+            raise ConfigError("threshold must be at least 1", "threshold")
+        distinct = len({k.key_id for k in self.keys})
+        if distinct < threshold:
+            raise ConfigError(
+                f"threshold {threshold} exceeds the {distinct} distinct trusted key(s)",
+                "threshold",
+            )
+
+    def by_id(self) -> dict[str, PublicKey]:
+        return {k.key_id: k for k in self.keys}
+
+
+def sign_envelope(signed: Mapping[str, Any], keys: Sequence[SigningKey]) -> dict[str, Any]:
+    """Wrap ``signed`` in an envelope signed by each of ``keys``."""
+    body = canonical_json(dict(signed))
+    sigs = [
+        {"keyid": k.key_id, "sig": base64.b64encode(k.sign(body)).decode("ascii")} for k in keys
+    ]
+    return {"signed": dict(signed), "signatures": sigs}
+
+
+def verify_envelope(
+    envelope: Mapping[str, Any], policy: TrustPolicy, where: str = ""
+) -> dict[str, Any]:
+    """Return ``envelope["signed"]`` if the policy's threshold is met.
+
+    Raises :class:`BadSignatureError` if a *trusted* key's signature is
+    invalid, :class:`UnknownKeyError` if only untrusted keys signed, and
+    :class:`ThresholdError` if too few distinct trusted keys signed.
+    """
+    signed = envelope.get("signed")
+    sigs = envelope.get("signatures")
+    if not isinstance(signed, dict) or not isinstance(sigs, list):
+        raise ManifestFormatError("envelope needs 'signed' object and 'signatures' list", where)
+    body = canonical_json(signed)
+    trusted = policy.by_id()
+    good: set[str] = set()
+    unknown = 0
+    for i, s in enumerate(sigs):
+        if not isinstance(s, dict) or not isinstance(s.get("keyid"), str):
+            raise ManifestFormatError(f"signature {i} is malformed", where)
+        keyid: str = s["keyid"]
+        key = trusted.get(keyid)
+        if key is None:
+            unknown += 1
+            continue
+        try:
+            raw = base64.b64decode(str(s.get("sig", "")), validate=True)
+        except binascii.Error as exc:
+            raise BadSignatureError(f"signature {i} is not base64", where) from exc
+        key.verify(raw, body, where)
+        good.add(keyid)
+    if len(good) >= policy.threshold:
+        return signed
+    if not good and unknown:
+        raise UnknownKeyError(
+            f"signed only by {unknown} untrusted key(s); none of the trusted keys signed", where
+        )
+    raise ThresholdError(
+        f"{len(good)} of the required {policy.threshold} trusted signature(s)", where
+    )
+
+
+class TrustState:
+    """A small JSON file of the highest version trusted per name.
+
+    ``{"version": 1, "trusted": {"<name>": {"version": N, "digest": "<hex>"}}}``
+    """
+
+    FORMAT_VERSION = 1
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def _load(self) -> dict[str, dict[str, Any]]:
+        try:
+            data = json.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise StorageError(f"unreadable trust state: {exc}", str(self.path)) from exc
+        trusted = data.get("trusted") if isinstance(data, dict) else None
+        if not isinstance(trusted, dict):
+            raise StorageError("trust state has no 'trusted' object", str(self.path))
+        return trusted
+
+    def get(self, name: str) -> tuple[int, str] | None:
+        rec = self._load().get(name)
+        if not isinstance(rec, dict):
+            return None
+        return int(rec["version"]), str(rec["digest"])
+
+    def check(self, name: str, version: int, digest: str, where: str = "") -> None:
+        """Raise :class:`RollbackError` if ``version`` may not replace what is trusted."""
+        prev = self.get(name)
+        if prev is None:
+            return
+        pv, pd = prev
+        if version < pv:
+            raise RollbackError(
+                f"version {version} is older than trusted version {pv} of '{name}' (rollback)",
+                where,
+            )
+        if version == pv and digest != pd:
+            raise RollbackError(
+                f"version {version} of '{name}' differs from the one trusted before", where
+            )
+
+    def record(self, name: str, version: int, digest: str) -> None:
+        trusted = self._load()
+        trusted[name] = {"version": version, "digest": digest}
+        doc = {"version": self.FORMAT_VERSION, "trusted": trusted}
+        with contextlib.suppress(FileExistsError):
+            os.makedirs(self.path.parent, exist_ok=True)
+        atomic_write_bytes(self.path, json.dumps(doc, indent=2, sort_keys=True).encode())
+
+    def check_and_record(self, name: str, version: int, digest: str, where: str = "") -> None:
+        self.check(name, version, digest, where)
+        self.record(name, version, digest)
