@@ -1,9 +1,221 @@
-"""Subcommands of this part (registered by :func:`register`)."""
+"""Foundation subcommands: ``hash``, ``check``, ``keygen``, ``manifest build|verify``."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
+from pathlib import Path
+
+from auraseal._fs import atomic_write_bytes
+from auraseal._time import format_time, parse_duration
+from auraseal.cli._output import emit, progress_bar
+from auraseal.errors import StorageError, TreeMismatchError, UsageError
+from auraseal.integrity import (
+    ALGORITHMS,
+    auraseal_string,
+    hash_file,
+    parse_integrity,
+    sri_token,
+    verify_file,
+)
+from auraseal.manifest import (
+    FORMATS,
+    MANIFEST_NAME,
+    build_manifest,
+    dump_manifest,
+    manifest_digest,
+    read_manifest_file,
+    verify_tree,
+)
+from auraseal.signing import (
+    TrustPolicy,
+    TrustState,
+    generate_keypair,
+    load_public_key,
+    load_signing_key,
+)
+
+__all__ = ["register", "trust_policy"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add this part's subcommands to ``sub`` (none yet)."""
+    p = sub.add_parser("hash", help="print a file's integrity string")
+    p.add_argument("file", type=Path)
+    p.add_argument("--algorithm", choices=list(ALGORITHMS), default="sha512")
+    p.add_argument(
+        "--recovery", type=Path, metavar="FILE2", help="dual string with a recovery copy"
+    )
+    p.add_argument("--sri", action="store_true", help="plain W3C SRI token")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_hash)
+
+    p = sub.add_parser("check", help="check a file against an integrity string (exit 0/1/2)")
+    p.add_argument("file", type=Path)
+    p.add_argument("integrity")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_check)
+
+    p = sub.add_parser("keygen", help="create an Ed25519 key pair (KEY, KEY.pub)")
+    p.add_argument("key", type=Path)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_keygen)
+
+    m = sub.add_parser("manifest", help="build or verify a manifest").add_subparsers(
+        dest="manifest_command", metavar="ACTION"
+    )
+    m.required = True
+    b = m.add_parser("build", help="hash a tree into a (signed) manifest")
+    b.add_argument("dir", type=Path)
+    b.add_argument("-o", "--output", type=Path, help=f"default DIR/{MANIFEST_NAME}; '-' = stdout")
+    b.add_argument("--name", help="package name (default: the directory's name)")
+    b.add_argument("--version", type=int, default=1, help="monotonically increasing version")
+    b.add_argument("--expires", default="30d", help="validity, e.g. 12h, 30d, or 'never'")
+    b.add_argument("--key", type=Path, action="append", default=[], help="sign with KEY (repeat)")
+    b.add_argument("--format", choices=FORMATS, default="native")
+    b.add_argument("--algorithm", choices=list(ALGORITHMS), default=None)
+    b.add_argument("--base-url", help="absolute URL prefix for each file (BlockHub url)")
+    b.add_argument("--jobs", type=int, default=None, help="hashing threads (default: all cores)")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(handler=cmd_manifest_build)
+
+    v = m.add_parser("verify", help="verify a tree against its manifest")
+    v.add_argument("dir", type=Path)
+    v.add_argument("--manifest", type=Path, help=f"default DIR/{MANIFEST_NAME}")
+    add_trust_args(v)
+    v.add_argument("--jobs", type=int, default=None)
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(handler=cmd_manifest_verify)
+
+
+def add_trust_args(p: argparse.ArgumentParser) -> None:
+    """``--trusted-key``, ``--threshold``, ``--state`` (shared with other parts)."""
+    p.add_argument(
+        "--trusted-key", type=Path, action="append", default=[], metavar="PUB",
+        help="trust this Ed25519 public key (repeat); required signatures then apply",
+    )
+    p.add_argument("--threshold", type=int, default=1, help="distinct trusted signatures needed")
+    p.add_argument("--state", type=Path, help="rollback state file (highest trusted versions)")
+
+
+def trust_policy(args: argparse.Namespace) -> TrustPolicy | None:
+    keys = [load_public_key(p) for p in args.trusted_key]
+    if not keys:
+        if args.threshold != 1:
+            raise UsageError("--threshold needs --trusted-key", "--threshold")
+        return None
+    return TrustPolicy(keys, args.threshold)
+
+
+def cmd_hash(args: argparse.Namespace) -> int:
+    alg = args.algorithm
+    digest = hash_file(args.file, alg)
+    if args.sri:
+        if args.recovery:
+            out = f"{sri_token(alg, digest)} {sri_token(alg, hash_file(args.recovery, alg))}"
+        else:
+            out = sri_token(alg, digest)
+    else:
+        second = hash_file(args.recovery, alg) if args.recovery else None
+        out = auraseal_string(digest, second, alg)
+    emit(args, {"file": str(args.file), "integrity": out}, out)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    integ = parse_integrity(args.integrity, "integrity")
+    verify_file(args.file, integ, str(args.file))
+    emit(args, {"file": str(args.file), "ok": True}, f"{args.file}: OK")
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    key = generate_keypair(args.key)
+    pub = f"{args.key}.pub"
+    emit(
+        args,
+        {"private_key": str(args.key), "public_key": pub, "keyid": key.key_id},
+        f"wrote {args.key} (private, 0600) and {pub}; key id {key.key_id}",
+    )
+    return 0
+
+
+def cmd_manifest_build(args: argparse.Namespace) -> int:
+    root: Path = args.dir
+    if not root.is_dir():
+        raise StorageError("not a directory", str(root))
+    alg = args.algorithm or ("sha256" if args.format == "blockhub" else "sha512")
+    expires = None if args.expires == "never" else parse_duration(args.expires, "--expires")
+    keys = [load_signing_key(k) for k in args.key]
+    out: Path | None = args.output
+    exclude = {MANIFEST_NAME}
+    if out is not None and str(out) != "-":
+        with contextlib.suppress(ValueError):
+            exclude.add(out.resolve().relative_to(root.resolve()).as_posix())
+    total = sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+    with progress_bar(args, "hashing", total) as advance:
+        manifest = build_manifest(
+            root,
+            name=args.name or root.resolve().name,
+            version=args.version,
+            expires=expires,
+            algorithm=alg,
+            jobs=args.jobs,
+            progress=advance,
+            exclude=frozenset(exclude),
+            base_url=args.base_url,
+        )
+    data = dump_manifest(manifest, args.format, keys, args.base_url)
+    if out is not None and str(out) == "-":
+        sys.stdout.buffer.write(data)
+        return 0
+    target = out or root / MANIFEST_NAME
+    atomic_write_bytes(target, data)
+    emit(
+        args,
+        {
+            "manifest": str(target),
+            "name": manifest.name,
+            "version": manifest.version,
+            "files": len(manifest.files),
+            "bytes": manifest.total_size,
+            "expires": None if manifest.expires is None else format_time(manifest.expires),
+            "signed_by": [k.key_id for k in keys],
+            "format": args.format,
+        },
+        f"wrote {target}: {len(manifest.files)} files, {manifest.total_size} bytes, "
+        f"version {manifest.version}, {len(keys)} signature(s)",
+    )
+    return 0
+
+
+def cmd_manifest_verify(args: argparse.Namespace) -> int:
+    root: Path = args.dir
+    mpath: Path = args.manifest or root / MANIFEST_NAME
+    policy = trust_policy(args)
+    state = TrustState(args.state) if args.state else None
+    manifest = read_manifest_file(mpath, policy=policy, state=state, record=False)
+    exclude = {MANIFEST_NAME}
+    with contextlib.suppress(ValueError):
+        exclude.add(mpath.resolve().relative_to(root.resolve()).as_posix())
+    with progress_bar(args, "verifying", manifest.total_size) as advance:
+        report = verify_tree(
+            root, manifest, progress=advance, jobs=args.jobs, exclude=frozenset(exclude)
+        )
+    data = {"manifest": str(mpath), "name": manifest.name, "version": manifest.version}
+    data.update(report.to_dict())
+    if not report.ok:
+        lines = [
+            f"{m.path}: modified (expected {m.expected}, got {m.actual})" for m in report.modified
+        ]
+        lines += [f"{p}: missing" for p in report.missing]
+        lines += [f"{p}: unexpected" for p in report.unexpected]
+        if args.json:
+            emit(args, data)
+        else:
+            sys.stderr.write("\n".join(lines) + "\n")
+        raise TreeMismatchError(report.summary(), str(root), report=report)
+    if state is not None:
+        state.record(manifest.name, manifest.version, manifest_digest(manifest))
+    emit(args, data, f"{root}: OK ({report.checked} files, {manifest.name} v{manifest.version})")
+    return 0

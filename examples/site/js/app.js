@@ -1,0 +1,2 @@
+document.getElementById("status").textContent += " Script verified and running.";
+window.auraSealExampleRan = true;
