@@ -17,7 +17,7 @@ list the coordinates first, so a store can fetch them in one query.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 from auraseal.errors import MerkleProofError
 
@@ -223,37 +223,24 @@ def append_nodes(
     if len(frontier) != len(coords):
         raise MerkleProofError("frontier does not match tree size", "append")
     border = {lv: h for (lv, _), h in zip(coords, frontier, strict=True)}
-    out: list[tuple[int, int, bytes]] = []
     total = size + len(new_leaves)
-    level = 0
-    # nodes of this level starting at index `start` that are not stored yet
-    current: list[bytes] = list(new_leaves)
-    start = size
-    compact: dict[int, bytes] = {}
+    out: list[tuple[int, int, bytes]] = []
+    compact: list[bytes] = []  # smallest subtree first
+    level, start, current = 0, size, list(new_leaves)
     while True:
         out.extend((level, start + j, h) for j, h in enumerate(current))
         count = total >> level
         if count & 1:
-            last = (level, count - 1)
-            compact[level] = current[-1] if current and start + len(current) - 1 == last[1] else (
-                border[level]
-            )
+            compact.append(current[-1] if count - 1 >= start else border[level])
         if count <= 1:
             break
-        first_parent = start >> 1
-        if start & 1:
-            current = [border[level], *current]
-        nxt = _next_level(current)
-        current, start = nxt, first_parent
+        children = [border[level], *current] if start & 1 else current
+        current, start = _next_level(children), start >> 1
         level += 1
     if total == 0:
         return out, EMPTY_ROOT
-    nodes = [compact[lv] for lv in sorted(compact, reverse=True)]
-    return out, _fold_compact(nodes)
-
-
-def _decode_all(items: Iterable[bytes]) -> list[bytes]:
-    return list(items)
+    compact.reverse()
+    return out, _fold_compact(compact)
 
 
 def verify_inclusion(
@@ -263,19 +250,20 @@ def verify_inclusion(
     where = f"inclusion of leaf {index} in tree of size {tree_size}"
     if index < 0 or tree_size < 0 or index >= tree_size:
         raise MerkleProofError("leaf index is not below the tree size", where)
+    if len(leaf) != HASH_SIZE or len(root_hash) != HASH_SIZE:
+        raise MerkleProofError(f"leaf hash and root must be {HASH_SIZE} bytes", where)
+    if any(len(p) != HASH_SIZE for p in proof):
+        raise MerkleProofError(f"proof hashes must be {HASH_SIZE} bytes", where)
     fn, sn = index, tree_size - 1
     r = leaf
-    for p in _decode_all(proof):
+    for p in proof:
         if sn == 0:
             raise MerkleProofError("proof is longer than the path to the root", where)
         if fn & 1 or fn == sn:
             r = node_hash(p, r)
-            if not fn & 1:
-                while True:
-                    fn >>= 1
-                    sn >>= 1
-                    if fn & 1 or fn == 0:
-                        break
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
         else:
             r = node_hash(r, p)
         fn >>= 1
@@ -309,6 +297,8 @@ def verify_consistency(
     path = list(proof)
     if not path:
         raise MerkleProofError("empty proof", where)
+    if any(len(p) != HASH_SIZE for p in path):
+        raise MerkleProofError(f"proof hashes must be {HASH_SIZE} bytes", where)
     if size1 & (size1 - 1) == 0:
         path.insert(0, root1)
     fn, sn = size1 - 1, size2 - 1
@@ -322,12 +312,9 @@ def verify_consistency(
         if fn & 1 or fn == sn:
             fr = node_hash(c, fr)
             sr = node_hash(c, sr)
-            if not fn & 1:
-                while True:
-                    fn >>= 1
-                    sn >>= 1
-                    if fn & 1 or fn == 0:
-                        break
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
         else:
             sr = node_hash(sr, c)
         fn >>= 1
