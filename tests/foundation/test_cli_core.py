@@ -133,3 +133,13 @@ def test_formats_from_cli(tmp_path: Path) -> None:
     assert doc["files"]["js/app.js"]["url"] == "https://cdn.example/site/js/app.js"
     assert len(doc["files"]["js/app.js"]["sha256"]) == 64
     assert run("manifest", "verify", str(EX), "--manifest", str(out)).returncode == 0
+
+
+def test_json_errors_are_machine_readable(tmp_path: Path) -> None:
+    f = tmp_path / "f"
+    f.write_bytes(b"x")
+    p = run("check", str(f), "sha256-" + "A" * 43 + "=", "--json")
+    assert p.returncode == 1
+    err = json.loads(p.stdout)["error"]
+    assert err["type"] == "DigestMismatchError" and err["exit_code"] == 1
+    assert err["where"] == str(f)

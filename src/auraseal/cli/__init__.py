@@ -9,6 +9,7 @@ which is printed as one line on stderr and mapped to its ``exit_code``.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 
@@ -44,6 +45,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except AuraSealError as exc:
         print(f"auraseal: error: {exc}", file=sys.stderr)
+        if getattr(args, "json", False):
+            error = {
+                "type": type(exc).__name__,
+                "what": exc.what,
+                "where": exc.where,
+                "exit_code": exc.exit_code,
+            }
+            print(json.dumps({"ok": False, "error": error}, sort_keys=True))
         return exc.exit_code
     except KeyboardInterrupt:
         print("auraseal: interrupted", file=sys.stderr)

@@ -212,8 +212,8 @@ def cmd_manifest_verify(args: argparse.Namespace) -> int:
         lines += [f"{p}: unexpected" for p in report.unexpected]
         if args.json:
             emit(args, data)
-        else:
-            sys.stderr.write("\n".join(lines) + "\n")
+            return TreeMismatchError.exit_code
+        sys.stderr.write("\n".join(lines) + "\n")
         raise TreeMismatchError(report.summary(), str(root), report=report)
     if state is not None:
         state.record(manifest.name, manifest.version, manifest_digest(manifest))
