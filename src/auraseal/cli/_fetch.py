@@ -1,9 +1,176 @@
-"""Subcommands of this part (registered by :func:`register`)."""
+"""``auraseal fetch`` and ``auraseal rollback`` (the client; see docs/CLIENT.md)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from auraseal._time import parse_duration
+from auraseal.cli._core import trust_policy
+from auraseal.cli._output import emit, want_json
+from auraseal.client import DEFAULT_JOBS, fetch_package, rollback
+from auraseal.client.fetch import LedgerSink
+
+__all__ = ["register"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add this part's subcommands to ``sub`` (none yet)."""
+    p = sub.add_parser(
+        "fetch",
+        help="fetch a package: verify, repair from parts, install atomically",
+        description=(
+            "Fetch the package at URL (a package base holding integrity-manifest.json, "
+            "or a manifest / BlockHub index.json URL) into DIR. Exit 0 ok, 1 integrity, "
+            "2 usage, 3 trust, 4 unrecoverable, 5 I/O or network; DIR is unchanged on error."
+        ),
+    )
+    p.add_argument("url", metavar="URL")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="DIR")
+    p.add_argument("--mirror", action="append", default=[], metavar="URL",
+                   help="another copy of the package (repeat; tried in order)")
+    p.add_argument("--trusted-key", type=Path, action="append", default=[], metavar="PUB",
+                   help="trust this Ed25519 public key (repeat); signatures then required")
+    p.add_argument("--threshold", type=int, default=1, help="distinct trusted signatures needed")
+    p.add_argument("--cache", type=Path, metavar="DIR",
+                   help="cache directory (default: the user cache dir)")
+    p.add_argument("--no-cache", action="store_true", help="use no cache (no rollback state)")
+    p.add_argument("--fallback", type=Path, metavar="DIR",
+                   help="local fallback copies, used only if they match the manifest")
+    p.add_argument("--manifest-ttl", default="1h", help="reuse a cached manifest this long")
+    p.add_argument("--file-ttl", default="6h", help="reuse a cached file this long")
+    p.add_argument("--offline", action="store_true", help="use only the cache and fallback")
+    p.add_argument("--jobs", type=int, default=DEFAULT_JOBS, help="parallel downloads")
+    p.add_argument("--ledger", metavar="URL",
+                   help="record verifications and refusals (default: $AURASEAL_LEDGER if set)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_fetch)
+
+    r = sub.add_parser("rollback", help="restore the version installed before the last fetch")
+    r.add_argument("dir", type=Path, metavar="DIR")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(handler=cmd_rollback)
+
+
+class _Bar:
+    """Rich progress: bytes, files, rate and ETA."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._p = progress
+        self._task: TaskID | None = None
+        self._files = 0
+        self._total_files = 0
+
+    def start(self, total_bytes: int, total_files: int) -> None:
+        self._total_files = total_files
+        self._task = self._p.add_task("fetch", total=total_bytes, files=f"0/{total_files}")
+
+    def advance(self, nbytes: int) -> None:
+        if self._task is not None:
+            self._p.advance(self._task, nbytes)
+
+    def file_done(self, path: str, source: str) -> None:
+        self._files += 1
+        if self._task is not None:
+            self._p.update(self._task, files=f"{self._files}/{self._total_files}")
+
+
+@contextlib.contextmanager
+def _progress(args: argparse.Namespace) -> Iterator[_Bar | None]:
+    if want_json(args) or not sys.stderr.isatty():
+        yield None
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        DownloadColumn(),
+        TextColumn("{task.fields[files]} files"),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+    ) as prog:
+        yield _Bar(prog)
+
+
+@contextlib.contextmanager
+def _ledger(args: argparse.Namespace) -> Iterator[LedgerSink | None]:
+    from auraseal.ledger import LEDGER_ENV, open_ledger  # noqa: PLC0415
+    from auraseal.ledger._model import HMAC_ENV  # noqa: PLC0415
+
+    url = args.ledger or os.environ.get(LEDGER_ENV)
+    if not url:
+        yield None
+        return
+    with open_ledger(url) as led:
+        signed = bool(os.environ.get(HMAC_ENV))
+
+        def sink(entry_type: str, data: dict[str, Any]) -> None:
+            led.record(entry_type, data, {"tool": "auraseal fetch"}, with_signature=signed)
+
+        yield sink
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    policy = trust_policy(args)
+    cache_dir: Path | None = None
+    if not args.no_cache:
+        cache_dir = args.cache or platformdirs.user_cache_path("auraseal") / "fetch"
+    with _ledger(args) as ledger, _progress(args) as bar:
+        report = fetch_package(
+            args.url,
+            args.output,
+            mirrors=args.mirror,
+            policy=policy,
+            cache_dir=cache_dir,
+            fallback_dir=args.fallback,
+            manifest_ttl=parse_duration(args.manifest_ttl, "--manifest-ttl"),
+            file_ttl=parse_duration(args.file_ttl, "--file-ttl"),
+            offline=args.offline,
+            jobs=args.jobs,
+            progress=bar,
+            ledger=ledger,
+        )
+    lines = [report.summary()]
+    lines += [f"warning: {w}" for w in report.warnings]
+    emit(args, report.to_dict(), "\n".join(lines))
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    record = rollback(args.dir)
+    cur = record.current
+    text = (
+        f"rolled back {args.dir} to {cur.name} v{cur.version}"
+        if cur is not None
+        else f"rolled back {args.dir} to the previous tree"
+    )
+    emit(
+        args,
+        {
+            "ok": True,
+            "dir": str(args.dir),
+            "current": None if cur is None else cur.to_dict(),
+            "previous": None if record.previous is None else record.previous.to_dict(),
+        },
+        text,
+    )
+    return 0
+
+

@@ -1,0 +1,732 @@
+"""The fetch flow: trusted manifest → verified files → atomic install.
+
+See ``docs/CLIENT.md`` for the order of sources and what each refusal means.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+import httpx
+
+from auraseal._fs import resolve_inside
+from auraseal._time import format_time, utcnow
+from auraseal.client.blockhub import fallback_candidates, is_blockhub, make_source
+from auraseal.client.cache import Cache
+from auraseal.client.http import Fetcher, HttpConfig
+from auraseal.client.install import Installed, Staging, read_record, swap_in
+from auraseal.errors import (
+    AuraSealError,
+    ComponentLostError,
+    DigestMismatchError,
+    ExpiredError,
+    InputError,
+    IntegrityError,
+    NetworkError,
+    RollbackError,
+    StorageError,
+    TrustError,
+    UnrecoverableError,
+)
+from auraseal.integrity import StreamVerifier, parse_integrity, verify_bytes
+from auraseal.manifest import FileEntry, Manifest, load_manifest, manifest_digest
+from auraseal.signing import TrustPolicy
+
+__all__ = [
+    "DEFAULT_FILE_TTL",
+    "DEFAULT_JOBS",
+    "DEFAULT_MANIFEST_TTL",
+    "FetchProgress",
+    "FetchReport",
+    "FileReport",
+    "LedgerSink",
+    "fetch_package",
+]
+
+DEFAULT_MANIFEST_TTL = timedelta(hours=1)
+DEFAULT_FILE_TTL = timedelta(hours=6)
+DEFAULT_JOBS = 8
+COPY_CHUNK = 1024 * 1024
+
+#: ``record(entry_type, data)`` — where verifications, recoveries and refusals go.
+LedgerSink = Callable[[str, dict[str, Any]], None]
+RebuildFn = Callable[[FileEntry, Mapping[int, bytes]], bytes]
+
+
+class FetchProgress(Protocol):
+    """Progress callbacks (called from worker threads)."""
+
+    def start(self, total_bytes: int, total_files: int) -> None: ...
+
+    def advance(self, nbytes: int) -> None: ...
+
+    def file_done(self, path: str, source: str) -> None: ...
+
+
+@dataclass
+class FileReport:
+    """Where one file came from and what was refused on the way."""
+
+    path: str
+    size: int
+    source: str
+    url: str | None = None
+    parts_used: int = 0
+    bad_parts: int = 0
+    rejected: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"path": self.path, "size": self.size, "source": self.source}
+        if self.url is not None:
+            d["url"] = self.url
+        if self.source == "parts":
+            d["parts_used"] = self.parts_used
+            d["bad_parts"] = self.bad_parts
+        d["rejected"] = list(self.rejected)
+        return d
+
+
+@dataclass
+class FetchReport:
+    """The outcome of one :func:`fetch_package`."""
+
+    url: str
+    dest: str
+    name: str
+    version: int
+    manifest_source: str
+    previous_version: int | None
+    files: list[FileReport]
+    bytes_downloaded: int
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+    REPORT_VERSION = 1
+
+    def sources(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for f in self.files:
+            out[f.source] = out.get(f.source, 0) + 1
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "report_version": self.REPORT_VERSION,
+            "ok": True,
+            "url": self.url,
+            "dest": self.dest,
+            "name": self.name,
+            "version": self.version,
+            "previous_version": self.previous_version,
+            "manifest_source": self.manifest_source,
+            "files": [f.to_dict() for f in self.files],
+            "sources": self.sources(),
+            "bytes": sum(f.size for f in self.files),
+            "bytes_downloaded": self.bytes_downloaded,
+            "seconds": round(self.seconds, 3),
+            "warnings": list(self.warnings),
+        }
+
+    def summary(self) -> str:
+        src = ", ".join(f"{n} {s}" for s, n in sorted(self.sources().items()))
+        prev = "" if self.previous_version is None else f" (was v{self.previous_version})"
+        return (
+            f"installed {self.name} v{self.version}{prev} into {self.dest}: "
+            f"{len(self.files)} files ({src}); manifest from {self.manifest_source}; "
+            f"{self.bytes_downloaded} bytes downloaded in {self.seconds:.2f}s"
+        )
+
+
+def _load_rebuild() -> RebuildFn | None:
+    """The sealing part's ``rebuild_component`` if it is available."""
+    try:
+        from auraseal import sealing  # noqa: PLC0415
+    except ImportError:
+        return None
+    fn = getattr(sealing, "rebuild_component", None)
+    return fn if callable(fn) else None
+
+
+class _VerifySink:
+    def __init__(self, fh: BinaryIO, verifier: StreamVerifier) -> None:
+        self.fh = fh
+        self.verifier = verifier
+
+    def write(self, data: bytes, /) -> object:
+        self.verifier.update(data)
+        return self.fh.write(data)
+
+
+class _Aborted(Exception):
+    pass
+
+
+def _one_line(errors: Sequence[str], limit: int = 6) -> str:
+    shown = list(errors[:limit])
+    if len(errors) > limit:
+        shown.append(f"... {len(errors) - limit} more")
+    return "; ".join(shown)
+
+
+class _Fetch:
+    def __init__(
+        self,
+        url: str,
+        dest: Path,
+        *,
+        mirrors: Sequence[str],
+        policy: TrustPolicy | None,
+        cache_dir: Path | None,
+        fallback_dir: Path | None,
+        manifest_ttl: timedelta,
+        file_ttl: timedelta,
+        offline: bool,
+        jobs: int,
+        progress: FetchProgress | None,
+        transport: httpx.BaseTransport | None,
+        http: HttpConfig | None,
+        ledger: LedgerSink | None,
+        now: datetime | None,
+        rebuild: RebuildFn | None,
+    ) -> None:
+        self.url = url
+        self.dest = Path(dest).absolute()
+        self.sources = [make_source(url, "primary")] + [
+            make_source(m, f"mirror {i}") for i, m in enumerate(mirrors, 1)
+        ]
+        self.policy = policy
+        self.cache = Cache(cache_dir) if cache_dir is not None else None
+        self.fallback_dir = Path(fallback_dir) if fallback_dir is not None else None
+        self.manifest_ttl = manifest_ttl
+        self.file_ttl = file_ttl
+        self.offline = offline
+        self.jobs = max(1, jobs)
+        self.progress = progress
+        self.ledger = ledger
+        self.now = now or utcnow()
+        cfg = http or HttpConfig()
+        if cfg.max_connections < self.jobs * 2:
+            cfg = HttpConfig(**{**cfg.__dict__, "max_connections": self.jobs * 2})
+        self.fetcher = Fetcher(cfg, transport)
+        self.rebuild = rebuild if rebuild is not None else _load_rebuild()
+        self.warnings: list[str] = []
+        self._lock = threading.Lock()
+        self._downloaded = 0
+        self._abort = threading.Event()
+        self._blockhub = False
+        self._events: list[tuple[str, dict[str, Any]]] = []
+
+    def close(self) -> None:
+        self.fetcher.close()
+
+    # --- ledger & progress -------------------------------------------------
+
+    def record(self, entry_type: str, data: dict[str, Any]) -> None:
+        """Queue a ledger event; :meth:`flush_ledger` writes them from the
+        calling thread (ledger stores need not be thread-safe)."""
+        if self.ledger is None:
+            return
+        with self._lock:
+            self._events.append((entry_type, data))
+
+    def flush_ledger(self) -> None:
+        if self.ledger is None:
+            return
+        with self._lock:
+            events, self._events = self._events, []
+        for entry_type, data in events:
+            try:
+                self.ledger(entry_type, data)
+            except Exception as exc:  # the ledger must not break an install
+                self.warnings.append(f"ledger: {entry_type} not recorded: {exc}")
+
+    def _net(self, n: int) -> None:
+        with self._lock:
+            self._downloaded += n
+        if self.progress is not None:
+            self.progress.advance(n)
+
+    def _retract(self, n: int) -> None:
+        if self.progress is not None and n:
+            self.progress.advance(-n)
+
+    # --- manifest ----------------------------------------------------------
+
+    def trust(self, data: bytes, where: str) -> Manifest:
+        m = load_manifest(
+            data, where, policy=self.policy, state=None, now=self.now, name=self.url
+        )
+        if self.policy is None and m.expires is not None and m.expires <= self.now:
+            raise ExpiredError(
+                f"manifest '{m.name}' v{m.version} expired at {format_time(m.expires)}", where
+            )
+        digest = manifest_digest(m)
+        if self.cache is not None:
+            self.cache.trust_state.check(m.name, m.version, digest, where)
+        rec = read_record(self.dest)
+        cur = rec.current if rec is not None else None
+        if cur is not None and cur.name == m.name:
+            if m.version < cur.version:
+                raise RollbackError(
+                    f"version {m.version} is older than installed version {cur.version} "
+                    f"of '{m.name}' (rollback)",
+                    where,
+                )
+            if m.version == cur.version and digest != cur.digest:
+                raise RollbackError(
+                    f"version {m.version} of '{m.name}' differs from the installed one", where
+                )
+        return m
+
+    def manifest(self) -> tuple[Manifest, str]:
+        primary = self.sources[0]
+        cached = self.cache.manifest(primary.manifest_url) if self.cache is not None else None
+        errors: list[AuraSealError] = []
+        if cached is not None:
+            data, meta = cached
+            if self.offline or self.now - meta.fetched_at <= self.manifest_ttl:
+                try:
+                    return self.trust(data, f"{primary.manifest_url} (cached)"), "cache"
+                except TrustError as exc:
+                    if self.offline:
+                        raise
+                    errors.append(exc)
+        if self.offline:
+            raise StorageError("no cached manifest to use offline", primary.manifest_url)
+        for i, src in enumerate(self.sources):
+            try:
+                if i == 0 and cached is not None:
+                    got = self.fetcher.get_small(
+                        src.manifest_url, etag=cached[1].etag, last_modified=cached[1].last_modified
+                    )
+                else:
+                    got = self.fetcher.get_small(src.manifest_url)
+                self._net(len(got.data))
+                if got.status == 304 and cached is not None:
+                    m = self.trust(cached[0], src.manifest_url)
+                    if self.cache is not None:
+                        self.cache.touch_manifest(primary.manifest_url, cached[1], self.now)
+                    return m, "revalidated"
+                m = self.trust(got.data, src.manifest_url)
+                if self.cache is not None:
+                    self.cache.store_manifest(
+                        primary.manifest_url,
+                        got.data,
+                        self.now,
+                        got.etag if i == 0 else None,
+                        got.last_modified if i == 0 else None,
+                    )
+                return m, src.label
+            except (NetworkError, TrustError, InputError, IntegrityError) as exc:
+                errors.append(exc)
+                self.record(
+                    "fetch.manifest_rejected",
+                    {"url": src.manifest_url, "error": str(exc), "exit_code": exc.exit_code},
+                )
+        if cached is not None and all(isinstance(e, NetworkError) for e in errors):
+            m = self.trust(cached[0], f"{primary.manifest_url} (cached)")
+            self.warnings.append("manifest: no source answered; used the cached copy")
+            return m, "stale cache"
+        for family in (TrustError, InputError, IntegrityError):
+            for e in errors:
+                if isinstance(e, family):
+                    raise e
+        raise errors[0]
+
+    # --- one file ----------------------------------------------------------
+
+    def _copy_verified(self, src: Path, target: Path, entry: FileEntry) -> bytes:
+        ver = StreamVerifier(entry.integrity, str(src))
+        try:
+            with open(src, "rb") as fi, open(target, "wb") as fo:
+                while chunk := fi.read(COPY_CHUNK):
+                    ver.update(chunk)
+                    if ver.bytes_seen > entry.size:
+                        break
+                    fo.write(chunk)
+                if ver.bytes_seen != entry.size:
+                    raise DigestMismatchError(
+                        f"size differs from the manifest's {entry.size} bytes", str(src)
+                    )
+                ver.verify()
+                fo.flush()
+                os.fsync(fo.fileno())
+        except OSError as exc:
+            raise StorageError(f"cannot copy: {exc.strerror}", str(src)) from exc
+        return ver.digest()
+
+    def _download(self, url: str, target: Path, entry: FileEntry) -> bytes:
+        ver = StreamVerifier(entry.integrity, url)
+        seen = 0
+
+        def count(n: int) -> None:
+            nonlocal seen
+            seen += n
+            self._net(n)
+
+        try:
+            try:
+                with open(target, "wb") as fh:
+                    self.fetcher.download(url, _VerifySink(fh, ver), entry.size, progress=count)
+                    ver.verify()
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except OSError as exc:
+                raise StorageError(f"cannot write: {exc.strerror}", str(target)) from exc
+        except AuraSealError:
+            self._retract(seen)
+            raise
+        return ver.digest()
+
+    def _fetch_part(self, entry: FileEntry, number: int) -> tuple[bytes | None, list[str]]:
+        assert entry.recovery is not None
+        info = entry.recovery.parts[number]
+        n = len(self.sources)
+        rejected: list[str] = []
+        for j in range(n):
+            if self._abort.is_set():
+                break
+            src = self.sources[(number + j) % n]
+            url = src.part_url(entry, number)
+            buf = io.BytesIO()
+            try:
+                self.fetcher.download(url, buf, info.size, progress=self._net_quiet)
+                data = buf.getvalue()
+                verify_bytes(data, info.integrity, url)
+            except AuraSealError as exc:
+                rejected.append(f"{src.label} part {number}: {exc.what}")
+                continue
+            return data, rejected
+        return None, rejected
+
+    def _net_quiet(self, n: int) -> None:
+        with self._lock:
+            self._downloaded += n
+
+    def _from_parts(
+        self, entry: FileEntry, target: Path, pool: ThreadPoolExecutor, report: FileReport
+    ) -> None:
+        rec = entry.recovery
+        assert rec is not None
+        if self.rebuild is None:
+            raise ComponentLostError("part recovery is not available", entry.path)
+        total = len(rec.parts)
+        good: dict[int, bytes] = {}
+        pending: dict[Future[tuple[bytes | None, list[str]]], int] = {}
+        nxt = 0
+
+        def submit() -> None:
+            nonlocal nxt
+            fut = pool.submit(self._fetch_part, entry, nxt)
+            pending[fut] = nxt
+            nxt += 1
+
+        while nxt < min(rec.k, total):
+            submit()
+        while pending and len(good) < rec.k:
+            done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+            for fut in done:
+                number = pending.pop(fut)
+                data, rejected = fut.result()
+                report.rejected.extend(rejected)
+                report.bad_parts += len(rejected)
+                if data is None:
+                    if nxt < total:
+                        submit()
+                else:
+                    good[number] = data
+        for fut in pending:
+            fut.cancel()
+        if len(good) < rec.k:
+            raise ComponentLostError(
+                f"only {len(good)} good parts of {total}; {rec.k} needed", entry.path,
+                good=len(good), total=total, k=rec.k,
+            )
+        data = self.rebuild(entry, good)
+        verify_bytes(data, entry.integrity, entry.path)
+        try:
+            with open(target, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise StorageError(f"cannot write: {exc.strerror}", str(target)) from exc
+        report.parts_used = len(good)
+
+    def _store(self, target: Path, entry: FileEntry, digest: bytes) -> None:
+        if self.cache is None:
+            return
+        try:
+            alg = parse_integrity(entry.integrity).algorithm
+            self.cache.store_file(target, alg, digest, self.now)
+        except AuraSealError as exc:
+            with self._lock:
+                self.warnings.append(f"cache: {exc}")
+
+    def obtain(self, entry: FileEntry, stage: Staging, pool: ThreadPoolExecutor) -> FileReport:
+        if self._abort.is_set():
+            raise _Aborted()
+        target = stage.file(entry.path)
+        report = FileReport(entry.path, entry.size, "")
+        errors: list[AuraSealError] = []
+
+        def done(source: str, url: str | None = None, counted: bool = False) -> FileReport:
+            report.source = source
+            report.url = url
+            if self.progress is not None:
+                if not counted:
+                    self.progress.advance(entry.size)
+                self.progress.file_done(entry.path, source)
+            self.record(
+                "fetch.verified",
+                {"path": entry.path, "integrity": entry.integrity, "source": source,
+                 "size": entry.size},
+            )
+            return report
+
+        def refuse(where: str, exc: AuraSealError) -> None:
+            errors.append(exc)
+            report.rejected.append(f"{where}: {exc.what}")
+
+        # 1. the cache, within its TTL
+        stale: Path | None = None
+        if self.cache is not None:
+            hit = self.cache.lookup_file(entry)
+            if hit is not None:
+                path, mtime = hit
+                age = self.now.astimezone(UTC).timestamp() - mtime
+                if self.offline or age <= self.file_ttl.total_seconds():
+                    try:
+                        self._copy_verified(path, target, entry)
+                        return done("cache")
+                    except IntegrityError as exc:
+                        self.cache.forget_file(path)
+                        refuse("cache", exc)
+                else:
+                    stale = path
+        # 2. the copy already installed in DIR (same bytes as this manifest)
+        installed = self._installed_copy(entry)
+        if installed is not None:
+            try:
+                self._copy_verified(installed, target, entry)
+                return done("installed")
+            except IntegrityError as exc:
+                report.rejected.append(f"installed: {exc.what}")
+        if not self.offline:
+            # 3. the primary, then each mirror
+            for src in self.sources:
+                if self._abort.is_set():
+                    raise _Aborted()
+                url = src.file_url(entry, use_entry_url=src.label == "primary")
+                try:
+                    digest = self._download(url, target, entry)
+                except (NetworkError, IntegrityError) as exc:
+                    refuse(src.label, exc)
+                    self.record(
+                        "fetch.rejected",
+                        {"path": entry.path, "url": url, "error": str(exc)},
+                    )
+                    continue
+                self._store(target, entry, digest)
+                return done(src.label, url, counted=True)
+            # 4. parts from all sources at once
+            if entry.recovery is not None:
+                try:
+                    self._from_parts(entry, target, pool, report)
+                    self._store(target, entry, self._digest_of(entry))
+                    self.record(
+                        "fetch.recovered",
+                        {"path": entry.path, "parts_used": report.parts_used,
+                         "bad_parts": report.bad_parts},
+                    )
+                    return done("parts")
+                except AuraSealError as exc:
+                    refuse("parts", exc)
+        # 5. a stale cached copy (still the same bytes as this manifest)
+        if stale is not None:
+            try:
+                self._copy_verified(stale, target, entry)
+                return done("stale cache")
+            except IntegrityError as exc:
+                refuse("stale cache", exc)
+        # 6. the local fallback folder, only if it matches this manifest
+        if self.fallback_dir is not None:
+            for cand in fallback_candidates(self.fallback_dir, entry):
+                try:
+                    self._copy_verified(cand, target, entry)
+                    return done("fallback")
+                except IntegrityError as exc:
+                    refuse("fallback", exc)
+        raise self._refusal(entry, errors, report)
+
+    def _digest_of(self, entry: FileEntry) -> bytes:
+        # after a rebuild the bytes matched entry.integrity; cache under its first digest
+        return parse_integrity(entry.integrity).digests[0]
+
+    def _installed_copy(self, entry: FileEntry) -> Path | None:
+        if not self.dest.is_dir():
+            return None
+        try:
+            p = resolve_inside(self.dest, entry.path)
+            if p.is_file() and p.stat().st_size == entry.size:
+                return p
+        except (AuraSealError, OSError):
+            return None
+        return None
+
+    def _refusal(
+        self, entry: FileEntry, errors: list[AuraSealError], report: FileReport
+    ) -> AuraSealError:
+        detail = _one_line(report.rejected) or "no source to try"
+        if self.offline and not errors:
+            return StorageError(
+                "not in the cache or the fallback folder (offline)", entry.path
+            )
+        lost = [e for e in errors if isinstance(e, UnrecoverableError)]
+        if lost:
+            e0 = lost[0]
+            return ComponentLostError(
+                f"no intact copy and too few good parts: {detail}", entry.path,
+                good=getattr(e0, "good", 0), total=getattr(e0, "total", 0), k=getattr(e0, "k", 0),
+            )
+        if any(isinstance(e, IntegrityError) for e in errors):
+            return DigestMismatchError(f"no copy matches the manifest: {detail}", entry.path)
+        return NetworkError(f"could not fetch: {detail}", entry.path)
+
+    # --- the whole package -------------------------------------------------
+
+    def run(self) -> FetchReport:
+        t0 = time.monotonic()
+        manifest, msource = self.manifest()
+        self._blockhub = is_blockhub(manifest)
+        digest = manifest_digest(manifest)
+        if self.cache is not None:
+            self.cache.trust_state.record(manifest.name, manifest.version, digest)
+        self.record(
+            "fetch.manifest",
+            {"url": self.url, "name": manifest.name, "version": manifest.version,
+             "digest": digest, "source": msource},
+        )
+        if self.progress is not None:
+            self.progress.start(manifest.total_size, len(manifest.files))
+        stage = Staging(self.dest)
+        try:
+            reports = self._all_files(manifest, stage)
+            self._check_stage(manifest, stage)
+            rec = swap_in(
+                stage,
+                Installed(manifest.name, manifest.version, digest, self.url, format_time(utcnow())),
+            )
+        except BaseException:
+            stage.discard()
+            raise
+        previous = rec.previous.version if rec.previous is not None else None
+        report = FetchReport(
+            url=self.url,
+            dest=str(self.dest),
+            name=manifest.name,
+            version=manifest.version,
+            manifest_source=msource,
+            previous_version=previous,
+            files=reports,
+            bytes_downloaded=self._downloaded,
+            seconds=time.monotonic() - t0,
+            warnings=self.warnings,
+        )
+        self.record(
+            "fetch.installed",
+            {"dest": str(self.dest), "name": manifest.name, "version": manifest.version,
+             "sources": report.sources()},
+        )
+        return report
+
+    def _all_files(self, manifest: Manifest, stage: Staging) -> list[FileReport]:
+        results: dict[str, FileReport] = {}
+        with (
+            ThreadPoolExecutor(self.jobs, thread_name_prefix="fetch") as files_pool,
+            ThreadPoolExecutor(self.jobs * 2, thread_name_prefix="part") as parts_pool,
+        ):
+            futs = {
+                files_pool.submit(self.obtain, e, stage, parts_pool): e for e in manifest.files
+            }
+            first: BaseException | None = None
+            for fut in as_completed(futs):
+                try:
+                    r = fut.result()
+                except _Aborted:
+                    continue
+                except BaseException as exc:
+                    if first is None:
+                        first = exc
+                        self._abort.set()
+                        for f in futs:
+                            f.cancel()
+                    continue
+                results[r.path] = r
+            if first is not None:
+                raise first
+        return [results[e.path] for e in manifest.files]
+
+    def _check_stage(self, manifest: Manifest, stage: Staging) -> None:
+        for e in manifest.files:
+            p = resolve_inside(stage.path, e.path)
+            try:
+                size = p.stat().st_size
+            except OSError as exc:
+                raise StorageError("missing after assembly", e.path) from exc
+            if size != e.size:
+                raise IntegrityError(f"assembled size {size} != {e.size}", e.path)
+
+
+def fetch_package(
+    url: str,
+    dest: Path,
+    *,
+    mirrors: Sequence[str] = (),
+    policy: TrustPolicy | None = None,
+    cache_dir: Path | None = None,
+    fallback_dir: Path | None = None,
+    manifest_ttl: timedelta = DEFAULT_MANIFEST_TTL,
+    file_ttl: timedelta = DEFAULT_FILE_TTL,
+    offline: bool = False,
+    jobs: int = DEFAULT_JOBS,
+    progress: FetchProgress | None = None,
+    transport: httpx.BaseTransport | None = None,
+    http: HttpConfig | None = None,
+    ledger: LedgerSink | None = None,
+    now: datetime | None = None,
+    rebuild: RebuildFn | None = None,
+) -> FetchReport:
+    """Fetch the package at ``url`` into ``dest``: verify, repair, install atomically.
+
+    Raises an :class:`~auraseal.errors.AuraSealError` (and leaves ``dest``
+    exactly as it was) when the manifest cannot be trusted (exit 3), a file
+    has no copy matching it (1), too few parts survive (4), or the network
+    or disk fails (5).
+    """
+    f = _Fetch(
+        url, dest, mirrors=mirrors, policy=policy, cache_dir=cache_dir,
+        fallback_dir=fallback_dir, manifest_ttl=manifest_ttl, file_ttl=file_ttl,
+        offline=offline, jobs=jobs, progress=progress, transport=transport, http=http,
+        ledger=ledger, now=now, rebuild=rebuild,
+    )
+    try:
+        return f.run()
+    except AuraSealError as exc:
+        f.record(
+            "fetch.refused",
+            {"url": url, "dest": str(f.dest), "error": str(exc), "exit_code": exc.exit_code},
+        )
+        raise
+    finally:
+        f.flush_ledger()
+        f.close()
