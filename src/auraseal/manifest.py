@@ -113,6 +113,10 @@ class RecoveryInfo:
     block_size: int
     compressed_size: int
     parts: tuple[PartInfo, ...]
+    # Added by sealing (docs/FORMAT.md §2); 0 means the single-stripe default.
+    engine: str = "zfec"
+    stripe_size: int = 0
+    fragment_size: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -121,6 +125,9 @@ class RecoveryInfo:
             "m": self.m,
             "block_size": self.block_size,
             "compressed_size": self.compressed_size,
+            "engine": self.engine,
+            "stripe_size": self.stripe_size or self.k * self.block_size,
+            "fragment_size": self.fragment_size or self.block_size,
             "parts": [p.to_dict() for p in self.parts],
         }
 
@@ -139,6 +146,9 @@ class RecoveryInfo:
             block_size=_int(d, "block_size", where),
             compressed_size=_int(d, "compressed_size", where),
             parts=parts,
+            engine=_str(d, "engine", where) if "engine" in d else "zfec",
+            stripe_size=_int(d, "stripe_size", where) if "stripe_size" in d else 0,
+            fragment_size=_int(d, "fragment_size", where) if "fragment_size" in d else 0,
         )
         if info.k < 1 or len(parts) != info.k + info.m or info.k + info.m > 256:
             raise ManifestFormatError("recovery needs 1 <= k, k+m parts, k+m <= 256", where)

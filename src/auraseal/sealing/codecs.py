@@ -1,0 +1,187 @@
+"""Codecs for a component's stream (``docs/FORMAT.md`` §6).
+
+* ``none``: the bytes as they are.
+* ``huffman``: raw deflate with zlib's ``Z_HUFFMAN_ONLY`` strategy — each
+  block is a length-limited (15-bit) canonical Huffman code over literals.
+* ``zstd``: one Zstandard frame at level 3 (multi-threaded for big inputs).
+
+Decompression is streamed and bounded: output beyond the expected size,
+trailing bytes or a truncated stream raise
+:class:`~auraseal.errors.IntegrityError`, never anything else.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zlib
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO
+
+import zstandard
+
+from auraseal.errors import IntegrityError, UsageError
+
+__all__ = [
+    "CODEC_NAMES",
+    "ZSTD_LEVEL",
+    "compress",
+    "compress_stream",
+    "iter_decompress",
+    "looks_incompressible",
+]
+
+CODEC_NAMES = ("none", "huffman", "zstd")
+ZSTD_LEVEL = 3
+_OUT_CHUNK = 1 << 20
+_MT_THRESHOLD = 8 << 20
+_SAMPLE = 256 << 10
+
+
+def _check(codec: str) -> None:
+    if codec not in CODEC_NAMES:
+        raise UsageError(f"unknown codec {codec!r} (use {', '.join(CODEC_NAMES)})", "codec")
+
+
+def _huffman() -> zlib._Compress:
+    return zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_HUFFMAN_ONLY)
+
+
+def _zstd(size: int) -> zstandard.ZstdCompressor:
+    threads = (os.cpu_count() or 1) if size >= _MT_THRESHOLD else 0
+    return zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=threads, write_content_size=True)
+
+
+def compress(codec: str, data: bytes | bytearray | memoryview) -> bytes | bytearray | memoryview:
+    """Compress ``data`` in memory (``none`` returns it unchanged)."""
+    _check(codec)
+    if codec == "none":
+        return data
+    if codec == "huffman":
+        c = _huffman()
+        return c.compress(data) + c.flush()
+    return _zstd(len(data)).compress(data)
+
+
+def looks_incompressible(data: bytes | bytearray | memoryview) -> bool:
+    """True if three 256 KiB samples (start, middle, end) do not shrink with zstd.
+
+    Used to store random-looking components with codec ``none`` without
+    spending a full compression pass on them.
+    """
+    n = len(data)
+    if n < 4 * _SAMPLE:
+        return False
+    cctx = zstandard.ZstdCompressor(level=1)
+    for off in (0, n // 2 - _SAMPLE // 2, n - _SAMPLE):
+        if len(cctx.compress(data[off : off + _SAMPLE])) < _SAMPLE * 0.97:
+            return False
+    return True
+
+
+def compress_stream(codec: str, src: BinaryIO, dst: BinaryIO, size: int) -> int:
+    """Compress ``src`` (``size`` bytes) into ``dst``; returns bytes written."""
+    _check(codec)
+    if codec == "none":
+        raise UsageError("compress_stream needs a real codec", "codec")
+    written = 0
+    if codec == "huffman":
+        c = _huffman()
+        while chunk := src.read(_OUT_CHUNK * 8):
+            out = c.compress(chunk)
+            dst.write(out)
+            written += len(out)
+        out = c.flush()
+        dst.write(out)
+        return written + len(out)
+    _read, w = _zstd(size).copy_stream(src, dst, size=size, read_size=_OUT_CHUNK * 8)
+    return int(w)
+
+
+class _ChunkReader(io.RawIOBase):
+    """A read-only file over an iterator of byte chunks."""
+
+    def __init__(self, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
+        self._it = iter(chunks)
+        self._buf = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not self._buf:
+            nxt = next(self._it, None)
+            if nxt is None:
+                return 0
+            self._buf = memoryview(nxt).cast("B")
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+
+def iter_decompress(
+    codec: str, chunks: Iterable[bytes | bytearray | memoryview], size: int, where: str = ""
+) -> Iterator[bytes | bytearray | memoryview]:
+    """Decompress a stream given as chunks, yielding output chunks.
+
+    Raises :class:`IntegrityError` if the output is not exactly ``size``
+    bytes, the stream is truncated, or bytes follow its end.
+    """
+    _check(codec)
+    total = 0
+
+    def account(out: bytes | bytearray | memoryview) -> None:
+        nonlocal total
+        total += len(out)
+        if total > size:
+            raise IntegrityError(f"stream decompresses to more than {size} bytes", where)
+
+    if codec == "none":
+        for c in chunks:
+            account(c)
+            yield c
+    elif codec == "huffman":
+        d = zlib.decompressobj(-15)
+        try:
+            for c in chunks:
+                if d.eof:
+                    if len(c):
+                        raise IntegrityError("bytes after the end of the deflate stream", where)
+                    continue
+                data: bytes | bytearray | memoryview = c
+                while len(data) and not d.eof:
+                    out = d.decompress(data, _OUT_CHUNK)
+                    account(out)
+                    if out:
+                        yield out
+                    data = d.unconsumed_tail
+                if d.unused_data:
+                    raise IntegrityError("bytes after the end of the deflate stream", where)
+            while not d.eof:
+                out = d.decompress(d.unconsumed_tail, _OUT_CHUNK)
+                if not out:
+                    break
+                account(out)
+                yield out
+        except zlib.error as exc:
+            raise IntegrityError(f"corrupt deflate stream: {exc}", where) from exc
+        if not d.eof:
+            raise IntegrityError("truncated deflate stream", where)
+    else:
+        reader = _ChunkReader(chunks)
+        dctx = zstandard.ZstdDecompressor(max_window_size=1 << 27)
+        try:
+            for out in dctx.read_to_iter(
+                reader,  # type: ignore[arg-type]
+                read_size=_OUT_CHUNK,
+                write_size=_OUT_CHUNK,
+            ):
+                account(out)
+                yield out
+        except zstandard.ZstdError as exc:
+            raise IntegrityError(f"corrupt zstd stream: {exc}", where) from exc
+        if reader.readinto(bytearray(1)):
+            raise IntegrityError("bytes after the end of the zstd frame", where)
+    if total != size:
+        raise IntegrityError(f"stream decompresses to {total} bytes, expected {size}", where)

@@ -1,0 +1,451 @@
+"""One component: planning k/m/stripes, part headers, checking parts, and
+the stripe pipelines shared by seal, unseal, scrub and repair."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import math
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, TypeVar
+
+from auraseal._fs import atomic_writer
+from auraseal.errors import (
+    ChecksumError,
+    ComponentLostError,
+    DigestMismatchError,
+    IntegrityError,
+    ManifestFormatError,
+    PartFormatError,
+    UsageError,
+)
+from auraseal.integrity import auraseal_string, parse_integrity, sri_token
+from auraseal.manifest import FileEntry, PartInfo, RecoveryInfo, part_name
+from auraseal.sealing.codecs import CODEC_NAMES
+from auraseal.sealing.erasure import ErasureEngine, choose_engine, get_engine
+from auraseal.sealing.format import (
+    DIGEST_ALGS,
+    FOOTER_SIZE,
+    HEADER_SIZE,
+    MAX_PARTS,
+    PartFooter,
+    PartHasher,
+    PartHeader,
+    stripe_spans,
+)
+
+__all__ = [
+    "DEFAULT_COHERENCE",
+    "DEFAULT_PART_SIZE",
+    "MAX_FRAGMENT_WIDTH",
+    "ComponentSpec",
+    "PartsWriter",
+    "Plan",
+    "check_part_bytes",
+    "coherence_parity",
+    "integrity_for",
+    "ordered_map",
+    "plan_component",
+]
+
+DEFAULT_PART_SIZE = 5120
+DEFAULT_COHERENCE = 0.954
+#: Widest fragment of one stripe: bounds memory to k * 256 KiB per stripe.
+MAX_FRAGMENT_WIDTH = 256 << 10
+
+Buffer = bytes | bytearray | memoryview
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _check_coherence(coherence: float) -> None:
+    if not (isinstance(coherence, float | int) and 1 / 256 <= coherence <= 1):
+        raise UsageError(f"coherence must be in [1/256, 1], got {coherence!r}", "coherence")
+
+
+def coherence_parity(k: int, coherence: float) -> int:
+    """Smallest ``m >= 1`` with ``k / (k + m) <= coherence``."""
+    _check_coherence(coherence)
+    # k / (k + m) <= c  <=>  m >= k (1 - c) / c ; guard float noise.
+    m = max(1, math.ceil(k * (1 - coherence) / coherence - 1e-9))
+    while k / (k + m) > coherence:
+        m += 1
+    while m > 1 and k / (k + m - 1) <= coherence:
+        m -= 1
+    return m
+
+
+def _max_k(coherence: float) -> int:
+    k = MAX_PARTS - 1
+    while k > 1 and k + coherence_parity(k, coherence) > MAX_PARTS:
+        k -= 1
+    return k
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a compressed stream of ``compressed_size`` bytes is cut and coded."""
+
+    k: int
+    m: int
+    engine: str
+    compressed_size: int
+    stripe_size: int
+    fragment_size: int
+    payload_size: int
+
+    @property
+    def total(self) -> int:
+        return self.k + self.m
+
+
+def plan_component(
+    compressed_size: int,
+    part_size: int = DEFAULT_PART_SIZE,
+    coherence: float = DEFAULT_COHERENCE,
+    engine: str | None = None,
+) -> Plan:
+    """``docs/FORMAT.md`` §5: choose k, m, stripe and fragment sizes."""
+    if part_size < 1:
+        raise UsageError("part size must be >= 1 byte", "part_size")
+    _check_coherence(coherence)
+    k = max(1, -(-compressed_size // part_size))
+    m = coherence_parity(k, coherence)
+    if k + m > MAX_PARTS:
+        k = _max_k(coherence)
+        m = coherence_parity(k, coherence)
+    per_part = max(1, -(-compressed_size // k))
+    pieces = -(-per_part // MAX_FRAGMENT_WIDTH)
+    width = -(-per_part // pieces)
+    stripe_size = k * width
+    name = choose_engine(width, engine)
+    if compressed_size == 0:
+        name = "zfec"  # ISA-L cannot code an empty stripe
+    eng = get_engine(name)
+    spans = stripe_spans(compressed_size, stripe_size)
+    fragment_size = eng.fragment_size(k, m, stripe_size)
+    last = eng.fragment_size(k, m, spans[-1][1]) if spans[-1][1] else 1
+    payload = (len(spans) - 1) * fragment_size + last
+    return Plan(k, m, name, compressed_size, stripe_size, fragment_size, payload)
+
+
+def integrity_for(algorithm: str, digest: bytes) -> str:
+    """The manifest's integrity string for a file digest (as ``build_manifest`` writes it)."""
+    if algorithm == "sha256":
+        return sri_token(algorithm, digest)
+    return auraseal_string(digest, algorithm=algorithm)
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """Everything needed to check and decode one component, from its manifest entry."""
+
+    path: str
+    size: int
+    integrity: str
+    codec: str
+    digest_alg: str
+    digest: bytes
+    plan: Plan
+    parts: tuple[PartInfo, ...]
+
+    @property
+    def k(self) -> int:
+        return self.plan.k
+
+    @property
+    def total(self) -> int:
+        return self.plan.total
+
+    def header(self, number: int) -> PartHeader:
+        return PartHeader(
+            part_number=number,
+            total_parts=self.plan.total,
+            k=self.plan.k,
+            codec=self.codec,
+            engine=self.plan.engine,
+            digest_alg=self.digest_alg,
+            component_size=self.size,
+            compressed_size=self.plan.compressed_size,
+            stripe_size=self.plan.stripe_size,
+            fragment_size=self.plan.fragment_size,
+            payload_size=self.plan.payload_size,
+            component_digest=self.digest,
+        )
+
+    def part_path(self, number: int) -> str:
+        return part_name(self.path, number)
+
+    def engine(self) -> ErasureEngine:
+        return get_engine(self.plan.engine)
+
+    def spans(self) -> list[tuple[int, int]]:
+        return stripe_spans(self.plan.compressed_size, self.plan.stripe_size)
+
+    def recovery(self) -> RecoveryInfo:
+        return RecoveryInfo(
+            codec=self.codec,
+            k=self.plan.k,
+            m=self.plan.m,
+            block_size=self.plan.payload_size,
+            compressed_size=self.plan.compressed_size,
+            parts=self.parts,
+            engine=self.plan.engine,
+            stripe_size=self.plan.stripe_size,
+            fragment_size=self.plan.fragment_size,
+        )
+
+    def entry(self) -> FileEntry:
+        return FileEntry(self.path, self.size, self.integrity, self.recovery())
+
+    @classmethod
+    def from_entry(cls, entry: FileEntry, where: str = "") -> ComponentSpec:
+        where = where or entry.path
+        rec = entry.recovery
+        if rec is None:
+            raise ManifestFormatError("file has no recovery parts (not sealed)", where)
+        integ = parse_integrity(entry.integrity, where)
+        alg = integ.algorithm
+        if alg not in DIGEST_ALGS:
+            raise ManifestFormatError(f"unsupported digest algorithm {alg}", where)
+        if rec.codec not in CODEC_NAMES:
+            raise ManifestFormatError(f"unknown codec {rec.codec!r}", where)
+        if rec.engine not in ("zfec", "isa_l"):
+            raise ManifestFormatError(f"unknown engine {rec.engine!r}", where)
+        plan = Plan(
+            k=rec.k,
+            m=rec.m,
+            engine=rec.engine,
+            compressed_size=rec.compressed_size,
+            stripe_size=rec.stripe_size or rec.k * rec.block_size,
+            fragment_size=rec.fragment_size or rec.block_size,
+            payload_size=rec.block_size,
+        )
+        spec = cls(
+            entry.path,
+            entry.size,
+            entry.integrity,
+            rec.codec,
+            alg,
+            integ.digests[0],
+            plan,
+            rec.parts,
+        )
+        try:
+            spec.header(0).check(where)
+        except PartFormatError as exc:
+            raise ManifestFormatError(f"inconsistent recovery: {exc.what}", where) from exc
+        for p in rec.parts:
+            if p.size != spec.header(0).file_size:
+                raise ManifestFormatError(f"part {p.number} size disagrees with recovery", where)
+            pi = parse_integrity(p.integrity, where)
+            if pi.algorithm != "sha256":
+                raise ManifestFormatError("part integrity must be sha256", where)
+        return spec
+
+    def part_digest(self, number: int) -> bytes:
+        return parse_integrity(self.parts[number].integrity).digests[0]
+
+
+def _same_header(spec: ComponentSpec, number: int, got: PartHeader, where: str) -> None:
+    want = spec.header(number)
+    if got != want:
+        if got.component_digest != want.component_digest:
+            raise IntegrityError("part of another component or package", where)
+        if got.part_number != number:
+            raise IntegrityError(f"part says it is number {got.part_number}", where)
+        raise IntegrityError("part header disagrees with the manifest", where)
+
+
+def check_part_bytes(spec: ComponentSpec, number: int, data: Buffer, where: str = "") -> None:
+    """Raise unless ``data`` is exactly part ``number`` of ``spec`` (manifest, header, footer)."""
+    where = where or spec.part_path(number)
+    if not 0 <= number < spec.total:
+        raise IntegrityError(f"no part number {number} in this component", where)
+    if len(data) != spec.parts[number].size:
+        raise IntegrityError(
+            f"part is {len(data)} bytes, manifest says {spec.parts[number].size}", where
+        )
+    header = PartHeader.unpack(data, where)
+    _same_header(spec, number, header, where)
+    footer = PartFooter.unpack(memoryview(data)[-FOOTER_SIZE:], where)
+    hasher = PartHasher()
+    hasher.update(memoryview(data)[:-FOOTER_SIZE])
+    if hasher.footer() != footer:
+        raise ChecksumError("part footer SHA-256/CRC-32 do not match", where)
+    whole = hashlib.sha256(data).digest()
+    if not hmac.compare_digest(whole, spec.part_digest(number)):
+        raise DigestMismatchError("part does not match the manifest's integrity", where)
+
+
+def check_part_stream(
+    spec: ComponentSpec, number: int, chunks: Iterable[Buffer], where: str = ""
+) -> None:
+    """Like :func:`check_part_bytes` over a stream, in one pass and bounded memory."""
+    where = where or spec.part_path(number)
+    size = spec.parts[number].size
+    want = spec.header(number)
+    hasher = PartHasher()
+    head = bytearray()
+    tail = bytearray()
+    seen = 0
+    body_len = size - FOOTER_SIZE
+    for chunk in chunks:
+        view = memoryview(chunk).cast("B")
+        if seen + len(view) > size:
+            raise IntegrityError("part is longer than the manifest says", where)
+        if len(head) < HEADER_SIZE:
+            head += view[: HEADER_SIZE - len(head)]
+            if len(head) == HEADER_SIZE:
+                _same_header(spec, number, PartHeader.unpack(bytes(head), where), where)
+        body_part = view[: max(0, body_len - seen)]
+        hasher.update(body_part)
+        tail += view[len(body_part) :]
+        seen += len(view)
+    if seen != size:
+        raise IntegrityError(f"part is {seen} bytes, manifest says {size}", where)
+    if bytes(head) != want.pack():
+        raise IntegrityError("part header disagrees with the manifest", where)
+    footer = PartFooter.unpack(bytes(tail), where)
+    if hasher.footer() != footer:
+        raise ChecksumError("part footer SHA-256/CRC-32 do not match", where)
+    if not hmac.compare_digest(hasher.file_digest(bytes(tail)), spec.part_digest(number)):
+        raise DigestMismatchError("part does not match the manifest's integrity", where)
+
+
+def ordered_map(
+    pool: Executor | None, fn: Callable[[T], R], items: Iterable[T], ahead: int = 3
+) -> Iterator[R]:
+    """``map`` in order with at most ``ahead`` tasks in flight (``pool=None``: inline)."""
+    if pool is None:
+        for it in items:
+            yield fn(it)
+        return
+    queue: deque[Future[R]] = deque()
+    try:
+        for it in items:
+            queue.append(pool.submit(fn, it))
+            if len(queue) >= ahead:
+                yield queue.popleft().result()
+        while queue:
+            yield queue.popleft().result()
+    finally:
+        for f in queue:
+            f.cancel()
+
+
+ReadRange = Callable[[int, int], Buffer]
+
+
+def iter_stripes(
+    spec: ComponentSpec,
+    sources: Mapping[int, ReadRange],
+    pool: Executor | None = None,
+    where: str = "",
+) -> Iterator[Buffer]:
+    """The compressed stream, stripe by stripe, decoded from ``k`` good parts."""
+    where = where or spec.path
+    good = sorted(sources)
+    if len(good) < spec.k:
+        raise lost_error(spec, len(good), where)
+    chosen = good[: spec.k]
+    engine = spec.engine()
+    hdr = spec.header(0)
+    spans = spec.spans()
+    k, m = spec.plan.k, spec.plan.m
+
+    def one(i: int) -> Buffer:
+        off, length = hdr.fragment_span(i)
+        frags = {n: sources[n](off, length) for n in chosen}
+        return engine.decode(k, m, frags, spans[i][1])
+
+    yield from ordered_map(pool, one, range(len(spans)))
+
+
+def lost_error(spec: ComponentSpec, good: int, where: str) -> ComponentLostError:
+    return ComponentLostError(
+        f"unrecoverable: coherence {good}/{spec.total} parts good, {spec.k} needed "
+        f"(threshold {spec.k / spec.total:.3f})",
+        where,
+        good=good,
+        total=spec.total,
+        k=spec.k,
+    )
+
+
+class PartsWriter:
+    """Part files of one component written stripe by stripe, each atomically.
+
+    ``add(fragments)`` appends one stripe's fragments; ``finish(expected)``
+    writes the footers and renames each part into place — only if its
+    whole-file SHA-256 equals ``expected[n]`` when that is given. On an
+    exception inside the ``with`` block every temp file is removed.
+    """
+
+    def __init__(self, spec: ComponentSpec, paths: Mapping[int, Path]) -> None:
+        self.spec = spec
+        self._ctx: dict[int, contextlib.AbstractContextManager[BinaryIO]] = {}
+        self._fh: dict[int, BinaryIO] = {}
+        self._hash: dict[int, PartHasher] = {}
+        try:
+            for n, path in paths.items():
+                ctx = atomic_writer(path)
+                self._fh[n] = ctx.__enter__()
+                self._ctx[n] = ctx
+                head = spec.header(n).pack()
+                self._hash[n] = PartHasher()
+                self._hash[n].update(head)
+                self._fh[n].write(head)
+        except BaseException:
+            self.abort()
+            raise
+
+    def add(self, fragments: Sequence[Buffer]) -> None:
+        for n, fh in self._fh.items():
+            frag = fragments[n]
+            self._hash[n].update(frag)
+            fh.write(frag)
+
+    def _close(self, n: int, ok: bool) -> None:
+        ctx = self._ctx.pop(n)
+        self._fh.pop(n)
+        if ok:
+            ctx.__exit__(None, None, None)
+        else:
+            exc = IntegrityError("aborted")
+            ctx.__exit__(IntegrityError, exc, None)
+
+    def abort(self) -> None:
+        for n in list(self._ctx):
+            with contextlib.suppress(Exception):
+                self._close(n, False)
+
+    def finish(
+        self, expected: Mapping[int, bytes] | None = None
+    ) -> tuple[dict[int, bytes], dict[int, str]]:
+        """Commit parts; returns (whole-file SHA-256 of committed parts, failures)."""
+        done: dict[int, bytes] = {}
+        failed: dict[int, str] = {}
+        for n in list(self._ctx):
+            footer = self._hash[n].footer().pack()
+            digest = self._hash[n].file_digest(footer)
+            if expected is not None and not hmac.compare_digest(digest, expected[n]):
+                self._close(n, False)
+                failed[n] = "rebuilt part does not match the manifest"
+                continue
+            self._fh[n].write(footer)
+            self._close(n, True)
+            done[n] = digest
+        return done, failed
+
+    def __enter__(self) -> PartsWriter:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: object) -> None:
+        if t is not None:
+            self.abort()

@@ -1,0 +1,438 @@
+"""Scrub (check everything, change nothing) and repair (rebuild in place)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from auraseal._fs import atomic_writer, resolve_inside, walk_files
+from auraseal.errors import AuraSealError, IntegrityError, StorageError, UsageError
+from auraseal.integrity import parse_integrity
+from auraseal.manifest import FileEntry, part_name
+from auraseal.sealing.codecs import compress, iter_decompress
+from auraseal.sealing.component import (
+    ComponentSpec,
+    PartsWriter,
+    ReadRange,
+    check_part_stream,
+    lost_error,
+    ordered_map,
+)
+from auraseal.sealing.package import Package, extract_zip, open_package
+from auraseal.sealing.seal import encode_parts, write_zip
+
+__all__ = [
+    "ComponentReport",
+    "RepairReport",
+    "ScrubReport",
+    "check_component",
+    "repair",
+    "repair_path",
+    "scrub",
+]
+
+Progress = Callable[[int], None] | None
+Buffer = bytes | bytearray | memoryview
+BIG = 4 << 20
+
+
+@dataclass
+class ComponentReport:
+    """What scrub found for one file of the package."""
+
+    path: str
+    size: int
+    original: str  # "good" | "missing" | "corrupt"
+    original_reason: str = ""
+    k: int = 0
+    total: int = 0
+    good_parts: list[int] = field(default_factory=list)
+    bad_parts: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def sealed(self) -> bool:
+        return self.total > 0
+
+    @property
+    def good(self) -> int:
+        return len(self.good_parts)
+
+    @property
+    def coherence(self) -> str:
+        return f"{self.good}/{self.total}"
+
+    @property
+    def state(self) -> str:
+        """``intact``, ``recoverable`` or ``lost``."""
+        if self.original == "good" and not self.bad_parts:
+            return "intact"
+        if self.sealed and self.good >= self.k:
+            return "recoverable"
+        if self.original == "good":
+            return "recoverable"
+        return "lost"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "size": self.size,
+            "state": self.state,
+            "original": self.original,
+            "original_reason": self.original_reason,
+            "k": self.k,
+            "total_parts": self.total,
+            "good_parts": self.good,
+            "coherence": self.coherence,
+            "bad_parts": {str(n): r for n, r in sorted(self.bad_parts.items())},
+        }
+
+
+@dataclass
+class ScrubReport:
+    package: str
+    components: list[ComponentReport]
+
+    def by_state(self, state: str) -> list[ComponentReport]:
+        return [c for c in self.components if c.state == state]
+
+    @property
+    def exit_code(self) -> int:
+        if self.by_state("lost"):
+            return 4
+        if self.by_state("recoverable"):
+            return 1
+        return 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "package": self.package,
+            "intact": len(self.by_state("intact")),
+            "recoverable": len(self.by_state("recoverable")),
+            "lost": len(self.by_state("lost")),
+            "exit_code": self.exit_code,
+            "components": [c.to_dict() for c in self.components],
+        }
+
+    def summary(self) -> str:
+        lines = []
+        for c in self.components:
+            if c.state == "intact":
+                continue
+            what = []
+            if c.original != "good":
+                what.append(f"file {c.original}")
+            if c.bad_parts:
+                what.append(f"{len(c.bad_parts)} bad parts")
+            lines.append(
+                f"{c.state:11} {c.path}: {', '.join(what)}; coherence {c.coherence} (needs {c.k})"
+            )
+        d = self.to_dict()
+        lines.append(
+            f"{len(self.components)} files: {d['intact']} intact, {d['recoverable']} "
+            f"recoverable, {d['lost']} lost"
+        )
+        return "\n".join(lines)
+
+
+def _check_original(pkg: Package, entry: FileEntry) -> tuple[str, str]:
+    size = pkg.size(entry.path)
+    if size is None:
+        return "missing", "missing"
+    if size != entry.size:
+        return "corrupt", f"{size} bytes, manifest says {entry.size}"
+    integ = parse_integrity(entry.integrity, entry.path)
+    h = hashlib.new(integ.algorithm)
+    try:
+        for chunk in pkg.iter_chunks(entry.path):
+            h.update(chunk)
+    except (AuraSealError, OSError) as exc:
+        return "corrupt", f"unreadable: {exc}"
+    if not integ.matches(h.digest()):
+        return "corrupt", "digest mismatch"
+    return "good", ""
+
+
+def _check_part(pkg: Package, spec: ComponentSpec, n: int) -> str:
+    name = part_name(spec.path, n)
+    size = pkg.size(name)
+    if size is None:
+        return "missing"
+    if size != spec.parts[n].size:
+        return f"{size} bytes, manifest says {spec.parts[n].size}"
+    try:
+        check_part_stream(spec, n, pkg.iter_chunks(name), name)
+    except (AuraSealError, OSError) as exc:
+        return getattr(exc, "what", str(exc))
+    return ""
+
+
+def check_component(
+    pkg: Package, entry: FileEntry, pool: Executor | None = None
+) -> ComponentReport:
+    """Check a file and all of its parts (reads everything, changes nothing)."""
+    big = pool is not None and entry.size >= BIG
+    fut = pool.submit(_check_original, pkg, entry) if big and pool is not None else None
+    rep = ComponentReport(entry.path, entry.size, "good")
+    if entry.recovery is not None:
+        spec = ComponentSpec.from_entry(entry)
+        rep.k, rep.total = spec.k, spec.total
+        for n in range(spec.total):
+            reason = _check_part(pkg, spec, n)
+            if reason:
+                rep.bad_parts[n] = reason
+            else:
+                rep.good_parts.append(n)
+    rep.original, rep.original_reason = fut.result() if fut else _check_original(pkg, entry)
+    return rep
+
+
+def _run(pkg: Package, fn: Callable[[FileEntry, Executor], Any], jobs: int | None) -> list[Any]:
+    n = max(1, jobs or os.cpu_count() or 1)
+    entries = sorted(pkg.manifest.files, key=lambda e: -e.size)
+    with (
+        ThreadPoolExecutor(n, thread_name_prefix="scrub") as comps,
+        ThreadPoolExecutor(n, thread_name_prefix="stripe") as stripes,
+    ):
+        out = list(comps.map(lambda e: fn(e, stripes), entries))
+    return sorted(out, key=lambda r: str(r.path))
+
+
+def scrub(pkg: Package, *, jobs: int | None = None, progress: Progress = None) -> ScrubReport:
+    """Check every file and part of ``pkg``; report intact / recoverable / lost."""
+
+    def one(entry: FileEntry, pool: Executor) -> ComponentReport:
+        rep = check_component(pkg, entry, pool)
+        if progress is not None:
+            progress(entry.size)
+        return rep
+
+    return ScrubReport(pkg.where, _run(pkg, one, jobs))
+
+
+# --- repair -----------------------------------------------------------------------
+
+
+@dataclass
+class ComponentRepair:
+    path: str
+    state_before: str
+    coherence_before: str
+    rewritten: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "state_before": self.state_before,
+            "coherence_before": self.coherence_before,
+            "rewritten": self.rewritten,
+            "failed": self.failed,
+        }
+
+
+@dataclass
+class RepairReport:
+    package: str
+    components: list[ComponentRepair]
+
+    @property
+    def rewritten(self) -> list[str]:
+        return [n for c in self.components for n in c.rewritten]
+
+    @property
+    def failed(self) -> dict[str, str]:
+        return {n: r for c in self.components for n, r in c.failed.items()}
+
+    @property
+    def exit_code(self) -> int:
+        return 4 if self.failed else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "package": self.package,
+            "rewritten": self.rewritten,
+            "failed": self.failed,
+            "exit_code": self.exit_code,
+            "components": [c.to_dict() for c in self.components if c.state_before != "intact"],
+        }
+
+    def summary(self) -> str:
+        lines = [f"rewrote {n}" for n in self.rewritten]
+        lines += [f"could not rebuild {n}: {r}" for n, r in self.failed.items()]
+        lines.append(f"{len(self.rewritten)} files rewritten, {len(self.failed)} not rebuildable")
+        return "\n".join(lines)
+
+
+def _sources(pkg: Package, spec: ComponentSpec, good: list[int]) -> dict[int, ReadRange]:
+    out: dict[int, ReadRange] = {}
+    for n in good:
+        r = pkg.reader(part_name(spec.path, n))
+        if r is not None:
+            out[n] = r
+    return out
+
+
+def write_verified(dest: Path, chunks: Iterator[Buffer], integrity: str, where: str) -> None:
+    """Stream ``chunks`` to ``dest`` atomically; rename only if they match ``integrity``."""
+    integ = parse_integrity(integrity, where)
+    h = hashlib.new(integ.algorithm)
+    with atomic_writer(dest) as fh:
+        for chunk in chunks:
+            h.update(chunk)
+            fh.write(chunk)
+        if not integ.matches(h.digest()):
+            raise IntegrityError("rebuilt bytes do not match the manifest", where)
+
+
+def _decode_and_rebuild(
+    pkg: Package,
+    spec: ComponentSpec,
+    rep: ComponentReport,
+    pool: Executor | None,
+    out: ComponentRepair,
+) -> None:
+    assert pkg.root is not None
+    sources = _sources(pkg, spec, rep.good_parts)
+    if len(sources) < spec.k:
+        raise lost_error(spec, len(sources), spec.path)
+    chosen = sorted(sources)[: spec.k]
+    engine = spec.engine()
+    hdr = spec.header(0)
+    spans = spec.spans()
+    k, m = spec.plan.k, spec.plan.m
+    missing = sorted(rep.bad_parts)
+
+    def one(i: int) -> tuple[Buffer, list[Buffer] | None]:
+        off, length = hdr.fragment_span(i)
+        stripe = engine.decode(k, m, {n: sources[n](off, length) for n in chosen}, spans[i][1])
+        return stripe, (engine.encode(k, m, stripe) if missing else None)
+
+    paths = {n: resolve_inside(pkg.root, part_name(spec.path, n)) for n in missing}
+    expected = {n: spec.part_digest(n) for n in missing}
+    with PartsWriter(spec, paths) as writer:
+
+        def stripes() -> Iterator[Buffer]:
+            for stripe, frags in ordered_map(pool, one, range(len(spans))):
+                if frags is not None:
+                    writer.add(frags)
+                yield stripe
+
+        if rep.original != "good":
+            data = iter_decompress(spec.codec, stripes(), spec.size, spec.path)
+            write_verified(resolve_inside(pkg.root, spec.path), data, spec.integrity, spec.path)
+            out.rewritten.append(spec.path)
+        else:
+            for _ in stripes():
+                pass
+        done, failed = writer.finish(expected)
+    out.rewritten += [part_name(spec.path, n) for n in sorted(done)]
+    out.failed.update({part_name(spec.path, n): r for n, r in failed.items()})
+
+
+def _reseal_parts(
+    pkg: Package, spec: ComponentSpec, rep: ComponentReport, out: ComponentRepair
+) -> None:
+    """Fewer than k good parts but the original is intact: encode it again."""
+    assert pkg.root is not None
+    data = pkg.read_bytes(spec.path)
+    if data is None:
+        raise StorageError("original vanished during repair", spec.path)
+    stream: Buffer = compress(spec.codec, data)
+    if len(stream) != spec.plan.compressed_size:
+        for n in sorted(rep.bad_parts):
+            out.failed[part_name(spec.path, n)] = "re-compression differs from the sealed stream"
+        return
+    paths = {n: resolve_inside(pkg.root, part_name(spec.path, n)) for n in rep.bad_parts}
+    expected = {n: spec.part_digest(n) for n in rep.bad_parts}
+    done, failed = encode_parts(spec, stream, paths, None, expected)
+    out.rewritten += [part_name(spec.path, n) for n in sorted(done)]
+    out.failed.update({part_name(spec.path, n): r for n, r in failed.items()})
+
+
+def repair_component(
+    pkg: Package, entry: FileEntry, pool: Executor | None = None
+) -> ComponentRepair:
+    """Rebuild whatever of one file and its parts is missing or corrupt, in place."""
+    rep = check_component(pkg, entry, pool)
+    out = ComponentRepair(entry.path, rep.state, rep.coherence)
+    if rep.state == "intact":
+        return out
+    if rep.state == "lost":
+        why = f"lost: coherence {rep.coherence}, {rep.k} needed" if rep.sealed else "lost"
+        out.failed[entry.path] = why
+        for n in rep.bad_parts:
+            out.failed[part_name(entry.path, n)] = why
+        return out
+    spec = ComponentSpec.from_entry(entry)
+    try:
+        if rep.good >= spec.k:
+            _decode_and_rebuild(pkg, spec, rep, pool, out)
+        else:
+            _reseal_parts(pkg, spec, rep, out)
+    except (AuraSealError, OSError) as exc:
+        out.failed[entry.path] = getattr(exc, "what", str(exc))
+    return out
+
+
+def repair(pkg: Package, *, jobs: int | None = None, progress: Progress = None) -> RepairReport:
+    """Repair a package directory in place (see :func:`repair_path` for zips)."""
+    if pkg.root is None:
+        raise UsageError(
+            "repair works on a package directory (use repair_path for a zip)", pkg.where
+        )
+
+    def one(entry: FileEntry, pool: Executor) -> ComponentRepair:
+        r = repair_component(pkg, entry, pool)
+        if progress is not None:
+            progress(entry.size)
+        return r
+
+    report = RepairReport(pkg.where, _run(pkg, one, jobs))
+    _record("repair", report)
+    return report
+
+
+def repair_path(
+    path: Path, *, jobs: int | None = None, progress: Progress = None, **open_kw: Any
+) -> RepairReport:
+    """Repair a package directory, or a zip (rewritten atomically next to itself)."""
+    path = Path(path)
+    with open_package(path, **open_kw) as pkg:
+        if not pkg.is_zip:
+            return repair(pkg, jobs=jobs, progress=progress)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.repair.", dir=path.parent))
+        try:
+            extract_zip(pkg, tmp)
+            with open_package(tmp, **open_kw) as inner:
+                report = repair(inner, jobs=jobs, progress=progress)
+            report.package = str(path)
+            if report.rewritten:
+                write_zip(tmp, walk_files(tmp), path)
+            return report
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _record(kind: str, report: RepairReport) -> None:
+    # Ledger hook: records only when a ledger is configured ($AURASEAL_LEDGER).
+    try:
+        from auraseal.ledger import record_event  # noqa: PLC0415 - optional hook
+    except ImportError:  # pragma: no cover - ledger is part of the product
+        return
+    with contextlib.suppress(AuraSealError, OSError):
+        record_event(
+            f"package.{kind}",
+            {
+                "package": report.package,
+                "rewritten": report.rewritten,
+                "failed": sorted(report.failed),
+            },
+        )

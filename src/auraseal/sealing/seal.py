@@ -1,0 +1,325 @@
+"""Sealing: a source tree becomes a package of originals, part files and a
+signed manifest (``docs/FORMAT.md``)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import mmap
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from auraseal._fs import atomic_write_bytes, atomic_writer, resolve_inside, walk_files
+from auraseal._time import utcnow
+from auraseal.errors import StorageError, UsageError
+from auraseal.integrity import sri_token
+from auraseal.manifest import (
+    DEFAULT_EXPIRES,
+    MANIFEST_NAME,
+    FileEntry,
+    Manifest,
+    PartInfo,
+    dump_signed,
+)
+from auraseal.sealing.codecs import (
+    CODEC_NAMES,
+    compress,
+    compress_stream,
+    looks_incompressible,
+)
+from auraseal.sealing.component import (
+    DEFAULT_COHERENCE,
+    DEFAULT_PART_SIZE,
+    ComponentSpec,
+    PartsWriter,
+    Plan,
+    integrity_for,
+    ordered_map,
+    plan_component,
+)
+from auraseal.sealing.format import FOOTER_SIZE, HEADER_SIZE
+from auraseal.signing import SigningKey
+
+__all__ = ["SealOptions", "encode_parts", "seal_file", "seal_tree", "write_zip"]
+
+Progress = Callable[[int], None] | None
+Buffer = bytes | bytearray | memoryview
+
+#: Files up to this size are read into memory; larger ones are memory-mapped.
+MEMORY_LIMIT = 512 << 20
+#: Components at least this big use the stripe pool for hashing and coding.
+BIG = 4 << 20
+_PART_RE = re.compile(r"^(.*)\.part\.(\d+)$")
+
+
+@dataclass(frozen=True)
+class SealOptions:
+    part_size: int = DEFAULT_PART_SIZE
+    coherence: float = DEFAULT_COHERENCE
+    codec: str = "zstd"
+    engine: str | None = None
+    algorithm: str = "sha512"
+
+    def check(self) -> None:
+        if self.codec not in CODEC_NAMES:
+            raise UsageError(
+                f"unknown codec {self.codec!r} (use {', '.join(CODEC_NAMES)})", "codec"
+            )
+        if self.algorithm not in ("sha256", "sha384", "sha512"):
+            raise UsageError("algorithm must be sha256, sha384 or sha512", "algorithm")
+        plan_component(0, self.part_size, self.coherence, self.engine)
+
+
+def _copy_and_hash(data: Buffer, dst: Path | None, algorithm: str) -> bytes:
+    h = hashlib.new(algorithm)
+    view = memoryview(data)
+    step = 8 << 20
+    if dst is None:
+        for off in range(0, len(view), step):
+            h.update(view[off : off + step])
+        return h.digest()
+    with atomic_writer(dst) as fh:
+        for off in range(0, len(view), step):
+            chunk = view[off : off + step]
+            h.update(chunk)
+            fh.write(chunk)
+    return h.digest()
+
+
+class _ViewReader:
+    """``read(n)`` over a buffer, for streaming compressors."""
+
+    def __init__(self, data: Buffer) -> None:
+        self._view = memoryview(data).cast("B")
+        self._pos = 0
+
+    def read(self, n: int = -1) -> bytes:
+        end = len(self._view) if n < 0 else min(len(self._view), self._pos + n)
+        out = bytes(self._view[self._pos : end])
+        self._pos = end
+        return out
+
+
+def _choose_stream(
+    codec: str, data: Buffer, tmpdir: Path, stack: contextlib.ExitStack
+) -> tuple[str, Buffer]:
+    size = len(data)
+    if codec == "none" or looks_incompressible(data):
+        return "none", data
+    if size <= MEMORY_LIMIT:
+        out = compress(codec, data)
+        return (codec, out) if len(out) < size else ("none", data)
+    fd, name = tempfile.mkstemp(prefix=".compress.", dir=tmpdir)
+    stack.callback(os.unlink, name)
+    with os.fdopen(fd, "w+b") as fh:
+        compress_stream(codec, _ViewReader(data), fh, size)  # type: ignore[arg-type]
+        fh.flush()
+        csize = fh.tell()
+        if csize >= size or csize == 0:
+            return "none", data
+        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    return codec, memoryview(mm)
+
+
+def encode_parts(
+    spec: ComponentSpec,
+    stream: Buffer,
+    paths: Mapping[int, Path],
+    pool: Executor | None = None,
+    expected: Mapping[int, bytes] | None = None,
+) -> tuple[dict[int, bytes], dict[int, str]]:
+    """Encode ``stream`` into the part files ``paths`` (number -> path), atomically.
+
+    Returns each committed part's whole-file SHA-256, and the parts refused
+    because they did not match ``expected`` (when given).
+    """
+    engine = spec.engine()
+    k, m = spec.plan.k, spec.plan.m
+    view = memoryview(stream).cast("B") if len(stream) else memoryview(b"")
+
+    def one(span: tuple[int, int]) -> list[Buffer]:
+        off, length = span
+        return engine.encode(k, m, view[off : off + length])
+
+    with PartsWriter(spec, paths) as writer:
+        for frags in ordered_map(pool, one, spec.spans()):
+            writer.add(frags)
+        return writer.finish(expected)
+
+
+def _read_source(path: Path, stack: contextlib.ExitStack, rel: str) -> Buffer:
+    try:
+        fh = stack.enter_context(open(path, "rb"))  # noqa: SIM115
+        size = os.fstat(fh.fileno()).st_size
+        if size == 0:
+            return b""
+        if size > MEMORY_LIMIT:
+            mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            return memoryview(mm)
+        buf = bytearray(size)
+        got = fh.readinto(buf)
+        if got != size or fh.read(1):
+            raise StorageError("file changed while being sealed", rel)
+        return buf
+    except OSError as exc:
+        raise StorageError(f"cannot read: {exc.strerror}", rel) from exc
+
+
+def seal_file(
+    data: Buffer,
+    rel: str,
+    out_root: Path,
+    opts: SealOptions,
+    pool: Executor | None = None,
+    *,
+    copy_original: bool = True,
+    tmpdir: Path | None = None,
+) -> FileEntry:
+    """Seal one component's bytes: write the original (optional) and its parts."""
+    opts.check()
+    with contextlib.ExitStack() as stack:
+        big = len(data) >= BIG and pool is not None
+        dst = resolve_inside(out_root, rel) if copy_original else None
+        if big and pool is not None:
+            digest_future = pool.submit(_copy_and_hash, data, dst, opts.algorithm)
+        codec, stream = _choose_stream(opts.codec, data, tmpdir or out_root, stack)
+        plan: Plan = plan_component(len(stream), opts.part_size, opts.coherence, opts.engine)
+        digest = digest_future.result() if big else _copy_and_hash(data, dst, opts.algorithm)
+        spec = ComponentSpec(
+            path=rel,
+            size=len(data),
+            integrity=integrity_for(opts.algorithm, digest),
+            codec=codec,
+            digest_alg=opts.algorithm,
+            digest=digest,
+            plan=plan,
+            parts=(),
+        )
+        paths = {n: resolve_inside(out_root, spec.part_path(n)) for n in range(plan.total)}
+        digests, _ = encode_parts(spec, stream, paths, pool if big else None)
+        file_size = HEADER_SIZE + plan.payload_size + FOOTER_SIZE
+        parts = tuple(
+            PartInfo(n, sri_token("sha256", digests[n]), file_size) for n in range(plan.total)
+        )
+        return ComponentSpec(
+            rel, len(data), spec.integrity, codec, opts.algorithm, digest, plan, parts
+        ).entry()
+
+
+def _check_names(files: list[str]) -> None:
+    names = set(files)
+    for f in files:
+        if f == MANIFEST_NAME:
+            raise UsageError(f"the source already has a {MANIFEST_NAME}", f)
+        mt = _PART_RE.match(f)
+        if mt and mt.group(1) in names:
+            raise UsageError(f"name collides with a part of {mt.group(1)!r}", f)
+
+
+def write_zip(root: Path, names: Sequence[str], zip_path: Path) -> None:
+    """Write ``names`` under ``root`` as a ZIP_STORED archive, atomically."""
+    with atomic_writer(zip_path) as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as zf:
+        for name in sorted(names):
+            src = resolve_inside(root, name)
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_STORED
+            info.external_attr = 0o100644 << 16
+            with open(src, "rb") as s, zf.open(info, "w", force_zip64=True) as d:
+                shutil.copyfileobj(s, d, 8 << 20)
+
+
+def seal_tree(
+    src: Path,
+    out: Path,
+    *,
+    part_size: int = DEFAULT_PART_SIZE,
+    coherence: float = DEFAULT_COHERENCE,
+    codec: str = "zstd",
+    keys: Sequence[SigningKey] = (),
+    name: str | None = None,
+    version: int = 1,
+    expires: timedelta | None = DEFAULT_EXPIRES,
+    zip_path: Path | None = None,
+    engine: str | None = None,
+    algorithm: str = "sha512",
+    jobs: int | None = None,
+    progress: Progress = None,
+) -> Manifest:
+    """Seal every regular file below ``src`` into the package directory ``out``.
+
+    The package is built in a temporary directory next to ``out`` and renamed
+    into place at the end, so ``out`` never holds a half-written package.
+    ``out`` must not exist or be an empty directory, and must not overlap ``src``.
+    """
+    opts = SealOptions(part_size, coherence, codec, engine, algorithm)
+    opts.check()
+    src, out = Path(src), Path(out)
+    if not src.is_dir():
+        raise UsageError("source is not a directory", str(src))
+    rs, ro = src.resolve(), out.resolve()
+    if rs == ro or rs in ro.parents or ro in rs.parents:
+        raise UsageError("output and source overlap", str(out))
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError("output exists and is not an empty directory", str(out))
+    if version < 0:
+        raise UsageError("version must be >= 0", "version")
+    files = walk_files(src)
+    _check_names(files)
+    sizes = {f: (src / f).stat().st_size for f in files}
+    order = sorted(files, key=lambda f: -sizes[f])
+    n_jobs = max(1, jobs or os.cpu_count() or 1)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.seal.", dir=out.parent))
+    except OSError as exc:
+        raise StorageError(f"cannot create output: {exc.strerror}", str(out)) from exc
+    ok = False
+    try:
+        with (
+            ThreadPoolExecutor(n_jobs, thread_name_prefix="seal") as comps,
+            ThreadPoolExecutor(n_jobs, thread_name_prefix="stripe") as stripes,
+        ):
+
+            def one(rel: str) -> FileEntry:
+                with contextlib.ExitStack() as stack:
+                    data = _read_source(resolve_inside(src, rel), stack, rel)
+                    entry = seal_file(data, rel, tmp, opts, stripes, tmpdir=tmp)
+                if progress is not None:
+                    progress(entry.size)
+                return entry
+
+            entries = list(comps.map(one, order))
+        created = utcnow()
+        manifest = Manifest(
+            name=name or src.resolve().name,
+            version=version,
+            created=created,
+            expires=None if expires is None else created + expires,
+            files=tuple(sorted(entries, key=lambda e: e.path)),
+        )
+        atomic_write_bytes(tmp / MANIFEST_NAME, dump_signed(manifest, keys))
+        os.chmod(tmp, 0o755)  # noqa: S103 - a package is served as static files
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+        ok = True
+    except OSError as exc:
+        raise StorageError(f"cannot write package: {exc.strerror}", str(out)) from exc
+    finally:
+        if not ok:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if zip_path is not None:
+        names = [MANIFEST_NAME]
+        for e in manifest.files:
+            names.append(e.path)
+            names.extend(e.part_names())
+        write_zip(out, names, Path(zip_path))
+    return manifest

@@ -1,0 +1,161 @@
+"""Unseal: rebuild every file of a package into a directory, trusting nothing;
+and :func:`rebuild_component` for parts that arrived some other way (HTTP)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from auraseal._fs import resolve_inside
+from auraseal.errors import AuraSealError, ComponentLostError, InputError, IntegrityError
+from auraseal.integrity import verify_bytes
+from auraseal.manifest import FileEntry, part_name
+from auraseal.sealing.codecs import iter_decompress
+from auraseal.sealing.component import (
+    ComponentSpec,
+    ReadRange,
+    check_part_bytes,
+    iter_stripes,
+    lost_error,
+)
+from auraseal.sealing.package import Package
+from auraseal.sealing.scrub import check_component, write_verified
+
+__all__ = ["UnsealReport", "rebuild_component", "unseal", "verify_part"]
+
+Progress = Callable[[int], None] | None
+Buffer = bytes | bytearray | memoryview
+
+
+def verify_part(entry: FileEntry, number: int, data: Buffer) -> None:
+    """Raise unless ``data`` is exactly part ``number`` of ``entry`` (manifest, header, footer)."""
+    check_part_bytes(ComponentSpec.from_entry(entry), number, data)
+
+
+def rebuild_component(entry: FileEntry, parts: Mapping[int, Buffer]) -> bytes:
+    """Rebuild one file from candidate part bytes (e.g. fetched over HTTP).
+
+    Each candidate is checked against the manifest entry and its own footer;
+    corrupt, truncated and foreign parts are ignored. With at least ``k`` good
+    parts the stream is decoded, decompressed and checked against the file's
+    integrity; otherwise :class:`~auraseal.errors.ComponentLostError` (exit 4)
+    names the coherence.
+    """
+    spec = ComponentSpec.from_entry(entry)
+    good: dict[int, memoryview] = {}
+    for n, data in parts.items():
+        try:
+            check_part_bytes(spec, n, data)
+        except (IntegrityError, InputError):
+            continue
+        good[n] = memoryview(data)
+    if len(good) < spec.k:
+        raise lost_error(spec, len(good), entry.path)
+
+    def reader(view: memoryview) -> ReadRange:
+        return lambda off, length: view[off : off + length]
+
+    sources = {n: reader(v) for n, v in good.items()}
+    out = b"".join(iter_decompress(spec.codec, iter_stripes(spec, sources), spec.size, spec.path))
+    verify_bytes(out, entry.integrity, entry.path)
+    return out
+
+
+@dataclass
+class UnsealReport:
+    package: str
+    out: str
+    copied: list[str] = field(default_factory=list)
+    rebuilt: list[str] = field(default_factory=list)
+    lost: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return 4 if self.lost else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "package": self.package,
+            "out": self.out,
+            "copied": self.copied,
+            "rebuilt": self.rebuilt,
+            "lost": self.lost,
+            "exit_code": self.exit_code,
+        }
+
+
+def _unseal_one(
+    pkg: Package, entry: FileEntry, out: Path, pool: Executor, report: UnsealReport
+) -> None:
+    dest = resolve_inside(out, entry.path)
+    if pkg.size(entry.path) == entry.size:
+        try:
+            write_verified(dest, pkg.iter_chunks(entry.path), entry.integrity, entry.path)
+            report.copied.append(entry.path)
+            return
+        except (IntegrityError, OSError):
+            pass  # fall back to the parts
+    if entry.recovery is None:
+        report.lost[entry.path] = "damaged and not sealed (no parts)"
+        return
+    rep = check_component(pkg, entry, pool)
+    spec = ComponentSpec.from_entry(entry)
+    sources: dict[int, ReadRange] = {}
+    for n in rep.good_parts:
+        r = pkg.reader(part_name(entry.path, n))
+        if r is not None:
+            sources[n] = r
+    if len(sources) < spec.k:
+        report.lost[entry.path] = lost_error(spec, len(sources), entry.path).what
+        return
+    try:
+        data = iter_decompress(spec.codec, iter_stripes(spec, sources, pool), spec.size, spec.path)
+        write_verified(dest, data, entry.integrity, entry.path)
+    except AuraSealError as exc:
+        report.lost[entry.path] = exc.what
+        return
+    report.rebuilt.append(entry.path)
+
+
+def unseal(
+    pkg: Package,
+    out: Path,
+    *,
+    jobs: int | None = None,
+    progress: Progress = None,
+    strict: bool = True,
+) -> UnsealReport:
+    """Write every file of ``pkg`` into ``out`` (each atomically, each verified).
+
+    A file whose original is intact is copied; otherwise it is rebuilt from
+    its good parts. Files that cannot be rebuilt are left out of ``out``; with
+    ``strict`` (the default) a :class:`~auraseal.errors.ComponentLostError`
+    naming them and their coherence is raised after all others are written.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = UnsealReport(pkg.where, str(out))
+    n = max(1, jobs or os.cpu_count() or 1)
+    entries = sorted(pkg.manifest.files, key=lambda e: -e.size)
+    with (
+        ThreadPoolExecutor(n, thread_name_prefix="unseal") as comps,
+        ThreadPoolExecutor(n, thread_name_prefix="stripe") as stripes,
+    ):
+
+        def one(entry: FileEntry) -> None:
+            _unseal_one(pkg, entry, out, stripes, report)
+            if progress is not None:
+                progress(entry.size)
+
+        list(comps.map(one, entries))
+    report.copied.sort()
+    report.rebuilt.sort()
+    if strict and report.lost:
+        first = sorted(report.lost)[0]
+        more = f" (and {len(report.lost) - 1} more)" if len(report.lost) > 1 else ""
+        raise ComponentLostError(f"{report.lost[first]}{more}", first)
+    return report
