@@ -1,0 +1,650 @@
+"""The ASGI application: ``create_app(config) -> Starlette`` (routes in ``docs/SERVER.md``)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import secrets
+import zipfile
+from collections.abc import AsyncIterator, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from auraseal._fs import safe_relpath
+from auraseal.errors import (
+    AuraSealError,
+    DigestMismatchError,
+    InputError,
+    IntegrityError,
+    NotFoundError,
+    RollbackError,
+    StorageError,
+    TrustError,
+    UnrecoverableError,
+)
+from auraseal.manifest import MANIFEST_NAME, part_name
+from auraseal.server.config import STATE_DIR, ServerConfig, check_package_name
+from auraseal.server.metrics import CONTENT_TYPE as METRICS_TYPE
+from auraseal.server.openapi import openapi_document
+from auraseal.server.publish import PayloadTooLargeError, TokenSet, check_package, safe_extract
+from auraseal.server.state import ServerState
+from auraseal.server.static import (
+    Receive,
+    Scope,
+    Send,
+    ServedFile,
+    etag_for_integrity,
+    send_file,
+)
+from auraseal.server.store import PackageView, Resource
+from auraseal.signing import TrustState
+
+__all__ = ["CSP", "create_app"]
+
+#: Content-Security-Policy of the server's own HTML pages (the dashboard).
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+EXPOSE = "ETag, Content-Length, Content-Range, Accept-Ranges, Content-Encoding, X-AuraSeal-Version"
+IMMUTABLE = "public, max-age=31536000, immutable"
+DEFAULT_COHERENCE = 0.954
+
+
+def _error_status(exc: AuraSealError) -> int:
+    if isinstance(exc, PayloadTooLargeError):
+        return 413
+    if isinstance(exc, NotFoundError):
+        return 404
+    if isinstance(exc, RollbackError):
+        return 409
+    if isinstance(exc, TrustError):
+        return 403
+    if isinstance(exc, InputError):
+        return 400
+    if isinstance(exc, IntegrityError | UnrecoverableError):
+        return 422
+    return 503
+
+
+def error_response(exc: AuraSealError, status: int | None = None) -> JSONResponse:
+    code = status or _error_status(exc)
+    body = {"error": {"type": type(exc).__name__, "message": str(exc)}}
+    return JSONResponse(body, status_code=code)
+
+
+def _plain_error(status: int, message: str, **extra: str) -> JSONResponse:
+    return JSONResponse({"error": {"type": "HTTPError", "message": message}}, status, extra)
+
+
+class _FileResponse(Response):
+    """A Response that answers through :func:`send_file` (ETag, Range, gzip, ...)."""
+
+    def __init__(self, state: ServerState, name: str, served: ServedFile) -> None:
+        super().__init__()
+        self._state = state
+        self._name = name
+        self._served = served
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracking_send(message: MutableMapping[str, Any]) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        for attempt in (0, 1):
+            try:
+                await send_file(scope, receive, tracking_send, self._served, self._state.cache)
+                return
+            except DigestMismatchError as exc:
+                self._state.metrics.inc("auraseal_verification_failures_total")
+                if started:
+                    return
+                if attempt == 0:
+                    # Scrub on a failed read: repair from parity, then try once more.
+                    with contextlib.suppress(AuraSealError):
+                        await self._state.verify_package(self._name)
+                    self._state.cache.clear()
+                    continue
+                resp = error_response(exc, 503)
+                await resp(scope, receive, send)
+                return
+            except StorageError as exc:
+                if started:
+                    return
+                await error_response(exc, 404)(scope, receive, send)
+                return
+
+
+def _served(
+    state: ServerState, view: PackageView, res: Resource, cache_control: str
+) -> ServedFile:
+    path = view.path_of(res)
+    real = os.path.realpath(path)
+    if not real.startswith(str(view.dir) + os.sep):
+        raise NotFoundError("file resolves outside the package", f"{view.name}/{res.rel}")
+    return ServedFile(
+        path=Path(real),
+        integrity=res.integrity,
+        etag=res.etag,
+        content_type=res.content_type,
+        cache_control=cache_control,
+        extra_headers=(("x-auraseal-version", str(view.version)),),
+        expected_size=res.size,
+    )
+
+
+def _cache_control(config: ServerConfig, res: Resource, versioned: bool) -> str:
+    if versioned:
+        return IMMUTABLE
+    if res.kind == "manifest":
+        return f"public, max-age={config.manifest_max_age}"
+    return "public, no-cache"
+
+
+def _name(request: Request) -> str:
+    name = str(request.path_params["name"])
+    if not check_package_name(name):
+        raise NotFoundError("no such package", name[:80])
+    return name
+
+
+def _rel(raw: str) -> str:
+    return safe_relpath(raw, "path")
+
+
+class Handlers:
+    """Route endpoints bound to one :class:`ServerState`."""
+
+    def __init__(self, state: ServerState, tokens: TokenSet) -> None:
+        self.state = state
+        self.tokens = tokens
+
+    # --- packages -------------------------------------------------------------------
+
+    async def list_packages(self, request: Request) -> Response:
+        pkgs = await anyio.to_thread.run_sync(self.state.packages)
+        return JSONResponse({"packages": pkgs}, headers={"cache-control": "no-cache"})
+
+    async def _file(
+        self, request: Request, view: PackageView, rel: str, versioned: bool
+    ) -> Response:
+        res = view.resource(rel)
+        cc = _cache_control(self.state.config, res, versioned)
+        return _FileResponse(self.state, view.name, _served(self.state, view, res, cc))
+
+    async def manifest(self, request: Request) -> Response:
+        view = await anyio.to_thread.run_sync(self.state.store.get, _name(request))
+        return await self._file(request, view, MANIFEST_NAME, False)
+
+    async def package_file(self, request: Request) -> Response:
+        name = _name(request)
+        rel = _rel(str(request.path_params["path"]))
+        view = await anyio.to_thread.run_sync(self.state.store.get, name)
+        return await self._file(request, view, rel, False)
+
+    async def _version(self, request: Request) -> PackageView:
+        name = _name(request)
+        raw = str(request.path_params["version"])
+        if not raw.isdigit() or len(raw) > 18:
+            raise NotFoundError("no such version", f"{name}@{raw[:20]}")
+        return await anyio.to_thread.run_sync(self.state.store.get_version, name, int(raw))
+
+    async def versioned_manifest(self, request: Request) -> Response:
+        view = await self._version(request)
+        return await self._file(request, view, MANIFEST_NAME, True)
+
+    async def versioned_file(self, request: Request) -> Response:
+        view = await self._version(request)
+        rel = _rel(str(request.path_params["path"]))
+        return await self._file(request, view, rel, True)
+
+    async def seed_part(self, request: Request) -> Response:
+        name = _name(request)
+        raw = str(request.path_params["part"])
+        if not raw.isdigit() or int(raw) > 255:
+            raise InputError("partNumber must be an integer 0..255", "partNumber")
+        view = await anyio.to_thread.run_sync(self.state.store.get, name)
+        sealed = [f for f in view.manifest.files if f.recovery is not None]
+        comp = request.query_params.get("component")
+        if comp is not None:
+            entry = next((f for f in sealed if f.path == _rel(comp)), None)
+            if entry is None:
+                raise NotFoundError("no such sealed component", f"{name}/{comp[:200]}")
+        elif len(sealed) == 1:
+            entry = sealed[0]
+        else:
+            raise InputError(
+                f"package has {len(sealed)} sealed components; add ?component=PATH", "component"
+            )
+        assert entry.recovery is not None
+        if int(raw) >= len(entry.recovery.parts):
+            raise NotFoundError("no such part", f"{name}/{entry.path}#{raw}")
+        return await self._file(request, view, part_name(entry.path, int(raw)), False)
+
+    async def archive(self, request: Request) -> Response:
+        name = _name(request)
+        raw = request.query_params.get("coherence", str(DEFAULT_COHERENCE))
+        try:
+            coherence = float(raw)
+        except ValueError:
+            coherence = math.nan
+        if not (0.0 <= coherence <= 1.0):
+            raise InputError("coherence must be a number between 0 and 1", "coherence")
+        view = await anyio.to_thread.run_sync(self.state.store.get, name)
+        health = self.state.health(name)
+        if health is None or health.version != view.version or health.state != "intact":
+            health = await self.state.verify_package(name)
+        if health.state != "intact" or health.min_coherence() < coherence:
+            return JSONResponse(
+                {
+                    "error": {
+                        "type": "ComponentLostError",
+                        "message": "the stored package is below the requested coherence",
+                    },
+                    "package": name,
+                    "version": view.version,
+                    "requested_coherence": coherence,
+                    "components": [c.to_dict() for c in health.components],
+                },
+                status_code=503,
+                headers={"retry-after": "60"},
+            )
+        zpath, integrity = await anyio.to_thread.run_sync(self._zip_for, view)
+        served = ServedFile(
+            path=zpath,
+            integrity=integrity,
+            etag=etag_for_integrity(integrity),
+            content_type="application/zip",
+            cache_control="public, no-cache",
+            extra_headers=(
+                ("x-auraseal-version", str(view.version)),
+                ("content-disposition", f'attachment; filename="{name}-{view.version}.zip"'),
+            ),
+        )
+        return _FileResponse(self.state, name, served)
+
+    def _zip_for(self, view: PackageView) -> tuple[Path, str]:
+        """The package as a zip (seed layout, ZIP_STORED), built once per version."""
+        zdir = self.state.config.root.resolve() / STATE_DIR / "zips"
+        zdir.mkdir(parents=True, exist_ok=True)
+        base = zdir / f"{view.name}-{view.version}-{view.manifest_bytes_digest()}"
+        zpath, side = base.with_suffix(".zip"), base.with_suffix(".sri")
+        if zpath.is_file() and side.is_file():
+            return zpath, side.read_text().strip()
+        tmp = zdir / f".{zpath.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
+                for rel in sorted(view.resources):
+                    zf.write(view.dir / rel, rel)
+            h = hashlib.sha256()
+            with open(tmp, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+            import base64  # noqa: PLC0415
+
+            integrity = "sha256-" + base64.b64encode(h.digest()).decode()
+            side.write_text(integrity + "\n")
+            os.replace(tmp, zpath)
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        return zpath, integrity
+
+    # --- publish --------------------------------------------------------------------
+
+    def _authorize(self, request: Request) -> Response | None:
+        if not self.tokens.check(request.headers.get("authorization")):
+            return _plain_error(
+                401, "missing or invalid bearer token",
+                **{"www-authenticate": 'Bearer realm="auraseal"'},
+            )
+        return None
+
+    async def publish(self, request: Request) -> Response:
+        denied = self._authorize(request)
+        if denied is not None:
+            self.state.metrics.inc("auraseal_publishes_total", result="unauthorized")
+            return denied
+        name = str(request.path_params["name"])
+        if not check_package_name(name):
+            raise InputError("invalid package name", name[:80])
+        cfg = self.state.config
+        declared = request.headers.get("content-length")
+        too_big = declared is not None and (
+            not declared.isdigit() or int(declared) > cfg.max_upload_bytes
+        )
+        if too_big:
+            raise PayloadTooLargeError(f"upload larger than {cfg.max_upload_bytes} bytes", name)
+        lock = self.state.publish_locks.setdefault(name, anyio.Lock())
+        upload_dir = cfg.root.resolve() / STATE_DIR / "uploads"
+        upload_dir.mkdir(parents=True, exist_ok=True)
+        upload = upload_dir / f"{name}-{secrets.token_hex(8)}.zip"
+        staging: Path | None = None
+        try:
+            received = 0
+            with open(upload, "xb") as out:
+                try:
+                    async for chunk in request.stream():
+                        received += len(chunk)
+                        if received > cfg.max_upload_bytes:
+                            raise PayloadTooLargeError(
+                                f"upload larger than {cfg.max_upload_bytes} bytes", name
+                            )
+                        out.write(chunk)
+                except ClientDisconnect as exc:
+                    raise InputError("upload stopped before the end", name) from exc
+            if declared is not None and received != int(declared):
+                raise InputError("upload shorter than its Content-Length", name)
+            async with lock:
+                staging = self.state.store.staging_dir(name)
+                manifest = await anyio.to_thread.run_sync(self._check_upload, name, upload, staging)
+                await anyio.to_thread.run_sync(
+                    self.state.store.install, name, staging, manifest.version
+                )
+                staging = None
+                self.state.cache.clear()
+                if cfg.trusted_keys:
+                    self._trust_state().record(
+                        name, manifest.version, _digest(manifest)
+                    )
+            event = self.state.record_event(
+                "publish",
+                {"package": name, "version": manifest.version, "files": len(manifest.files),
+                 "bytes": received, "manifest_sha256": _digest(manifest)},
+            )
+            self.state.metrics.inc("auraseal_publishes_total", result="ok")
+            await self.state.verify_package(name)
+            return JSONResponse(
+                {"package": name, "version": manifest.version,
+                 "ledger_entry": event.get("entry_id")},
+                status_code=201,
+            )
+        except AuraSealError:
+            self.state.metrics.inc("auraseal_publishes_total", result="refused")
+            raise
+        finally:
+            with contextlib.suppress(OSError):
+                upload.unlink()
+            if staging is not None:
+                self.state.store.discard(staging)
+
+    def _trust_state(self) -> TrustState:
+        return TrustState(self.state.config.root.resolve() / STATE_DIR / "trust-state.json")
+
+    def _check_upload(self, name: str, upload: Path, staging: Path) -> Any:
+        cfg = self.state.config
+        safe_extract(
+            upload, staging, max_total=cfg.max_unpacked_bytes, max_entries=cfg.max_entries,
+            max_ratio=cfg.max_ratio,
+        )
+        return check_package(
+            staging, name, policy=cfg.policy,
+            current_version=self.state.store.current_version(name), state=self._trust_state(),
+        )
+
+    async def scrub(self, request: Request) -> Response:
+        denied = self._authorize(request)
+        if denied is not None:
+            return denied
+        health = await self.state.verify_package(_name(request))
+        return JSONResponse({"package": health.name, "version": health.version,
+                             "health": health.to_dict()})
+
+    # --- ledger -----------------------------------------------------------------------
+
+    def _ledger(self) -> Any:
+        if self.state.ledger is None:
+            raise StorageError("no ledger is configured", "ledger")
+        return self.state.ledger
+
+    async def ledger_record(self, request: Request) -> Response:
+        denied = self._authorize(request)
+        if denied is not None:
+            return denied
+        try:
+            body = json.loads(await request.body())
+        except ValueError as exc:
+            raise InputError("body must be JSON", "body") from exc
+        if not isinstance(body, dict) or not isinstance(body.get("type"), str):
+            raise InputError("body must be an object with a string 'type'", "body")
+        data = body.get("data", {})
+        if not isinstance(data, dict):
+            raise InputError("'data' must be an object", "body.data")
+        led = self._ledger()
+        entry_id = await anyio.to_thread.run_sync(led.record, body["type"][:100], data)
+        return JSONResponse({"id": entry_id}, status_code=201)
+
+    async def ledger_entry(self, request: Request) -> Response:
+        led = self._ledger()
+        entry_id = str(request.path_params["entry_id"])
+        if len(entry_id) > 128:
+            raise NotFoundError("no such entry", entry_id[:40])
+        return JSONResponse(await anyio.to_thread.run_sync(led.entry, entry_id))
+
+    async def ledger_checkpoint(self, request: Request) -> Response:
+        led = self._ledger()
+        text = await anyio.to_thread.run_sync(led.checkpoint)
+        if text is None:
+            raise NotFoundError("no block committed yet", "checkpoint")
+        return PlainTextResponse(text, headers={"cache-control": "no-cache"})
+
+    async def ledger_consistency(self, request: Request) -> Response:
+        led = self._ledger()
+        try:
+            first = int(request.query_params["from"])
+            second = int(request.query_params["to"])
+        except (KeyError, ValueError) as exc:
+            raise InputError("from and to must be integers", "query") from exc
+        if first < 0 or second < first:
+            raise InputError("need 0 <= from <= to", "query")
+        return JSONResponse(await anyio.to_thread.run_sync(led.consistency, first, second))
+
+    async def ledger_verifier_key(self, request: Request) -> Response:
+        led = self._ledger()
+        return PlainTextResponse(led.verifier_key + "\n")
+
+    async def ledger_block(self, request: Request) -> Response:
+        led = self._ledger()
+        raw = str(request.path_params["number"])
+        if not raw.isdigit() or len(raw) > 18:
+            raise NotFoundError("no such block", raw[:20])
+        return JSONResponse(await anyio.to_thread.run_sync(led.block, int(raw)))
+
+    # --- operations -------------------------------------------------------------------
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "packages": len(self.state.store.names()),
+                             "ledger": self.state.ledger is not None})
+
+    async def metrics(self, request: Request) -> Response:
+        text = await anyio.to_thread.run_sync(self.state.metrics.render)
+        return PlainTextResponse(text, media_type=METRICS_TYPE)
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(openapi_document())
+
+
+def _digest(manifest: Any) -> str:
+    from auraseal.manifest import manifest_digest  # noqa: PLC0415
+
+    return manifest_digest(manifest)
+
+
+def _wrap(fn: Callable[[Request], Any]) -> Callable[[Request], Any]:
+    async def endpoint(request: Request) -> Response:
+        try:
+            result: Response = await fn(request)
+            return result
+        except AuraSealError as exc:
+            return error_response(exc)
+
+    endpoint.__name__ = getattr(fn, "__name__", "endpoint")
+    return endpoint
+
+
+def _routes(h: Handlers) -> list[BaseRoute]:
+    gh = ["GET", "HEAD"]
+    return [
+        Route("/healthz", _wrap(h.healthz), methods=gh),
+        Route("/metrics", _wrap(h.metrics), methods=gh),
+        Route("/openapi.json", _wrap(h.openapi), methods=gh),
+        Route("/packages", _wrap(h.list_packages), methods=gh),
+        Route("/packages/{name}", _wrap(h.archive), methods=gh),
+        Route("/packages/{name}", _wrap(h.publish), methods=["PUT"]),
+        Route("/packages/{name}/scrub", _wrap(h.scrub), methods=["POST"]),
+        Route("/packages/{name}/integrity-manifest.json", _wrap(h.manifest), methods=gh),
+        Route("/packages/{name}/files/{path:path}", _wrap(h.package_file), methods=gh),
+        Route("/packages/{name}/parts/{part}", _wrap(h.seed_part), methods=gh),
+        Route(
+            "/packages/{name}/versions/{version}/integrity-manifest.json",
+            _wrap(h.versioned_manifest), methods=gh,
+        ),
+        Route(
+            "/packages/{name}/versions/{version}/files/{path:path}",
+            _wrap(h.versioned_file), methods=gh,
+        ),
+        Route("/ledger/entries", _wrap(h.ledger_record), methods=["POST"]),
+        Route("/ledger/entries/{entry_id}", _wrap(h.ledger_entry), methods=gh),
+        Route("/ledger/checkpoint", _wrap(h.ledger_checkpoint), methods=gh),
+        Route("/ledger/consistency", _wrap(h.ledger_consistency), methods=gh),
+        Route("/ledger/blocks/{number}", _wrap(h.ledger_block), methods=gh),
+        Route("/ledger/verifier-key", _wrap(h.ledger_verifier_key), methods=gh),
+    ]
+
+
+def _web_routes(state: ServerState) -> list[BaseRoute]:
+    try:
+        from auraseal.web import dashboard  # noqa: PLC0415
+    except ImportError:
+        return []
+    fn = getattr(dashboard, "routes", None)
+    if fn is None:
+        return []
+    routes: list[BaseRoute] = list(fn(state))
+    return routes
+
+
+class EdgeMiddleware:
+    """CORS (with preflight), security headers and request metrics for every response."""
+
+    def __init__(self, app: Callable[..., Any], state: ServerState) -> None:
+        self.app = app
+        self.state = state
+        self.origin = state.config.cors_origin.encode("latin-1")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method = scope["method"]
+        path: str = scope.get("path", "")
+        metrics = self.state.metrics
+        if method == "OPTIONS":
+            headers = [
+                (b"access-control-allow-origin", self.origin),
+                (b"access-control-allow-methods", b"GET, HEAD, OPTIONS"),
+                (b"access-control-allow-headers",
+                 b"Range, If-None-Match, If-Modified-Since, If-Range, Accept-Encoding"),
+                (b"access-control-expose-headers", EXPOSE.encode()),
+                (b"access-control-max-age", b"86400"),
+                (b"allow", b"GET, HEAD, OPTIONS"),
+                (b"x-content-type-options", b"nosniff"),
+                (b"content-length", b"0"),
+            ]
+            await send({"type": "http.response.start", "status": 204, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+            metrics.inc("auraseal_http_requests_total", method=method, code="204")
+            return
+        if "\x00" in path or len(path) > 8192:
+            resp = _plain_error(400, "invalid request path")
+            await resp(scope, receive, send)
+            metrics.inc("auraseal_http_requests_total", method=method, code="400")
+            return
+        status = 0
+        sent = 0
+        own_html = not path.startswith("/packages/")
+
+        async def edge_send(message: MutableMapping[str, Any]) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                names = {k.lower() for k, _ in headers}
+                if b"access-control-allow-origin" not in names:
+                    headers.append((b"access-control-allow-origin", self.origin))
+                    headers.append((b"access-control-expose-headers", EXPOSE.encode()))
+                if b"x-content-type-options" not in names:
+                    headers.append((b"x-content-type-options", b"nosniff"))
+                ctype = next((v for k, v in headers if k.lower() == b"content-type"), b"")
+                if own_html and ctype.startswith(b"text/html") and (
+                    b"content-security-policy" not in names
+                ):
+                    headers.append((b"content-security-policy", CSP.encode()))
+                    headers.append((b"referrer-policy", b"no-referrer"))
+                    headers.append((b"x-frame-options", b"DENY"))
+                message = {**message, "headers": headers}
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, edge_send)
+        finally:
+            metrics.inc("auraseal_http_requests_total", method=method[:10], code=str(status))
+            if sent:
+                metrics.inc("auraseal_http_response_bytes_total", float(sent))
+
+
+async def _healing_loop(state: ServerState) -> None:
+    await anyio.sleep(0.5)
+    while True:
+        await anyio.to_thread.run_sync(state.scrub_all_sync)
+        await anyio.sleep(state.config.scrub_interval)
+
+
+async def _commit_loop(state: ServerState) -> None:
+    """Commit blocks as they fall due (100 entries or ``commit_interval`` seconds)."""
+    tick = max(0.05, min(5.0, state.config.commit_interval / 4))
+    while True:
+        await anyio.sleep(tick)
+        if state.ledger is not None:
+            with contextlib.suppress(AuraSealError):
+                await anyio.to_thread.run_sync(state.ledger.commit)
+
+
+def create_app(config: ServerConfig, *, state: ServerState | None = None) -> Starlette:
+    """The AuraSeal server as a Starlette app (``app.state.auraseal`` is the ServerState)."""
+    st = state or ServerState(config)
+    tokens = TokenSet.load(config.publish_token_file)
+    handlers = Handlers(st, tokens)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as tg:
+            if config.healing:
+                tg.start_soon(_healing_loop, st)
+                tg.start_soon(_commit_loop, st)
+            try:
+                yield
+            finally:
+                tg.cancel_scope.cancel()
+        st.close()
+
+    routes = _web_routes(st) + _routes(handlers)
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.auraseal = st
+    app.add_middleware(EdgeMiddleware, state=st)
+    return app

@@ -1,0 +1,122 @@
+"""The self-healing store: scrub packages, repair what parity can rebuild.
+
+A scrub checks every original file and every part of every package against
+the manifest and reports each component as ``intact``, ``recoverable``
+(``good`` of ``total`` parts intact, at least ``k``; or the original intact so
+parts can be re-encoded) or ``lost``. A repair rebuilds damaged originals and
+parts in place, atomically, and is recorded in the ledger by the caller.
+
+The sealing library (``auraseal.sealing``) does the work; this module adapts
+its reports to :class:`PackageHealth` for the routes, metrics and dashboard.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from auraseal._time import format_time, utcnow
+from auraseal.errors import AuraSealError
+from auraseal.sealing import open_package, repair, scrub
+from auraseal.server.store import PackageView
+
+__all__ = ["ComponentHealth", "PackageHealth", "repair_view", "scrub_view"]
+
+
+@dataclass(frozen=True)
+class ComponentHealth:
+    """One component's state after a scrub."""
+
+    path: str
+    state: str  # "intact" | "recoverable" | "lost"
+    good: int
+    total: int
+    k: int
+    original_ok: bool = True
+
+    @property
+    def coherence(self) -> float:
+        return self.good / self.total if self.total else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "state": self.state,
+            "good": self.good,
+            "total": self.total,
+            "k": self.k,
+            "coherence": round(self.coherence, 6),
+            "original_ok": self.original_ok,
+        }
+
+
+@dataclass(frozen=True)
+class PackageHealth:
+    """A package's health as of ``checked_at`` (None: not scrubbed yet)."""
+
+    name: str
+    version: int
+    checked_at: datetime | None
+    components: tuple[ComponentHealth, ...] = ()
+    repaired: tuple[str, ...] = field(default=())
+
+    @property
+    def state(self) -> str:
+        if self.checked_at is None:
+            return "unchecked"
+        states = {c.state for c in self.components}
+        if "lost" in states:
+            return "lost"
+        if "recoverable" in states:
+            return "degraded"
+        return "intact"
+
+    def counts(self) -> dict[str, int]:
+        out = {"intact": 0, "recoverable": 0, "lost": 0}
+        for c in self.components:
+            out[c.state] = out.get(c.state, 0) + 1
+        return out
+
+    def min_coherence(self) -> float:
+        return min((c.coherence for c in self.components), default=1.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "checked_at": None if self.checked_at is None else format_time(self.checked_at),
+            "counts": self.counts(),
+            "components": [c.to_dict() for c in self.components],
+        }
+
+
+def _health(c: Any) -> ComponentHealth:
+    """A sealing ``ComponentReport`` as a :class:`ComponentHealth`."""
+    original_ok = c.original == "good"
+    if not c.sealed:
+        return ComponentHealth(c.path, c.state, int(original_ok), 1, 1, original_ok)
+    return ComponentHealth(c.path, c.state, c.good, c.total, c.k, original_ok)
+
+
+def scrub_view(view: PackageView, jobs: int | None = 1) -> PackageHealth:
+    """Check every file and part of ``view`` (reads everything once)."""
+    with open_package(view.dir) as pkg:
+        report = scrub(pkg, jobs=jobs)
+    comps = tuple(_health(c) for c in report.components)
+    return PackageHealth(view.name, view.version, utcnow(), comps)
+
+
+def repair_view(view: PackageView, health: PackageHealth) -> tuple[PackageHealth, list[str]]:
+    """Rebuild every damaged, recoverable component of ``view`` in place (atomically).
+
+    Returns the health after the repair and the components that were repaired.
+    """
+    damaged = {c.path for c in health.components if c.state == "recoverable"}
+    if not damaged:
+        return health, []
+    with contextlib.suppress(AuraSealError, OSError), open_package(view.dir) as pkg:
+        repair(pkg, jobs=1)
+    after = scrub_view(view)
+    repaired = [c.path for c in after.components if c.path in damaged and c.state == "intact"]
+    return after, repaired

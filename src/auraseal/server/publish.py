@@ -1,0 +1,242 @@
+"""Authenticated publish: bearer tokens, bounded upload, safe unzip, trust checks.
+
+A publish is ``PUT /packages/{name}`` with ``Authorization: Bearer <token>``
+and a sealed package zip (``docs/FORMAT.md``) as the body. Before anything
+becomes visible the server checks, in order: the token (SHA-256 hashes in the
+token file, compared in constant time), the size limit, the zip's safety, the
+manifest's signatures against the trusted keys and threshold, its name and
+version (strictly greater than the version served and than any version
+trusted before), and a full scrub (every original and part intact). Only then
+is the unpacked tree swapped in atomically (:meth:`PackageStore.install`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import stat
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from auraseal._fs import resolve_inside, safe_relpath
+from auraseal.errors import (
+    ConfigError,
+    InputError,
+    IntegrityError,
+    RollbackError,
+    StorageError,
+    ThresholdError,
+    UnsafePathError,
+)
+from auraseal.manifest import MANIFEST_NAME, Manifest, load_manifest, manifest_digest, verify_tree
+from auraseal.signing import TrustPolicy, TrustState
+
+__all__ = [
+    "TOKEN_PREFIX",
+    "PayloadTooLargeError",
+    "TokenSet",
+    "check_package",
+    "hash_token",
+    "new_token",
+    "safe_extract",
+]
+
+TOKEN_PREFIX = "sha256:"  # noqa: S105 - a prefix, not a secret
+COPY_CHUNK = 1 << 20
+
+
+class PayloadTooLargeError(InputError):
+    """An upload (or what it unpacks to) is larger than the server accepts (413)."""
+
+
+def hash_token(token: str) -> str:
+    """The line stored for ``token``: ``sha256:<hex>`` (tokens are 256-bit random)."""
+    return TOKEN_PREFIX + hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_token() -> tuple[str, str]:
+    """A fresh random token and the hashed line to store for it."""
+    token = "aspub_" + secrets.token_urlsafe(32)
+    return token, hash_token(token)
+
+
+@dataclass(frozen=True)
+class TokenSet:
+    """The hashed tokens allowed to publish."""
+
+    hashes: tuple[bytes, ...]
+
+    @classmethod
+    def load(cls, path: Path | None) -> TokenSet:
+        if path is None:
+            return cls(())
+        try:
+            text = Path(path).read_text("utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read token file: {exc.strerror}", str(path)) from exc
+        out = []
+        for n, raw_line in enumerate(text.splitlines(), 1):
+            line = raw_line.strip()
+            if not line or line.startswith("#"):
+                continue
+            word = line.split()[0]
+            if not word.startswith(TOKEN_PREFIX):
+                raise ConfigError(
+                    "token lines must be 'sha256:<hex>' (see `auraseal publish-token`)",
+                    f"{path}:{n}",
+                )
+            try:
+                raw = bytes.fromhex(word[len(TOKEN_PREFIX) :])
+            except ValueError as exc:
+                raise ConfigError("token hash is not hex", f"{path}:{n}") from exc
+            if len(raw) != 32:
+                raise ConfigError("token hash must be 64 hex digits", f"{path}:{n}")
+            out.append(raw)
+        return cls(tuple(out))
+
+    def check(self, authorization: str | None) -> bool:
+        """True if ``authorization`` is ``Bearer <token>`` for a stored hash.
+
+        Every stored hash is compared (constant time each, no early exit).
+        """
+        if not authorization or not self.hashes:
+            return False
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip() or len(token) > 512:
+            return False
+        digest = hashlib.sha256(token.strip().encode("utf-8", "surrogateescape")).digest()
+        ok = False
+        for h in self.hashes:
+            ok |= hmac.compare_digest(digest, h)
+        return ok
+
+
+def safe_extract(
+    zip_path: Path,
+    dest: Path,
+    *,
+    max_total: int,
+    max_entries: int,
+    max_ratio: int,
+) -> list[str]:
+    """Unpack a package zip into the empty directory ``dest``, refusing hostile archives.
+
+    Refused before anything is written: not a zip, unsafe names (``..``,
+    absolute, backslash, NUL, overlong), duplicates, a name that is both a file
+    and a directory, symlinks, encryption, more than ``max_entries`` entries,
+    declared sizes above ``max_total``, or a compression ratio above
+    ``max_ratio``. While writing, a member that inflates past its declared
+    size is refused too (a lying zip bomb).
+    """
+    try:
+        zf = zipfile.ZipFile(zip_path)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise InputError(f"not a readable zip archive: {exc}", "upload") from exc
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > max_entries:
+            raise PayloadTooLargeError(f"more than {max_entries} entries", "upload")
+        names: list[str] = []
+        seen: set[str] = set()
+        total = 0
+        files = []
+        for info in infos:
+            name = info.filename
+            if name.endswith("/") and info.file_size == 0:
+                safe_relpath(name.rstrip("/"), f"upload: {name!r}")
+                continue
+            safe_relpath(name, f"upload: {name!r}")
+            if name in seen:
+                raise InputError("entry appears twice", f"upload: {name!r}")
+            seen.add(name)
+            mode = info.external_attr >> 16
+            if stat.S_ISLNK(mode):
+                raise UnsafePathError("symlink in archive", f"upload: {name!r}")
+            if info.flag_bits & 0x1:
+                raise InputError("encrypted entry", f"upload: {name!r}")
+            total += info.file_size
+            if total > max_total:
+                raise PayloadTooLargeError(
+                    f"archive unpacks to more than {max_total} bytes", "upload"
+                )
+            if info.file_size > 1 << 16 and info.file_size > max_ratio * max(
+                info.compress_size, 1
+            ):
+                raise PayloadTooLargeError(
+                    f"compression ratio above {max_ratio}:1 (zip bomb?)", f"upload: {name!r}"
+                )
+            names.append(name)
+            files.append(info)
+        dirs = {"/".join(n.split("/")[:i]) for n in names for i in range(1, n.count("/") + 1)}
+        clash = dirs & seen
+        if clash:
+            raise InputError("name is both a file and a directory", f"upload: {sorted(clash)[0]!r}")
+        written = 0
+        for info in files:
+            target = resolve_inside(dest, info.filename)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            n = 0
+            try:
+                with zf.open(info) as src, open(target, "xb") as out:
+                    while True:
+                        chunk = src.read(COPY_CHUNK)
+                        if not chunk:
+                            break
+                        n += len(chunk)
+                        written += len(chunk)
+                        if n > info.file_size or written > max_total:
+                            raise PayloadTooLargeError(
+                                "entry inflates past its declared size",
+                                f"upload: {info.filename!r}",
+                            )
+                        out.write(chunk)
+            except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile) as exc:
+                where = f"upload: {info.filename!r}"
+                raise InputError(f"corrupt archive entry: {exc}", where) from exc
+            except OSError as exc:
+                raise StorageError(f"cannot unpack: {exc.strerror}", info.filename) from exc
+            if n != info.file_size:
+                raise InputError("entry is shorter than declared", f"upload: {info.filename!r}")
+    return names
+
+
+def check_package(
+    staging: Path,
+    name: str,
+    *,
+    policy: TrustPolicy | None,
+    current_version: int | None,
+    state: TrustState | None,
+) -> Manifest:
+    """Every check a publish must pass before it is installed (nothing is written)."""
+    mpath = staging / MANIFEST_NAME
+    try:
+        data = mpath.read_bytes()
+    except OSError as exc:
+        raise InputError(f"package has no {MANIFEST_NAME}", "upload") from exc
+    if policy is None:
+        raise ThresholdError("the server trusts no publisher key (--trusted-key)", "publish")
+    manifest = load_manifest(data, f"upload: {MANIFEST_NAME}", policy=policy)
+    if manifest.name != name:
+        raise InputError(f"manifest names package '{manifest.name}', not '{name}'", "upload")
+    if current_version is not None and manifest.version <= current_version:
+        raise RollbackError(
+            f"version {manifest.version} is not greater than the served version "
+            f"{current_version}",
+            name,
+        )
+    if state is not None:
+        state.check(name, manifest.version, manifest_digest(manifest), name)
+    report = verify_tree(staging, manifest, jobs=2)
+    if not report.ok:
+        raise IntegrityError(f"package does not match its manifest: {report.summary()}", "upload")
+    from auraseal.server.healing import scrub_view  # noqa: PLC0415
+    from auraseal.server.store import _build_view  # noqa: PLC0415
+
+    health = scrub_view(_build_view(name, staging, data))
+    bad = [c.path for c in health.components if c.state != "intact"]
+    if bad:
+        raise IntegrityError(f"{len(bad)} component(s) fail the scrub", f"upload: {bad[0]}")
+    return manifest

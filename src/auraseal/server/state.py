@@ -1,0 +1,182 @@
+"""``ServerState``: everything the routes and the dashboard read and trigger.
+
+One instance per app (no globals). The web dashboard (``auraseal.web``) reads
+:meth:`ServerState.packages`, :meth:`ServerState.ledger_head`,
+:meth:`ServerState.checkpoint_text`, :meth:`ServerState.recent_events` and
+triggers :meth:`ServerState.verify_package`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Any
+
+import anyio
+
+from auraseal._time import format_time, utcnow
+from auraseal.errors import AuraSealError, NotFoundError
+from auraseal.server.config import ServerConfig
+from auraseal.server.healing import PackageHealth, repair_view, scrub_view
+from auraseal.server.ledger_port import LedgerPort, open_port
+from auraseal.server.metrics import Metrics
+from auraseal.server.static import FileCache
+from auraseal.server.store import PackageStore, PackageView
+
+__all__ = ["ServerState"]
+
+
+class ServerState:
+    """Shared state of one running server."""
+
+    def __init__(self, config: ServerConfig, *, ledger: LedgerPort | None = None) -> None:
+        self.config = config
+        self.store = PackageStore(config.root, config.keep_versions)
+        self.store.clean_staging()
+        self.metrics = Metrics()
+        self.cache = FileCache(config.small_file_cache_bytes)
+        self.ledger: LedgerPort | None = ledger if ledger is not None else open_port(config)
+        self._health: dict[str, PackageHealth] = {}
+        self._events: deque[dict[str, Any]] = deque(maxlen=200)
+        self._lock = threading.Lock()
+        self._scrub_locks: dict[str, threading.Lock] = {}
+        self.publish_locks: dict[str, anyio.Lock] = {}
+        self.metrics.add_gauges(self._gauges)
+
+    # --- reading ----------------------------------------------------------------
+
+    def health(self, name: str) -> PackageHealth | None:
+        with self._lock:
+            return self._health.get(name)
+
+    def package_info(self, view: PackageView) -> dict[str, Any]:
+        h = self.health(view.name)
+        if h is None or h.version != view.version:
+            h = PackageHealth(view.name, view.version, None)
+        return {
+            "name": view.name,
+            "version": view.version,
+            "size": view.size,
+            "files": len(view.manifest.files),
+            "created": format_time(view.manifest.created),
+            "expires": (
+                None if view.manifest.expires is None else format_time(view.manifest.expires)
+            ),
+            "health": h.to_dict(),
+        }
+
+    def packages(self) -> list[dict[str, Any]]:
+        """Every served package: name, version, size, files, per-component health."""
+        out = []
+        for name in self.store.names():
+            try:
+                view = self.store.get(name)
+            except AuraSealError:
+                continue
+            out.append(self.package_info(view))
+        return out
+
+    def ledger_head(self) -> dict[str, Any] | None:
+        """``{"size": entries committed, "pending": n, "block": {...} | None}`` or None."""
+        if self.ledger is None:
+            return None
+        try:
+            return self.ledger.head()
+        except AuraSealError:
+            return None
+
+    def checkpoint_text(self) -> str | None:
+        """The latest signed checkpoint (C2SP signed note), or None."""
+        if self.ledger is None:
+            return None
+        try:
+            return self.ledger.checkpoint()
+        except AuraSealError:
+            return None
+
+    def recent_events(self, limit: int = 50) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._events)[-limit:][::-1]
+
+    # --- acting -------------------------------------------------------------------
+
+    def record_event(self, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Note an event (publish, repair, lost, ...) and record it in the ledger."""
+        event: dict[str, Any] = {"type": kind, "time": format_time(utcnow()), **data}
+        if self.ledger is not None:
+            try:
+                event["entry_id"] = self.ledger.record(kind, data)
+            except AuraSealError as exc:
+                event["ledger_error"] = str(exc)
+        with self._lock:
+            self._events.append(event)
+        return event
+
+    def scrub_package_sync(self, name: str, repair: bool = True) -> PackageHealth:
+        """Scrub ``name`` now (and repair what parity can rebuild); blocking."""
+        with self._lock:
+            lock = self._scrub_locks.setdefault(name, threading.Lock())
+        with lock:
+            view = self.store.get(name)
+            health = scrub_view(view)
+            self.metrics.inc("auraseal_scrubs_total")
+            bad = [c for c in health.components if c.state != "intact"]
+            if bad:
+                self.metrics.inc("auraseal_verification_failures_total", len(bad))
+            if repair and any(c.state == "recoverable" for c in health.components):
+                health, repaired = repair_view(view, health)
+                for path in repaired:
+                    self.metrics.inc("auraseal_repairs_total")
+                    self.record_event(
+                        "repair", {"package": name, "version": view.version, "component": path}
+                    )
+                if repaired:
+                    self.cache.clear()
+            for c in health.components:
+                if c.state == "lost":
+                    self.record_event(
+                        "lost",
+                        {"package": name, "version": view.version, "component": c.path,
+                         "good": c.good, "total": c.total, "k": c.k},
+                    )
+            with self._lock:
+                self._health[name] = health
+            return health
+
+    async def verify_package(self, name: str, repair: bool = True) -> PackageHealth:
+        """Scrub (and repair) ``name`` in a worker thread; for the dashboard and routes."""
+        if name not in self.store.names():
+            raise NotFoundError("no such package", name)
+        return await anyio.to_thread.run_sync(self.scrub_package_sync, name, repair)
+
+    def scrub_all_sync(self) -> None:
+        for name in self.store.names():
+            try:
+                self.scrub_package_sync(name)
+            except AuraSealError as exc:
+                self.record_event("scrub_failed", {"package": name, "error": str(exc)})
+
+    def _gauges(self) -> list[tuple[str, str, dict[str, str], float]]:
+        out: list[tuple[str, str, dict[str, str], float]] = []
+        with self._lock:
+            healths = list(self._health.values())
+        totals = {"intact": 0, "recoverable": 0, "lost": 0}
+        for h in healths:
+            for k, v in h.counts().items():
+                totals[k] = totals.get(k, 0) + v
+        for state, n in sorted(totals.items()):
+            out.append(("auraseal_components", "Components by state at the last scrub.",
+                        {"state": state}, float(n)))
+        out.append(("auraseal_packages", "Packages being served.", {},
+                    float(len(self.store.names()))))
+        head = self.ledger_head()
+        if head is not None:
+            out.append(("auraseal_ledger_entries", "Entries recorded in the ledger.", {},
+                        float(head.get("entries", 0))))
+            out.append(("auraseal_ledger_blocks", "Blocks committed in the ledger.", {},
+                        float(head.get("blocks", 0))))
+        return out
+
+    def close(self) -> None:
+        if self.ledger is not None:
+            self.ledger.close()

@@ -1,0 +1,316 @@
+"""The package store below ROOT, and its atomic publish swap.
+
+Layout (see ``docs/SERVER.md``)::
+
+    ROOT/<name>                      the package being served: a directory, or a
+                                     symlink to .versions/<name>/<version>
+    ROOT/.versions/<name>/<version>/ unpacked, verified versions (immutable)
+    ROOT/.auraseal/                  server state (never served)
+
+A package directory holds ``integrity-manifest.json`` at its root, every
+original file at its own path and part ``M`` of a file at ``<path>.part.<M>``
+(``docs/FORMAT.md``). Only names the manifest lists are ever served.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import hashlib
+import os
+import secrets
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from auraseal._fs import fsync_dir, safe_relpath
+from auraseal.errors import (
+    AuraSealError,
+    NotFoundError,
+    StorageError,
+    UnsafePathError,
+)
+from auraseal.manifest import MANIFEST_NAME, Manifest, load_manifest, part_name
+from auraseal.server.config import STATE_DIR, VERSIONS_DIR, check_package_name
+from auraseal.server.static import content_type_for, etag_for_integrity
+
+__all__ = ["PackageStore", "PackageView", "Resource"]
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A servable name inside a package: the manifest, a file, or a part."""
+
+    rel: str
+    kind: str  # "manifest" | "file" | "part"
+    integrity: str
+    etag: str
+    size: int
+    content_type: str
+    component: str
+
+
+@dataclass(frozen=True)
+class PackageView:
+    """One loaded version of one package (immutable snapshot)."""
+
+    name: str
+    version: int
+    dir: Path
+    manifest: Manifest
+    manifest_bytes: bytes
+    resources: dict[str, Resource]
+
+    @property
+    def size(self) -> int:
+        """Bytes on disk of everything the package serves (files, parts, manifest)."""
+        return sum(r.size for r in self.resources.values())
+
+    def resource(self, rel: str) -> Resource:
+        res = self.resources.get(rel)
+        if res is None:
+            raise NotFoundError("no such file in package", f"{self.name}/{rel}")
+        return res
+
+    def path_of(self, res: Resource) -> Path:
+        return self.dir / res.rel
+
+    def manifest_bytes_digest(self) -> str:
+        """First 16 hex digits of SHA-256 of the manifest bytes (names cached artefacts)."""
+        return hashlib.sha256(self.manifest_bytes).hexdigest()[:16]
+
+
+def _build_view(name: str, real_dir: Path, data: bytes) -> PackageView:
+    manifest = load_manifest(data, f"{name}/{MANIFEST_NAME}")
+    digest = hashlib.sha256(data).digest()
+    import base64  # noqa: PLC0415
+
+    m_integ = "sha256-" + base64.b64encode(digest).decode()
+    res: dict[str, Resource] = {
+        MANIFEST_NAME: Resource(
+            MANIFEST_NAME, "manifest", m_integ, etag_for_integrity(m_integ), len(data),
+            "application/json", "",
+        )
+    }
+    for f in manifest.files:
+        safe_relpath(f.path)
+        res[f.path] = Resource(
+            f.path, "file", f.integrity, etag_for_integrity(f.integrity), f.size,
+            content_type_for(f.path), f.path,
+        )
+        if f.recovery is not None:
+            for p in f.recovery.parts:
+                rel = part_name(f.path, p.number)
+                res[rel] = Resource(
+                    rel, "part", p.integrity, etag_for_integrity(p.integrity), p.size,
+                    "application/octet-stream", f.path,
+                )
+    return PackageView(name, manifest.version, real_dir, manifest, data, res)
+
+
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths with Linux renameat2(RENAME_EXCHANGE); False if unsupported."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return False
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    fn = getattr(libc, "renameat2", None)
+    if fn is None:
+        return False
+    at_fdcwd = -100
+    rc = int(fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE))
+    return rc == 0
+
+
+class PackageStore:
+    """Reads packages below ``root`` and installs new versions atomically."""
+
+    def __init__(self, root: Path, keep_versions: int = 3) -> None:
+        self.root = Path(root)
+        self.keep_versions = max(1, keep_versions)
+        self._lock = threading.Lock()
+        self._views: dict[tuple[int, int, int, int], PackageView] = {}
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / STATE_DIR).mkdir(exist_ok=True)
+        (self.root / VERSIONS_DIR).mkdir(exist_ok=True)
+        self.real_root = self.root.resolve()
+
+    # --- reading --------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        """Names of the packages being served (sorted)."""
+        out = []
+        try:
+            entries = sorted(os.listdir(self.real_root))
+        except OSError as exc:
+            raise StorageError(f"cannot list: {exc.strerror}", str(self.root)) from exc
+        for n in entries:
+            if check_package_name(n) and (self.real_root / n / MANIFEST_NAME).is_file():
+                out.append(n)
+        return out
+
+    def _package_dir(self, name: str) -> Path:
+        if not check_package_name(name):
+            raise NotFoundError("no such package", name)
+        return self.real_root / name
+
+    def _inside(self, real: Path) -> None:
+        if self.real_root not in real.parents:
+            raise UnsafePathError("package resolves outside ROOT", real.name)
+
+    def _load(self, real_dir: Path, name: str) -> PackageView:
+        self._inside(real_dir)
+        mpath = real_dir / MANIFEST_NAME
+        try:
+            with open(mpath, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+                with self._lock:
+                    view = self._views.get(key)
+                if view is not None and view.dir == real_dir:
+                    return view
+                data = fh.read(64 << 20)
+        except FileNotFoundError as exc:
+            raise NotFoundError("no such package", name) from exc
+        except OSError as exc:
+            raise StorageError(f"cannot read manifest: {exc.strerror}", name) from exc
+        view = _build_view(name, real_dir, data)
+        with self._lock:
+            if len(self._views) > 1024:
+                self._views.clear()
+            self._views[key] = view
+        return view
+
+    def get(self, name: str) -> PackageView:
+        """The version of ``name`` being served now (NotFoundError if none)."""
+        d = self._package_dir(name)
+        try:
+            real = Path(os.path.realpath(d))
+        except OSError as exc:
+            raise NotFoundError("no such package", name) from exc
+        if not real.is_dir():
+            raise NotFoundError("no such package", name)
+        return self._load(real, name)
+
+    def get_version(self, name: str, version: int) -> PackageView:
+        """A kept version of ``name`` (the current one or one in ``.versions``)."""
+        current = self.get(name)
+        if current.version == version:
+            return current
+        d = self.real_root / VERSIONS_DIR / name / str(version)
+        if not check_package_name(name) or not d.is_dir() or d.is_symlink():
+            raise NotFoundError(f"version {version} is not kept", name)
+        view = self._load(Path(os.path.realpath(d)), name)
+        if view.version != version or version > current.version:
+            raise NotFoundError(f"version {version} is not kept", name)
+        return view
+
+    def versions(self, name: str) -> list[int]:
+        """Versions of ``name`` that can be served (kept ones and the current one)."""
+        current = self.get(name).version
+        out = {current}
+        d = self.real_root / VERSIONS_DIR / name
+        with contextlib.suppress(OSError):
+            for n in os.listdir(d):
+                if n.isdigit() and int(n) < current:
+                    out.add(int(n))
+        return sorted(out)
+
+    def current_version(self, name: str) -> int | None:
+        try:
+            return self.get(name).version
+        except (NotFoundError, AuraSealError):
+            return None
+
+    # --- writing --------------------------------------------------------------
+
+    def staging_dir(self, name: str) -> Path:
+        """A fresh empty directory to unpack an upload into (same filesystem)."""
+        if not check_package_name(name):
+            raise UnsafePathError("invalid package name", name)
+        d = self.real_root / VERSIONS_DIR / name
+        d.mkdir(parents=True, exist_ok=True)
+        s = d / f".staging-{secrets.token_hex(8)}"
+        s.mkdir()
+        return s
+
+    def install(self, name: str, staging: Path, version: int) -> Path:
+        """Make ``staging`` the served version ``version`` of ``name``, atomically.
+
+        The staged directory is renamed to ``.versions/<name>/<version>`` and the
+        ``ROOT/<name>`` symlink is replaced in one rename, so a reader sees the
+        old version or the new one, never a mix. Old versions beyond
+        ``keep_versions`` are removed afterwards.
+        """
+        vroot = self.real_root / VERSIONS_DIR / name
+        target = vroot / str(version)
+        link = self.real_root / name
+        if target.exists():
+            if link.is_symlink() and Path(os.path.realpath(link)) == target:
+                raise StorageError("version is already being served", f"{name} v{version}")
+            shutil.rmtree(target)
+        os.rename(staging, target)
+        fsync_dir(vroot)
+        tmp = self.real_root / f".{name}.link-{secrets.token_hex(6)}"
+        os.symlink(f"{VERSIONS_DIR}/{name}/{version}", tmp)
+        try:
+            if link.is_symlink() or not link.exists():
+                os.replace(tmp, link)
+            else:
+                self._replace_plain_dir(name, link, tmp, vroot)
+        finally:
+            with contextlib.suppress(OSError):
+                if tmp.is_symlink():
+                    tmp.unlink()
+        fsync_dir(self.real_root)
+        self._prune(name, version)
+        return target
+
+    def _replace_plain_dir(self, name: str, link: Path, tmp: Path, vroot: Path) -> None:
+        """First publish over a plain directory: swap it for the symlink, keep it as a version."""
+        try:
+            old_version: int | None = self._load(link.resolve(), name).version
+        except AuraSealError:
+            old_version = None
+        if _exchange(tmp, link):
+            old = tmp
+        else:  # no renameat2: two renames (a brief gap)
+            old = self.real_root / f".{name}.old-{secrets.token_hex(6)}"
+            os.rename(link, old)
+            os.replace(tmp, link)
+        dest = vroot / str(old_version) if old_version is not None else None
+        if dest is not None and not dest.exists():
+            os.rename(old, dest)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def _prune(self, name: str, current: int) -> None:
+        vroot = self.real_root / VERSIONS_DIR / name
+        try:
+            kept = sorted((int(n) for n in os.listdir(vroot) if n.isdigit()), reverse=True)
+        except OSError:
+            return
+        for v in kept[self.keep_versions :]:
+            if v != current:
+                shutil.rmtree(vroot / str(v), ignore_errors=True)
+
+    def discard(self, staging: Path) -> None:
+        """Remove a staging directory (a refused or interrupted publish)."""
+        real = Path(os.path.realpath(staging))
+        if (self.real_root / VERSIONS_DIR) in real.parents and real.name.startswith(".staging-"):
+            shutil.rmtree(real, ignore_errors=True)
+
+    def clean_staging(self) -> None:
+        """Remove staging directories left by a crash (called at start)."""
+        vr = self.real_root / VERSIONS_DIR
+        with contextlib.suppress(OSError):
+            for name in os.listdir(vr):
+                with contextlib.suppress(OSError):
+                    for n in os.listdir(vr / name):
+                        if n.startswith(".staging-"):
+                            shutil.rmtree(vr / name / n, ignore_errors=True)
