@@ -625,6 +625,19 @@ async def _commit_loop(state: ServerState) -> None:
                 await anyio.to_thread.run_sync(state.ledger.commit)
 
 
+def _try_lock(path: Path) -> int | None:
+    import fcntl  # noqa: PLC0415
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def create_app(config: ServerConfig, *, state: ServerState | None = None) -> Starlette:
     """The AuraSeal server as a Starlette app (``app.state.auraseal`` is the ServerState)."""
     st = state or ServerState(config)
@@ -633,18 +646,32 @@ def create_app(config: ServerConfig, *, state: ServerState | None = None) -> Sta
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with anyio.create_task_group() as tg:
-            if config.healing:
-                tg.start_soon(_healing_loop, st)
-                tg.start_soon(_commit_loop, st)
-            try:
-                yield
-            finally:
-                tg.cancel_scope.cancel()
-        st.close()
+        # One process per ROOT runs the healing and commit timers (several
+        # uvicorn workers share ROOT): whoever holds the flock.
+        lock_fd = _try_lock(config.state_dir / "healing.lock") if config.healing else None
+        try:
+            async with anyio.create_task_group() as tg:
+                if lock_fd is not None:
+                    tg.start_soon(_healing_loop, st)
+                    tg.start_soon(_commit_loop, st)
+                try:
+                    yield
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            if lock_fd is not None:
+                os.close(lock_fd)
+            st.close()
 
     routes = _web_routes(st) + _routes(handlers)
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.auraseal = st
     app.add_middleware(EdgeMiddleware, state=st)
     return app
+
+
+def app_from_env() -> Starlette:
+    """Factory for ``uvicorn --factory`` worker processes (``auraseal serve --workers N``)."""
+    from auraseal.server.defaults import config_from_env  # noqa: PLC0415
+
+    return create_app(config_from_env())

@@ -1,0 +1,150 @@
+"""Generate an nginx configuration that serves the package tree statically.
+
+The generated ``server`` block answers the static routes of ``docs/SERVER.md``
+from ROOT with the same headers as the Python server (CORS with preflight,
+``X-Content-Type-Options``, ``Cache-Control`` per kind, ``Accept-Ranges``,
+gzip for the same types, the same Content-Type table), so a publisher can put
+the packages behind nginx or a CDN and keep only publishing, the package
+archive and the ledger in Python (proxied to ``upstream`` when given).
+
+Differences, on purpose: nginx's ETag is ``"<mtime>-<size>"`` (ours comes from
+the content digest); a version that was never published through the server
+(a plain directory in ROOT) has no ``/versions/<v>/`` URL under nginx.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from auraseal.errors import UsageError
+from auraseal.server.app import EXPOSE, IMMUTABLE
+from auraseal.server.config import VERSIONS_DIR
+from auraseal.server.static import COMPRESSIBLE, MIME_TYPES
+
+__all__ = ["render_nginx_conf"]
+
+NAME = r"([A-Za-z0-9][A-Za-z0-9._-]*)"
+_SAFE = re.compile(r"^[^\"'$;{}\s\\#]+$")
+
+
+def _check(value: str, what: str) -> str:
+    if not _SAFE.match(value):
+        raise UsageError("contains characters nginx would misread (quotes, $, ;, braces)", what)
+    return value
+
+
+def _types() -> str:
+    by_type: dict[str, list[str]] = {}
+    for ext, ctype in MIME_TYPES.items():
+        by_type.setdefault(ctype, []).append(ext)
+    lines = [f"        {t} {' '.join(exts)};" for t, exts in sorted(by_type.items())]
+    body = "\n".join(lines)
+    return f"    types {{\n{body}\n    }}\n    default_type application/octet-stream;\n"
+
+
+def _headers(cache_control: str) -> str:
+    return (
+        f'        add_header Cache-Control "{cache_control}" always;\n'
+        '        add_header X-Content-Type-Options nosniff always;\n'
+        '        add_header Access-Control-Allow-Origin "*" always;\n'
+        f'        add_header Access-Control-Expose-Headers "{EXPOSE}" always;\n'
+        '        add_header Access-Control-Allow-Methods "GET, HEAD, OPTIONS" always;\n'
+        '        add_header Access-Control-Allow-Headers '
+        '"Range, If-None-Match, If-Modified-Since, If-Range, Accept-Encoding" always;\n'
+        '        add_header Access-Control-Max-Age 86400 always;\n'
+        "        if ($request_method = OPTIONS) { return 204; }\n"
+        "        limit_except GET HEAD OPTIONS { deny all; }\n"
+    )
+
+
+def _location(pattern: str, alias: str, cache_control: str) -> str:
+    head = f'    location ~ "{pattern}" {{\n        alias "{alias}";\n'
+    return f"{head}{_headers(cache_control)}    }}\n"
+
+
+def render_nginx_conf(
+    root: Path,
+    *,
+    server_name: str = "_",
+    listen: str = "80",
+    upstream: str | None = None,
+    manifest_max_age: int = 3600,
+    standalone: Path | None = None,
+    workers: int = 2,
+) -> str:
+    """The nginx configuration for ``root``.
+
+    Without ``standalone``: a ``server { ... }`` block to include in ``http {}``.
+    With ``standalone=DIR``: a complete ``nginx.conf`` that keeps its pid file,
+    logs and temp files in DIR and runs in the foreground (``daemon off``).
+    """
+    real = str(Path(root).resolve())
+    _check(real, "ROOT")
+    _check(server_name, "--server-name")
+    _check(listen, "--listen")
+    if upstream is not None:
+        _check(upstream, "--upstream")
+    vroot = f"{real}/{VERSIONS_DIR}"
+    gz = " ".join(sorted(t for t in COMPRESSIBLE if t != "text/html"))
+    manifest_cc = f"public, max-age={manifest_max_age}"
+    out = [
+        "server {\n",
+        f"    listen {listen};\n",
+        f"    server_name {server_name};\n",
+        "    server_tokens off;\n",
+        "    sendfile on;\n    tcp_nopush on;\n    etag on;\n",
+        "    charset utf-8;\n    charset_types text/css text/plain text/xml;\n",
+        f"    gzip on;\n    gzip_types {gz};\n    gzip_vary on;\n",
+        "    gzip_min_length 256;\n    gzip_comp_level 6;\n    gzip_proxied any;\n",
+        "    disable_symlinks off;\n",
+        _types(),
+        "\n    # current version: ROOT/<name>/ (a symlink the server swaps on publish)\n",
+        _location(f"^/packages/{NAME}/integrity-manifest\\.json$",
+                  f"{real}/$1/integrity-manifest.json", manifest_cc),
+        _location(f"^/packages/{NAME}/files/integrity-manifest\\.json$",
+                  f"{real}/$1/integrity-manifest.json", manifest_cc),
+        _location(f"^/packages/{NAME}/files/(.+)$", f"{real}/$1/$2", "public, no-cache"),
+        "\n    # kept versions: ROOT/.versions/<name>/<version>/ (immutable)\n",
+        _location(f"^/packages/{NAME}/versions/([0-9]+)/integrity-manifest\\.json$",
+                  f"{vroot}/$1/$2/integrity-manifest.json", IMMUTABLE),
+        _location(f"^/packages/{NAME}/versions/([0-9]+)/files/(.+)$",
+                  f"{vroot}/$1/$2/$3", IMMUTABLE),
+    ]
+    if upstream is not None:
+        out.append(
+            "\n    # publishing, archives, the ledger and the dashboard stay in Python\n"
+            "    location / {\n"
+            f"        proxy_pass {upstream};\n"
+            "        proxy_set_header Host $host;\n"
+            "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
+            "        client_max_body_size 1g;\n"
+            "        proxy_request_buffering off;\n"
+            "    }\n"
+        )
+    else:
+        out.append("\n    location / {\n        return 404;\n    }\n")
+    out.append("}\n")
+    server = "".join(out)
+    if standalone is None:
+        return server
+    d = str(Path(standalone).resolve())
+    _check(d, "standalone directory")
+    indented = "".join("    " + line if line.strip() else line
+                       for line in server.splitlines(keepends=True))
+    return (
+        "daemon off;\n"
+        f"worker_processes {workers};\n"
+        f"pid {d}/nginx.pid;\n"
+        f"error_log {d}/error.log warn;\n"
+        "events {\n    worker_connections 1024;\n}\n"
+        "http {\n"
+        f"    access_log {d}/access.log;\n"
+        f"    client_body_temp_path {d}/client_body;\n"
+        f"    proxy_temp_path {d}/proxy;\n"
+        f"    fastcgi_temp_path {d}/fastcgi;\n"
+        f"    uwsgi_temp_path {d}/uwsgi;\n"
+        f"    scgi_temp_path {d}/scgi;\n"
+        f"{indented}"
+        "}\n"
+    )
