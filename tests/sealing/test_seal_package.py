@@ -1,0 +1,237 @@
+"""Seal, scrub, repair and unseal whole packages (directories and zips), via
+the library and the CLI, with real files and injected damage."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from auraseal.cli import main
+from auraseal.errors import ComponentLostError, UsageError
+from auraseal.manifest import MANIFEST_NAME
+from auraseal.sealing import open_package, repair, repair_path, scrub, seal_tree, unseal
+
+from .helpers import leftovers, write_tree
+
+FILES = {
+    "index.html": b"<!doctype html><title>x</title>" * 200,
+    "js/app.js": b"console.log('auraseal');\n" * 3000,
+    "bin/blob.dat": os.urandom(300_000),
+    "empty": b"",
+    "one": b"1",
+}
+
+
+@pytest.fixture
+def sealed(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    write_tree(src, FILES)
+    seal_tree(src, tmp_path / "pkg", name="t", zip_path=tmp_path / "pkg.zip")
+    return tmp_path / "pkg"
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_package_layout_is_originals_parts_and_manifest(sealed: Path) -> None:
+    names = set(_tree(sealed))
+    assert MANIFEST_NAME in names
+    for rel, data in FILES.items():
+        assert (sealed / rel).read_bytes() == data  # servable as-is
+        assert f"{rel}.part.0" in names and f"{rel}.part.1" in names
+    assert not leftovers(sealed)
+    assert oct((sealed).stat().st_mode & 0o777) == "0o755"
+
+
+def test_seal_refuses_overlap_nonempty_output_and_part_name_collisions(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write_tree(src, {"a": b"1", "a.part.0": b"2"})
+    with pytest.raises(UsageError, match="collides"):
+        seal_tree(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    (src / "a.part.0").unlink()
+    with pytest.raises(UsageError, match="overlap"):
+        seal_tree(src, src / "pkg")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_bytes(b"")
+    with pytest.raises(UsageError, match="not an empty"):
+        seal_tree(src, tmp_path / "full")
+    with pytest.raises(UsageError, match="coherence"):
+        seal_tree(src, tmp_path / "o2", coherence=1.5)
+
+
+@pytest.mark.parametrize("where", ["pkg", "pkg.zip"])
+def test_intact_package_scrubs_clean_and_unseals(sealed: Path, where: str) -> None:
+    with open_package(sealed.parent / where) as pkg:
+        assert scrub(pkg).exit_code == 0
+        rep = unseal(pkg, sealed.parent / "out")
+    assert _tree(sealed.parent / "out") == FILES
+    assert sorted(rep.copied) == sorted(FILES)
+
+
+def test_damage_scrub_repair_scrub(sealed: Path) -> None:
+    (sealed / "bin/blob.dat").write_bytes(b"evil")  # original replaced
+    (sealed / "bin/blob.dat.part.0").unlink()  # a data part missing
+    blob = bytearray((sealed / "bin/blob.dat.part.5").read_bytes())
+    blob[-3] ^= 0x40  # footer bit flip
+    (sealed / "bin/blob.dat.part.5").write_bytes(bytes(blob))
+    (sealed / "js/app.js.part.1").write_bytes(b"")  # truncated
+    with open_package(sealed) as pkg:
+        before = scrub(pkg)
+    assert before.exit_code == 1
+    blob_rep = next(c for c in before.components if c.path == "bin/blob.dat")
+    assert blob_rep.state == "recoverable" and blob_rep.original == "corrupt"
+    assert sorted(blob_rep.bad_parts) == [0, 5]
+    with open_package(sealed) as pkg:
+        rep = repair(pkg)
+    assert rep.exit_code == 0
+    assert sorted(rep.rewritten) == [
+        "bin/blob.dat",
+        "bin/blob.dat.part.0",
+        "bin/blob.dat.part.5",
+        "js/app.js.part.1",
+    ]
+    with open_package(sealed) as pkg:
+        assert scrub(pkg).exit_code == 0
+    assert (sealed / "bin/blob.dat").read_bytes() == FILES["bin/blob.dat"]
+    assert not leftovers(sealed)
+
+
+def test_lost_component_unseal_exit_4_nothing_half_written(sealed: Path) -> None:
+    with open_package(sealed) as pkg:
+        rec = pkg.manifest.entry("bin/blob.dat").recovery
+    assert rec is not None
+    (sealed / "bin/blob.dat").unlink()
+    for n in range(rec.m + 1):
+        (sealed / f"bin/blob.dat.part.{n}").unlink()
+    out = sealed.parent / "out"
+    with open_package(sealed) as pkg:
+        assert scrub(pkg).exit_code == 4
+        with pytest.raises(ComponentLostError) as info:
+            unseal(pkg, out)
+    assert info.value.exit_code == 4
+    assert f"{rec.k - 1}/{rec.k + rec.m}" in str(info.value)
+    got = _tree(out)
+    assert "bin/blob.dat" not in got and not leftovers(out)
+    assert {k: v for k, v in FILES.items() if k != "bin/blob.dat"} == got
+    # repair still fixes what it can, reports the rest, exit 4
+    (sealed / "one.part.1").unlink()
+    with open_package(sealed) as pkg:
+        rep = repair(pkg)
+    assert rep.exit_code == 4
+    assert "one.part.1" in rep.rewritten and "bin/blob.dat" in rep.failed
+    assert (sealed / "one.part.1").exists()
+
+
+def test_original_intact_but_too_few_parts_is_resealed(sealed: Path) -> None:
+    with open_package(sealed) as pkg:
+        rec = pkg.manifest.entry("bin/blob.dat").recovery
+    assert rec is not None
+    want = {n: (sealed / f"bin/blob.dat.part.{n}").read_bytes() for n in range(rec.k + rec.m)}
+    for n in range(rec.m + 2):
+        (sealed / f"bin/blob.dat.part.{n}").unlink()
+    with open_package(sealed) as pkg:
+        assert scrub(pkg).by_state("recoverable")[0].path == "bin/blob.dat"
+        assert repair(pkg).exit_code == 0
+    for n, data in want.items():
+        assert (sealed / f"bin/blob.dat.part.{n}").read_bytes() == data
+
+
+def test_repair_zip_rewrites_it_atomically(sealed: Path) -> None:
+    zpath = sealed.parent / "pkg.zip"
+    damaged = sealed.parent / "damaged.zip"
+    with zipfile.ZipFile(zpath) as zin, zipfile.ZipFile(damaged, "w") as zout:
+        for info in zin.infolist():
+            if info.filename == "js/app.js.part.0":
+                continue
+            data = zin.read(info)
+            if info.filename == "index.html":
+                data = b"X" + data[1:]
+            zout.writestr(info, data)
+    with open_package(damaged) as pkg:
+        assert scrub(pkg).exit_code == 1
+    rep = repair_path(damaged)
+    assert sorted(rep.rewritten) == ["index.html", "js/app.js.part.0"]
+    with open_package(damaged) as pkg:
+        assert scrub(pkg).exit_code == 0
+    assert [p.name for p in sealed.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_symlinked_part_pointing_outside_counts_as_missing(sealed: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    shutil.copy(sealed / "one.part.0", outside)
+    (sealed / "one.part.0").unlink()
+    (sealed / "one.part.0").symlink_to(outside)
+    with open_package(sealed) as pkg:
+        rep = scrub(pkg)
+    one = next(c for c in rep.components if c.path == "one")
+    assert one.bad_parts == {0: "missing"}
+
+
+# --- CLI ---------------------------------------------------------------------------
+
+
+def test_cli_exit_codes_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "src"
+    write_tree(src, FILES)
+    assert main(["keygen", str(tmp_path / "k.pem")]) == 0
+    capsys.readouterr()
+    pkg = tmp_path / "pkg"
+    rc = main(
+        [
+            "seal",
+            str(src),
+            "-o",
+            str(pkg),
+            "--zip",
+            "--key",
+            str(tmp_path / "k.pem"),
+            "--name",
+            "demo",
+            "--version",
+            "7",
+            "--json",
+        ]
+    )
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["name"] == "demo" and out["version"] == 7 and Path(out["zip"]).is_file()
+    trust = ["--trusted-key", str(tmp_path / "k.pem.pub")]
+    assert main(["scrub", str(pkg), *trust]) == 0
+    assert main(["scrub", str(tmp_path / "pkg.zip"), *trust]) == 0
+    (pkg / "one.part.0").unlink()
+    capsys.readouterr()
+    assert main(["scrub", str(pkg), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["recoverable"] == 1 and report["exit_code"] == 1
+    assert main(["repair", str(pkg), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rewritten"] == ["one.part.0"]
+    assert main(["scrub", str(pkg)]) == 0
+    capsys.readouterr()
+    assert main(["inspect", str(pkg / "one.part.1"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["header"]["part_number"] == 1 and info["footer_ok"] is True
+    assert main(["inspect", str(pkg)]) == 0
+    assert "package 'demo' version 7" in capsys.readouterr().out
+    # lost: exit 4 from scrub, unseal and repair
+    for name in ("one", "one.part.0", "one.part.1"):
+        (pkg / name).unlink()
+    assert main(["scrub", str(pkg)]) == 4
+    capsys.readouterr()
+    assert main(["unseal", str(pkg), "-o", str(tmp_path / "out")]) == 4
+    assert "coherence 0/2" in capsys.readouterr().out
+    assert main(["repair", str(pkg)]) == 4
+    # a corrupt part file given to inspect: typed error, no traceback
+    bad = tmp_path / "bad.part"
+    bad.write_bytes((pkg / "empty.part.0").read_bytes()[:-1] + b"\0")
+    assert main(["inspect", str(bad)]) in (1, 2)
+    assert "Traceback" not in capsys.readouterr().err
+    # usage errors
+    assert main(["seal", str(src), "-o", str(tmp_path / "o"), "--coherence", "0"]) == 2
+    assert main(["unseal", str(tmp_path / "nope"), "-o", str(tmp_path / "o3")]) == 2
