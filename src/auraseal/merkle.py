@@ -30,10 +30,12 @@ __all__ = [
     "consistency_coords",
     "consistency_proof",
     "consistency_proof_from",
+    "extend_tree",
     "inclusion_coords",
     "inclusion_proof",
     "inclusion_proof_from",
     "leaf_hash",
+    "next_level",
     "node_hash",
     "root",
     "root_from",
@@ -72,6 +74,11 @@ def _next_level(level: Sequence[bytes]) -> list[bytes]:
     sha = _sha256
     it = iter(level)
     return [sha(b"\x01" + a + b).digest() for a, b in zip(it, it, strict=False)]
+
+
+def next_level(level: Sequence[bytes]) -> list[bytes]:
+    """The complete nodes one level up: pairs hashed, an odd last node dropped."""
+    return _next_level(level)
 
 
 def tree_levels(leaf_hashes: Sequence[bytes]) -> list[list[bytes]]:
@@ -210,14 +217,15 @@ def consistency_proof(leaf_hashes: Sequence[bytes], size1: int) -> list[bytes]:
     return consistency_proof_from(_list_getter(leaf_hashes), size1, len(leaf_hashes))
 
 
-def append_nodes(
+def extend_tree(
     size: int, frontier: Sequence[bytes], new_leaves: Sequence[bytes]
-) -> tuple[list[tuple[int, int, bytes]], bytes]:
-    """Append leaves to a tree of ``size`` leaves; return new complete nodes and root.
+) -> tuple[list[tuple[int, int, bytes]], bytes, list[bytes]]:
+    """Append leaves to a tree of ``size`` leaves.
 
-    ``frontier`` holds the hashes at :func:`compact_range_coords` ``(size)`` (largest
-    first).  The result lists every node ``(level, index, hash)`` that becomes
-    complete, level 0 (the new leaves) included, and the new tree's root.
+    ``frontier`` holds the hashes at :func:`compact_range_coords` ``(size)``
+    (largest first).  Returns every node ``(level, index, hash)`` that becomes
+    complete (level 0, the new leaves, included), the new root, and the new
+    frontier.  Costs one hash per new node, never a recomputation.
     """
     coords = compact_range_coords(size)
     if len(frontier) != len(coords):
@@ -238,9 +246,17 @@ def append_nodes(
         current, start = _next_level(children), start >> 1
         level += 1
     if total == 0:
-        return out, EMPTY_ROOT
+        return out, EMPTY_ROOT, []
     compact.reverse()
-    return out, _fold_compact(compact)
+    return out, _fold_compact(compact), compact
+
+
+def append_nodes(
+    size: int, frontier: Sequence[bytes], new_leaves: Sequence[bytes]
+) -> tuple[list[tuple[int, int, bytes]], bytes]:
+    """:func:`extend_tree` without the new frontier: ``(nodes, root)``."""
+    nodes, new_root, _ = extend_tree(size, frontier, new_leaves)
+    return nodes, new_root
 
 
 def verify_inclusion(

@@ -1,0 +1,189 @@
+"""The append-only JSONL mirror of a ledger (the seed's ``record_type`` lines).
+
+Fsync policy (``fsync=``): ``"block"`` (default) writes every acknowledged
+entry line with ``write(2)`` before the call returns and fsyncs the file when
+a block line is written and on close; ``"always"`` fsyncs after every append;
+``"never"`` leaves it to the OS.  Appends take an exclusive ``flock`` so
+several processes can share one file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from auraseal.errors import InputError, StorageError, UsageError
+from auraseal.ledger._model import Block, Entry
+
+__all__ = ["FSYNC_POLICIES", "JsonlContents", "JsonlMirror", "record_line"]
+
+FSYNC_POLICIES = ("always", "block", "never")
+
+
+def record_line(record: dict[str, Any]) -> bytes:
+    text = json.dumps(record, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    return text.encode("utf-8") + b"\n"
+
+
+@dataclass
+class JsonlContents:
+    """What a JSONL mirror holds: entry leaf hashes -> line, blocks in file order, bad lines.
+
+    Entries are kept as their Merkle leaf hash (which covers every field), so
+    a million-line mirror fits in memory.
+    """
+
+    entries: dict[bytes, int] = field(default_factory=dict)
+    blocks: list[tuple[int, Block]] = field(default_factory=list)
+    bad_lines: list[tuple[int, str]] = field(default_factory=list)
+    torn_tail: int | None = None  # line number of an unterminated last line
+    lines: int = 0
+
+
+class JsonlMirror:
+    """Append-only JSONL file; see the module docstring for the fsync policy."""
+
+    def __init__(self, path: Path, fsync: str = "block") -> None:
+        if fsync not in FSYNC_POLICIES:
+            raise UsageError(f"fsync policy must be one of {', '.join(FSYNC_POLICIES)}", "fsync")
+        self.path = Path(path)
+        self.fsync = fsync
+        self._fd: int | None = None
+        self._held = False
+
+    def _open(self) -> int:
+        if self._fd is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            except OSError as exc:
+                raise StorageError(f"cannot open JSONL mirror: {exc.strerror}", str(self.path)) \
+                    from exc
+        return self._fd
+
+    def append(self, records: Sequence[dict[str, Any]], *, sync: bool = False) -> None:
+        """Append records as lines, atomically with respect to other writers."""
+        self.append_lines([record_line(r) for r in records], sync=sync)
+
+    def append_lines(self, lines: Sequence[bytes], *, sync: bool = False) -> None:
+        """Append ready-made lines (each ending in a newline)."""
+        data = b"".join(lines)
+        fd = self._open()
+        try:
+            if not self._held:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                size = os.fstat(fd).st_size
+                if size:
+                    # a torn last line stays a (reported) bad line of its own
+                    with open(self.path, "rb") as fh:
+                        fh.seek(size - 1)
+                        if fh.read(1) != b"\n":
+                            data = b"\n" + data
+                view = memoryview(data)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+                if self.fsync == "always" or (sync and self.fsync == "block"):
+                    os.fsync(fd)
+            finally:
+                if not self._held:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+        except OSError as exc:
+            raise StorageError(f"cannot append to JSONL mirror: {exc.strerror}", str(self.path)) \
+                from exc
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the file's append lock (so a block commit and its line stay in order)."""
+        fd = self._open()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            raise StorageError(f"cannot lock JSONL mirror: {exc.strerror}", str(self.path)) \
+                from exc
+        self._held = True
+        try:
+            yield
+        finally:
+            self._held = False
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def sync(self) -> None:
+        if self._fd is not None and self.fsync != "never":
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                raise StorageError(f"cannot fsync JSONL mirror: {exc.strerror}", str(self.path)) \
+                    from exc
+
+    def close(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                self.sync()
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+    def read(self) -> JsonlContents:
+        """Parse the whole file; malformed lines are collected, not raised."""
+        out = JsonlContents()
+        try:
+            fh = open(self.path, "rb")  # noqa: SIM115
+        except FileNotFoundError:
+            return out
+        except OSError as exc:
+            raise StorageError(f"cannot read JSONL mirror: {exc.strerror}", str(self.path)) \
+                from exc
+        with fh:
+            lineno = 0
+            for raw in fh:
+                lineno += 1
+                where = f"{self.path}:{lineno}"
+                if not raw.endswith(b"\n"):
+                    out.torn_tail = lineno
+                try:
+                    rec = json.loads(raw)
+                    if not isinstance(rec, dict):
+                        raise InputError("not a JSON object", where)
+                    kind = rec.get("record_type")
+                    if kind == "entry":
+                        e = Entry.from_json(rec, where)
+                        lh = e.leaf_hash()
+                        if lh in out.entries:
+                            out.bad_lines.append((lineno, f"entry {e.entry_id} appears twice"))
+                        else:
+                            out.entries[lh] = lineno
+                    elif kind == "block":
+                        out.blocks.append((lineno, Block.from_json(rec, where)))
+                    else:
+                        raise InputError(f"unknown record_type {kind!r}", where)
+                except (ValueError, InputError) as exc:
+                    out.bad_lines.append((lineno, f"unreadable line: {exc}"))
+            out.lines = lineno
+        return out
+
+    def drop_torn_tail(self) -> bool:
+        """Cut an unterminated last line (a torn write); True if one was cut."""
+        try:
+            with open(self.path, "r+b") as fh:
+                data = fh.read()
+                if not data or data.endswith(b"\n"):
+                    return False
+                cut = data.rfind(b"\n") + 1
+                fh.truncate(cut)
+                fh.flush()
+                os.fsync(fh.fileno())
+                return True
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise StorageError(f"cannot repair JSONL mirror: {exc.strerror}", str(self.path)) \
+                from exc

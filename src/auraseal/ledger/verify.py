@@ -1,0 +1,352 @@
+"""Full verification of a ledger: chain, Merkle roots, stored nodes, HMACs, JSONL mirror."""
+
+from __future__ import annotations
+
+import bisect
+import hmac
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from auraseal import merkle
+from auraseal.errors import LedgerTamperError
+from auraseal.ledger._model import GENESIS_HASH, Block, Entry, prepared_mac
+from auraseal.ledger.jsonl import JsonlMirror
+from auraseal.ledger.stores._base import Store
+
+__all__ = ["ChainReport", "Problem", "verify_store"]
+
+MAX_PROBLEMS = 1000
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing that is wrong, with the block and entry it concerns."""
+
+    what: str
+    source: str  # "database" or "jsonl"
+    block: int | None = None
+    entry: str | None = None
+
+    def __str__(self) -> str:
+        where = []
+        if self.block is not None:
+            where.append(f"block {self.block}")
+        if self.entry is not None:
+            where.append(f"entry {self.entry}")
+        return f"{self.source} {' '.join(where)}: {self.what}".replace("  ", " ")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"what": self.what, "source": self.source, "block": self.block,
+                "entry": self.entry}
+
+
+@dataclass
+class ChainReport:
+    """The result of :func:`verify_store`; ``ok`` only if nothing at all is wrong."""
+
+    blocks: int = 0
+    entries: int = 0
+    pending: int = 0
+    tree_size: int = 0
+    tree_root: str = merkle.EMPTY_ROOT.hex()
+    signatures_checked: bool = False
+    unsigned_entries: int = 0
+    jsonl_checked: bool = False
+    jsonl_lines: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    problem_count: int = 0
+    #: JSONL repairs that :meth:`Ledger.reconcile` may make (interrupted dual write)
+    missing_in_jsonl: list[str] = field(default_factory=list)
+    blocks_missing_in_jsonl: list[int] = field(default_factory=list)
+    torn_jsonl_tail: bool = False
+    _tamper: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.problem_count == 0
+
+    @property
+    def reconcilable(self) -> bool:
+        """True if the only problems are a JSONL mirror behind the database."""
+        return not self.ok and not self._tamper
+
+    @property
+    def first_bad_block(self) -> int | None:
+        blocks = [p.block for p in self.problems if p.block is not None]
+        return min(blocks) if blocks else None
+
+    @property
+    def first_problem(self) -> Problem | None:
+        if not self.problems:
+            return None
+        bad = self.first_bad_block
+        for p in self.problems:
+            if p.block == bad:
+                return p
+        return self.problems[0]
+
+    def add(self, problem: Problem, *, tamper: bool = True) -> None:
+        self.problem_count += 1
+        self._tamper = self._tamper or tamper
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(problem)
+
+    def raise_for_problems(self) -> None:
+        p = self.first_problem
+        if p is not None:
+            raise LedgerTamperError(
+                f"{p.what} ({self.problem_count} problem(s) in all)",
+                f"{p.source} block {p.block}" if p.block is not None else p.source,
+                block=p.block,
+                entry=p.entry,
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        db = [p for p in self.problems if p.source == "database"]
+        fl = [p for p in self.problems if p.source == "jsonl"]
+        return {
+            "overall_valid": self.ok,
+            "database_chain": {"valid": not db, "block_count": self.blocks,
+                               "entry_count": self.entries, "pending": self.pending},
+            "file_chain": {"checked": self.jsonl_checked, "valid": not fl,
+                           "lines": self.jsonl_lines},
+            "tree_size": self.tree_size,
+            "tree_root": self.tree_root,
+            "signatures_checked": self.signatures_checked,
+            "unsigned_entries": self.unsigned_entries,
+            "first_bad_block": self.first_bad_block,
+            "problem_count": self.problem_count,
+            "problems": [p.to_dict() for p in self.problems],
+            "reconcilable": self.reconcilable,
+        }
+
+
+class _Peek:
+    def __init__(self, it: Iterator[Entry]) -> None:
+        self._it = it
+        self._next: Entry | None = next(it, None)
+
+    def peek(self) -> Entry | None:
+        return self._next
+
+    def pop(self) -> Entry:
+        cur = self._next
+        assert cur is not None
+        self._next = next(self._it, None)
+        return cur
+
+
+def verify_store(
+    store: Store,
+    *,
+    jsonl: JsonlMirror | None = None,
+    secret: bytes | None = None,
+    checkpoint: tuple[int, bytes] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ChainReport:
+    """Recompute everything the ledger claims; collect every problem found.
+
+    ``checkpoint`` is ``(tree_size, root)`` from a verified signed checkpoint:
+    the recomputed tree must have had that root at that size.
+    """
+    rep = ChainReport(signatures_checked=secret is not None)
+    jl = jsonl.read() if jsonl is not None else None
+    jentries = jl.entries if jl is not None else {}
+    if jl is not None:
+        rep.jsonl_checked = True
+        rep.jsonl_lines = jl.lines
+
+    mac = prepared_mac(secret) if secret is not None else None
+
+    def check_entry(e: Entry, lh: bytes, signed: bytes, block: int | None) -> None:
+        if e.signature is None:
+            rep.unsigned_entries += 1
+        elif mac is not None:
+            m = mac.copy()
+            m.update(signed)
+            if not hmac.compare_digest(m.hexdigest(), e.signature):
+                rep.add(Problem("HMAC signature does not verify", "database", block,
+                                e.entry_id))
+        if jl is not None and jentries.pop(lh, None) is None:
+            rep.missing_in_jsonl.append(e.entry_id)
+            rep.add(
+                Problem("entry is missing from the JSONL mirror or differs there", "jsonl",
+                        block, e.entry_id),
+                tamper=False,
+            )
+
+    entries = _Peek(store.committed_entries())
+    leaves: list[bytes] = []
+    ends: list[int] = []  # tree size after each block, for leaf -> block
+    numbers: list[int] = []
+    db_blocks: dict[int, Block] = {}
+    prev_hash, expected, size = GENESIS_HASH, 1, 0
+    frontier: list[bytes] = []
+    for blk in store.blocks():
+        n = blk.block_number
+        db_blocks[n] = blk
+        rep.blocks += 1
+        if n != expected:
+            rep.add(Problem(f"block number {n} where {expected} was expected", "database", n))
+        if blk.previous_hash != prev_hash:
+            rep.add(Problem("previous_hash does not match the previous block's hash",
+                            "database", n))
+        if blk.compute_hash() != blk.block_hash:
+            rep.add(Problem("block_hash does not recompute from the block's fields",
+                            "database", n))
+        group: list[Entry] = []
+        while (e := entries.peek()) is not None and (e.leaf_index or 0) < blk.tree_size:
+            group.append(entries.pop())
+        leaf_group: list[bytes] = []
+        for j, e in enumerate(group):
+            lh, signed = e.leaf_hash_and_signed()
+            leaf_group.append(lh)
+            if e.leaf_index != size + j:
+                rep.add(Problem(f"entry at leaf index {e.leaf_index} where {size + j} was "
+                                "expected (entry deleted, added or moved)", "database", n,
+                                e.entry_id))
+            if e.block_number != n:
+                rep.add(Problem(f"entry claims block {e.block_number}", "database", n,
+                                e.entry_id))
+            check_entry(e, lh, signed, n)
+        if len(group) != blk.data_count or size + len(group) != blk.tree_size:
+            rep.add(Problem(f"block holds {len(group)} entries but records data_count "
+                            f"{blk.data_count}, tree_size {blk.tree_size}", "database", n))
+        if merkle.root(leaf_group).hex() != blk.merkle_root:
+            rep.add(Problem("merkle_root does not recompute from the block's entries",
+                            "database", n))
+        new_nodes, troot = merkle.append_nodes(size, frontier, leaf_group)
+        size += len(group)
+        if troot.hex() != blk.tree_root:
+            rep.add(Problem("tree_root does not recompute from all entries so far",
+                            "database", n))
+        made = {(lv, i): h for lv, i, h in new_nodes}
+        old = dict(zip(merkle.compact_range_coords(size - len(group)), frontier, strict=True))
+        frontier = [made.get(c) or old[c] for c in merkle.compact_range_coords(size)]
+        leaves.extend(leaf_group)
+        ends.append(size)
+        numbers.append(n)
+        prev_hash, expected = blk.block_hash, n + 1
+        rep.entries += len(group)
+        if progress is not None:
+            progress(len(group))
+    rep.tree_size = size
+    rep.tree_root = _fold(frontier).hex() if frontier else merkle.EMPTY_ROOT.hex()
+    while (e := entries.peek()) is not None:
+        e = entries.pop()
+        rep.add(Problem(f"entry claims block {e.block_number} / leaf {e.leaf_index}, "
+                        "beyond the last block", "database", e.block_number, e.entry_id))
+    for e in store.pending():
+        rep.pending += 1
+        check_entry(e, *e.leaf_hash_and_signed(), None)
+
+    def block_of_leaf(index: int) -> int | None:
+        k = bisect.bisect_right(ends, index)
+        return numbers[k] if k < len(numbers) else None
+
+    _check_nodes(store, leaves, rep, block_of_leaf)
+
+    if checkpoint is not None:
+        cp_size, cp_root = checkpoint
+        if cp_size > len(leaves):
+            rep.add(Problem(f"checkpoint has tree size {cp_size} but the ledger only "
+                            f"{len(leaves)} entries (history deleted?)", "database"))
+        elif merkle.root(leaves[:cp_size]) != cp_root:
+            rep.add(Problem(f"tree of size {cp_size} does not match the signed checkpoint "
+                            "(history rewritten)", "database", block_of_leaf(cp_size - 1)))
+
+    if jl is not None:
+        _check_jsonl(jl, jentries, db_blocks, rep)
+    return rep
+
+
+def _fold(frontier: list[bytes]) -> bytes:
+    acc = frontier[-1]
+    for h in reversed(frontier[:-1]):
+        acc = merkle.node_hash(h, acc)
+    return acc
+
+
+def _check_nodes(
+    store: Store,
+    leaves: list[bytes],
+    rep: ChainReport,
+    block_of_leaf: Callable[[int], int | None],
+) -> None:
+    """Stored complete-subtree nodes must equal the recomputed tree."""
+    level, computed = 0, leaves
+    stored: list[bytes] = []
+
+    def finish(lv: int, got: list[bytes], want: list[bytes]) -> None:
+        if got == want:
+            return
+        for i in range(max(len(got), len(want))):
+            a = got[i] if i < len(got) else None
+            b = want[i] if i < len(want) else None
+            if a != b:
+                what = ("is missing" if a is None else "should not exist" if b is None
+                        else "does not match the recomputed tree")
+                last = min((i + 1) << lv, max(len(leaves), 1)) - 1
+                rep.add(Problem(f"stored tree node (level {lv}, index {i}) {what}",
+                                "database", block_of_leaf(last)))
+                return
+
+    for lv, ix, h in store.all_nodes():
+        while lv > level:
+            finish(level, stored, computed)
+            level += 1
+            computed = merkle.next_level(computed)
+            stored = []
+        if ix != len(stored):
+            stored.extend([b""] * max(0, ix - len(stored)))
+        stored.append(bytes(h))
+    while computed:
+        finish(level, stored, computed)
+        if len(computed) <= 1:
+            break
+        level += 1
+        computed = merkle.next_level(computed)
+        stored = []
+
+
+def _check_jsonl(
+    jl: Any, leftover: dict[bytes, int], db_blocks: dict[int, Block], rep: ChainReport
+) -> None:
+    block_lines = [ln for ln, _ in jl.blocks]
+
+    def block_after_line(lineno: int) -> int | None:
+        k = bisect.bisect_left(block_lines, lineno)
+        return jl.blocks[k][1].block_number if k < len(jl.blocks) else None
+
+    for lineno, why in jl.bad_lines:
+        torn = lineno == jl.torn_tail
+        rep.torn_jsonl_tail = rep.torn_jsonl_tail or torn
+        rep.add(Problem(f"line {lineno}: {'torn last line' if torn else why}", "jsonl",
+                        block_after_line(lineno)), tamper=not torn)
+    for _lh, lineno in sorted(leftover.items(), key=lambda kv: kv[1]):
+        rep.add(Problem(f"line {lineno}: entry is not in the database (or differs from it)",
+                        "jsonl", block_after_line(lineno)))
+    seen: set[int] = set()
+    last_number = 0
+    prev: str | None = None
+    for lineno, b in jl.blocks:
+        n = b.block_number
+        db = db_blocks.get(n)
+        if n in seen:
+            rep.add(Problem(f"line {lineno}: block appears twice", "jsonl", n))
+        elif db is None:
+            rep.add(Problem(f"line {lineno}: block is not in the database", "jsonl", n))
+        elif db != b:
+            rep.add(Problem(f"line {lineno}: block differs from the database", "jsonl", n))
+        if n <= last_number or (prev is not None and b.previous_hash != prev):
+            rep.add(Problem(f"line {lineno}: block is out of order in the file", "jsonl", n))
+        seen.add(n)
+        last_number, prev = max(last_number, n), b.block_hash
+    for n in sorted(db_blocks):
+        if n not in seen:
+            tail = n > last_number
+            if tail:
+                rep.blocks_missing_in_jsonl.append(n)
+            rep.add(Problem("block is missing from the JSONL mirror", "jsonl", n),
+                    tamper=not tail)
