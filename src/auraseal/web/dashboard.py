@@ -79,7 +79,7 @@ def security_headers() -> dict[str, str]:
         "Content-Security-Policy": CSP,
         "X-Content-Type-Options": "nosniff",
         "X-Frame-Options": "DENY",
-        "Referrer-Policy": "no-referrer",
+        "Referrer-Policy": "same-origin",
         "Cache-Control": "no-store",
         "Cross-Origin-Opener-Policy": "same-origin",
     }
@@ -113,7 +113,10 @@ def _scalars(d: Mapping[str, Any]) -> list[tuple[str, Any]]:
 def _ledger_html(head: Mapping[str, Any] | None, checkpoint: str | None) -> str:
     if head is None:
         return '<p class="empty" id="ledger-head">No ledger is configured.</p>'
-    rows = [f"<dt>{_e(k)}</dt><dd class=\"mono\">{_e(v)}</dd>" for k, v in _scalars(head)]
+    rows = [
+        f'<dt>{_e(k)}</dt><dd class="mono">{"none yet" if v is None else _e(v)}</dd>'
+        for k, v in _scalars(head)
+    ]
     for k, v in head.items():
         if isinstance(v, Mapping):
             for k2, v2 in _scalars(v):
@@ -132,7 +135,7 @@ def _component_row(c: Mapping[str, Any]) -> str:
     good, total, k = c.get("good"), c.get("total"), c.get("k")
     coherence = c.get("coherence")
     if isinstance(coherence, int | float) and total:
-        detail = f"{good}/{total} parts intact ({coherence:.3f}); needs {k}"
+        detail = f"{good}/{total} parts intact (coherence {coherence:.3f}); {k} needed to rebuild"
     else:
         detail = ""
     original = "" if c.get("original_ok", True) else " &middot; original damaged"
@@ -246,8 +249,9 @@ def _asset(data: bytes, media_type: str, request: Request) -> Response:
 
 def _same_origin(request: Request) -> bool:
     """Refuse cross-site form posts (the verify button is not a public API)."""
-    if request.headers.get("sec-fetch-site") == "cross-site":
-        return False
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:  # a browser tells us directly (Fetch Metadata)
+        return site in ("same-origin", "none")
     origin = request.headers.get("origin")
     if origin is None or origin == "null":
         return origin is None

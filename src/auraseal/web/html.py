@@ -228,7 +228,7 @@ class _Rewriter:
 
     # -- one tag ------------------------------------------------------------------
 
-    def rewrite(self, tag: str, attrs: Attrs) -> tuple[Attrs, TagChange] | None:
+    def rewrite(self, tag: str, attrs: Attrs) -> tuple[Attrs | None, TagChange] | None:
         if tag == "script":
             url = _get(attrs, "src")
             if not url or (_get(attrs, "type") or "").strip().lower() not in _JS_TYPES:
@@ -263,8 +263,8 @@ class _Rewriter:
             if given is None and url in self.by_url:
                 given_text = self.by_url[url]
                 given = parse_integrity(given_text, f"manifest: {url}")
-            if given is None:
-                return None
+            if given is None:  # nothing to pin it to: reported, left as it was
+                return None, TagChange(tag, url, "skipped")
             integ, text, action = given, given_text, "remote"
         if isinstance(integ, SRIMetadata) and integ.unknown:
             # Drop tokens browsers would skip; the known ones still count.
@@ -343,6 +343,8 @@ def rewrite_html(
             continue
         new_attrs, change = res
         changes.append(change)
+        if new_attrs is None:
+            continue
         if change.fallbacks and need_loader_at is None:
             need_loader_at = off
         new = _serialize(tag, new_attrs, raw.rstrip().endswith("/>"))
