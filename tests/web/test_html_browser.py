@@ -147,3 +147,23 @@ def test_loader_reports_seed_tags_the_browser_already_ran(
     assert ran(page) == ["EVIL"]  # the loader cannot take back what already ran...
     [ev] = events(page, "unverified")  # ...but it says so
     assert ev["url"] == url and ev["reason"] == "ran-before-loader"
+
+
+def test_rewritten_stylesheet_fallback(page: Any, site: Origin, cdn: Origin, mirror: Origin,
+                                       tmp_path: Path) -> None:
+    good = b"#box { color: rgb(4, 5, 6); }\n"
+    primary = cdn.put("/s.css", b"#box { color: rgb(255, 0, 0); }\n")
+    backup = mirror.put("/s.css", good)
+    raw = f"""<!DOCTYPE html><html><head><meta charset="utf-8">{RECORDER}
+<link rel="stylesheet" href="{primary}" integrity="{auraseal(good)}"
+      data-fallback-url="{backup}"></head><body><p id="box">x</p></body></html>"""
+    rewritten = auraseal_html(tmp_path, raw)
+    assert "data-auraseal-loader" in rewritten
+    serve_loader(site)
+    page.goto(site.put("/css.html", rewritten))
+    page.wait_for_function("document.querySelector('link[data-fallback-url]')"
+                           ".dataset.aurasealState === 'verified'")
+    color = "getComputedStyle(document.getElementById('box')).color"
+    assert page.evaluate(color) == "rgb(4, 5, 6)"
+    [fb] = events(page, "fallback")
+    assert fb["url"] == primary and fb["reason"] == "native-error"

@@ -150,6 +150,13 @@ def test_load_style_verified_and_tampered(page: Any, site: Origin, cdn: Origin) 
     assert res["ok"] is False and page.evaluate(color) == "rgb(0, 0, 0)"
     res = call(page, "loadStyle", url, auraseal(good_css), {})
     assert res["ok"] is True and page.evaluate(color) == "rgb(1, 2, 3)"
+    # constructable stylesheets need nothing in style-src, even 'none'
+    csp = f"default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'none'; " \
+          f"connect-src {cdn.base}"
+    page.goto(site.put("/strict.html", blank_page(body='<p id="box">x</p>'),
+                       **{"Content-Security-Policy": csp}))
+    res = call(page, "loadStyle", url, auraseal(good_css), {})
+    assert res["ok"] is True and page.evaluate(color) == "rgb(1, 2, 3)"
 
 
 def test_oversized_response_is_refused(page: Any, site: Origin, cdn: Origin) -> None:

@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import rfc8785
 from hypothesis import HealthCheck, given, settings
@@ -184,3 +185,21 @@ def test_canonical_json_matches_rfc8785(jcs_page: Any, value: dict[str, Any]) ->
     text = json.dumps(value)  # st.text() has no lone surrogates: I-JSON, as RFC 8785 needs
     got = jcs_page.evaluate("(t) => window.__m.canonicalJSON(JSON.parse(t))", text)
     assert got.encode("utf-8") == rfc8785.dumps(value)
+
+
+def test_mirror_serves_files_the_cdn_tampered(page: Any, site: Origin, cdn: Origin,
+                                              served: Served) -> None:
+    """Manifest and files on a tampered CDN; the real server as the mirror."""
+    cdn.put("/pkg/integrity-manifest.json", httpx.get(served.manifest_url).content)
+    for name, data in served.files.items():
+        cdn.put(f"/pkg/files/{name}", data)
+    cdn.put("/pkg/files/b.js", script("EVIL"))
+    page.goto(site.put("/index.html", blank_page(loader=served.loader_url)))
+    mirror_base = served.url("")
+    res = call(page, "loadPackage", cdn.url("/pkg/integrity-manifest.json"), {
+        "trustedKeys": [b64key(served.key)], "base": "files/", "mirrors": [mirror_base],
+    })
+    assert res["ok"] is True, res
+    assert ran(page) == ["a", "b"]
+    [fb] = events(page, "fallback")
+    assert fb["url"] == cdn.url("/pkg/files/b.js") and fb["next"] == served.url("b.js")
