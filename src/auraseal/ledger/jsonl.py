@@ -170,6 +170,21 @@ class JsonlMirror:
             out.lines = lineno
         return out
 
+    def entry_ids_at(self, linenos: set[int]) -> dict[int, str]:
+        """The ``entry_id`` of the entry lines with these numbers (where readable)."""
+        out: dict[int, str] = {}
+        if not linenos:
+            return out
+        try:
+            with open(self.path, "rb") as fh:
+                for lineno, raw in enumerate(fh, 1):
+                    if lineno in linenos:
+                        with contextlib.suppress(ValueError, AttributeError, TypeError):
+                            out[lineno] = str(json.loads(raw)["entry_id"])
+        except (OSError, KeyError):
+            pass
+        return out
+
     def drop_torn_tail(self) -> bool:
         """Cut an unterminated last line (a torn write); True if one was cut."""
         try:

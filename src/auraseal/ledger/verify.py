@@ -11,7 +11,7 @@ from typing import Any
 from auraseal import merkle
 from auraseal.errors import LedgerTamperError
 from auraseal.ledger._model import GENESIS_HASH, Block, Entry, prepared_mac
-from auraseal.ledger.jsonl import JsonlMirror
+from auraseal.ledger.jsonl import JsonlContents, JsonlMirror
 from auraseal.ledger.stores._base import Store
 
 __all__ = ["ChainReport", "Problem", "verify_store"]
@@ -256,8 +256,15 @@ def verify_store(
             rep.add(Problem(f"tree of size {cp_size} does not match the signed checkpoint "
                             "(history rewritten)", "database", block_of_leaf(cp_size - 1)))
 
-    if jl is not None:
-        _check_jsonl(jl, jentries, db_blocks, rep)
+    if jl is not None and jsonl is not None:
+        ids = jsonl.entry_ids_at(set(list(jentries.values())[:MAX_PROBLEMS]))
+
+        def block_of_line(lineno: int) -> int | None:
+            eid = ids.get(lineno)
+            e = store.entry(eid) if eid else None
+            return e.block_number if e is not None else None
+
+        _check_jsonl(jl, jentries, db_blocks, rep, block_of_line)
     return rep
 
 
@@ -311,22 +318,20 @@ def _check_nodes(
 
 
 def _check_jsonl(
-    jl: Any, leftover: dict[bytes, int], db_blocks: dict[int, Block], rep: ChainReport
+    jl: JsonlContents,
+    leftover: dict[bytes, int],
+    db_blocks: dict[int, Block],
+    rep: ChainReport,
+    block_of_line: Callable[[int], int | None],
 ) -> None:
-    block_lines = [ln for ln, _ in jl.blocks]
-
-    def block_after_line(lineno: int) -> int | None:
-        k = bisect.bisect_left(block_lines, lineno)
-        return jl.blocks[k][1].block_number if k < len(jl.blocks) else None
-
     for lineno, why in jl.bad_lines:
         torn = lineno == jl.torn_tail
         rep.torn_jsonl_tail = rep.torn_jsonl_tail or torn
-        rep.add(Problem(f"line {lineno}: {'torn last line' if torn else why}", "jsonl",
-                        block_after_line(lineno)), tamper=not torn)
+        rep.add(Problem(f"line {lineno}: {'torn last line' if torn else why}", "jsonl"),
+                tamper=not torn)
     for _lh, lineno in sorted(leftover.items(), key=lambda kv: kv[1]):
         rep.add(Problem(f"line {lineno}: entry is not in the database (or differs from it)",
-                        "jsonl", block_after_line(lineno)))
+                        "jsonl", block_of_line(lineno)))
     seen: set[int] = set()
     last_number = 0
     prev: str | None = None
