@@ -13,7 +13,7 @@ import pytest
 
 from auraseal.server.testing import run_server
 from auraseal.signing import SigningKey
-from auraseal.web.dashboard import CSP
+from auraseal.web.dashboard import CSP, render_dashboard
 
 from .conftest import seal_package
 
@@ -126,3 +126,38 @@ def test_verify_refuses_cross_site_posts_and_unknown_packages(dash: Dash) -> Non
         etag = r.headers["etag"]
         assert client.get("/auraseal-loader.js", headers={"If-None-Match": etag}).status_code \
             == 304
+
+
+class _State:
+    """A stand-in with hostile strings, for the pure renderer (no server involved)."""
+
+    def packages(self) -> list[dict[str, Any]]:
+        return [{"name": "p<b>", "version": 2, "size": 3 << 20, "files": 1, "health": {
+            "state": "degraded", "checked_at": "2026-01-01T00:00:00Z",
+            "counts": {"intact": 0, "recoverable": 1, "lost": 0},
+            "components": [{"path": "<img src=x onerror=alert(1)>", "state": "recoverable",
+                            "good": 3, "total": 4, "k": 2, "coherence": 0.75,
+                            "original_ok": False}]}}]
+
+    def ledger_head(self) -> dict[str, Any] | None:
+        return {"entries": 5, "blocks": 1, "block": {"block_hash": "ab<cd"}}
+
+    def checkpoint_text(self) -> str | None:
+        return "origin\n5\n</pre><script>x</script>\n"
+
+    def recent_events(self, limit: int = 50) -> list[dict[str, Any]]:
+        return [{"type": "repair", "time": "t", "component": "<script>alert(1)</script>"}]
+
+    async def verify_package(self, name: str, repair: bool = True) -> Any:
+        raise AssertionError("not called")
+
+
+def test_renderer_escapes_everything_it_shows() -> None:
+    page = render_dashboard(_State())
+    assert "<script" not in page and "<img" not in page and "p<b>" not in page
+    assert "p&lt;b&gt;" in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "3/4 parts intact (coherence 0.750); 2 needed to rebuild" in page
+    assert 'data-state="recoverable"' in page and "original damaged" in page
+    assert "block.block_hash" in page and "ab&lt;cd" in page
+    assert "3.0 MiB" in page

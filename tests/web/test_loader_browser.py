@@ -210,3 +210,28 @@ def test_upgrade_inert_seed_style_tag(page: Any, site: Origin, cdn: Origin,
     assert res == "verified"
     assert ran(page) == ["a"]
     assert [e["reason"] for e in events(page, "fallback")] == ["mismatch"]
+
+
+def test_module_script_and_seed_section4_element(page: Any, site: Origin, cdn: Origin,
+                                                 mirror: Origin) -> None:
+    mod = b'window.__ran.push("module:" + typeof import.meta.url);\n'
+    url = cdn.put("/m.mjs", mod)
+    open_page(page, site)
+    res = call(page, "loadScript", url, auraseal(mod), {"type": "module"})
+    assert res["ok"] is True and ran(page) == ["module:string"]
+    # seed 000 section 4 builds a <script> with an auraseal- integrity by hand;
+    # upgradeElement verifies it (with its fallback) instead of appending it raw
+    primary = cdn.put("/core.js", EVIL)
+    backup = mirror.put("/core.js", GOOD)
+    state = page.evaluate(
+        """async ([src, integ, fb]) => {
+          const m = await import("/auraseal-loader.js");
+          const s = document.createElement("script");
+          s.src = src; s.integrity = integ; s.crossOrigin = "anonymous";
+          s.dataset.fallbackUrl = fb;
+          await m.upgradeElement(s);
+          return s.dataset.aurasealState;
+        }""",
+        [primary, auraseal(GOOD), backup],
+    )
+    assert state == "verified" and ran(page) == ["module:string", "a"]

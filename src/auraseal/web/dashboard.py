@@ -147,13 +147,13 @@ def _component_row(c: Mapping[str, Any]) -> str:
 
 def _package_html(p: Mapping[str, Any]) -> str:
     name = str(p.get("name", ""))
-    health = p.get("health") if isinstance(p.get("health"), Mapping) else {}
-    assert isinstance(health, Mapping)
+    raw_health = p.get("health")
+    health: Mapping[str, Any] = raw_health if isinstance(raw_health, Mapping) else {}
     state = health.get("state", "unchecked")
     comps = health.get("components") or []
     checked = health.get("checked_at")
-    counts = health.get("counts") if isinstance(health.get("counts"), Mapping) else {}
-    assert isinstance(counts, Mapping)
+    raw_counts = health.get("counts")
+    counts: Mapping[str, Any] = raw_counts if isinstance(raw_counts, Mapping) else {}
     count_text = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
     meta = (
         f"version <b>{_e(p.get('version'))}</b> &middot; {_size(p.get('size'))} &middot; "
