@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -663,8 +664,17 @@ def create_app(config: ServerConfig, *, state: ServerState | None = None) -> Sta
                 os.close(lock_fd)
             st.close()
 
+    async def http_error(request: Request, exc: Exception) -> Response:
+        code = int(getattr(exc, "status_code", 500))
+        detail = str(getattr(exc, "detail", "")) or "error"
+        headers = dict(getattr(exc, "headers", None) or {})
+        return _plain_error(code, detail, **headers)
+
     routes = _web_routes(st) + _routes(handlers)
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(
+        routes=routes, lifespan=lifespan,
+        exception_handlers={404: http_error, 405: http_error, HTTPException: http_error},
+    )
     app.state.auraseal = st
     app.add_middleware(EdgeMiddleware, state=st)
     return app

@@ -149,7 +149,7 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "publish a sealed package zip",
                     "security": auth,
                     "parameters": [NAME],
-                    "requestBody": {"required": True, "content": {"application/zip": {
+                    "requestBody": {"required": True, "content": {"application/octet-stream": {
                         "schema": {"type": "string", "format": "binary"}}}},
                     "responses": {
                         "201": _json("published", {"type": "object", "required": ["package",

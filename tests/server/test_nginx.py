@@ -1,0 +1,156 @@
+"""Debian's real nginx serving ROOT with `auraseal nginx-conf`, compared with the
+Python server on the same tree: status, headers, ranges and bytes."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from auraseal.cli import main as cli_main
+from auraseal.server.testing import free_port
+
+pytestmark = pytest.mark.nginx
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"nginx exited: {proc.stderr.read() if proc.stderr else ''!r}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError("nginx did not start")
+
+
+@pytest.fixture
+def published(root: Path, serve, token: tuple[str, Path],  # type: ignore[no-untyped-def]
+              site_zip: Callable[[int], bytes]) -> tuple[Path, str]:
+    """ROOT after publishing v2 through the server (so v1 is a kept version)."""
+    url = serve(root, healing=False)
+    r = httpx.put(f"{url}/packages/site", content=site_zip(2),
+                  headers={"authorization": f"Bearer {token[0]}"}, timeout=60)
+    assert r.status_code == 201
+    return root, url
+
+
+@pytest.fixture
+def nginx_url(published: tuple[Path, str], tmp_path: Path) -> Iterator[str]:
+    if not Path(NGINX).exists():
+        pytest.skip("nginx is not installed (scripts/setup installs nginx-light)")
+    root, _ = published
+    port = free_port()
+    d = tmp_path / "nginx"
+    d.mkdir()
+    conf = d / "nginx.conf"
+    rc = cli_main(["nginx-conf", str(root), "--listen", f"127.0.0.1:{port}",
+                   "--standalone", str(d), "-o", str(conf)])
+    assert rc == 0
+    cmd = [NGINX, "-p", str(d), "-c", str(conf)]
+    import os  # noqa: PLC0415
+
+    if os.geteuid() == 0:
+        cmd += ["-g", "user root;"]  # workers must read the pytest tmp tree (mode 0700)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_port(port, proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+SAME = ("content-type", "cache-control", "access-control-allow-origin",
+        "x-content-type-options", "accept-ranges", "content-range", "content-encoding")
+
+PATHS = [
+    "/packages/site/integrity-manifest.json",
+    "/packages/site/files/integrity-manifest.json",
+    "/packages/site/files/index.html",
+    "/packages/site/files/js/app.js",
+    "/packages/site/files/css/site.css",
+    "/packages/site/files/data/notes.txt",
+    "/packages/site/files/data/blob.bin",
+    "/packages/site/files/data/blob.bin.part.3",
+    "/packages/site/versions/1/files/data/blob.bin",
+    "/packages/site/versions/1/integrity-manifest.json",
+]
+REQUESTS = [
+    ("GET", {"accept-encoding": "identity"}),
+    ("HEAD", {"accept-encoding": "identity"}),
+    ("GET", {"accept-encoding": "gzip"}),
+    ("GET", {"range": "bytes=0-99", "accept-encoding": "identity"}),
+    ("GET", {"range": "bytes=-100", "accept-encoding": "identity"}),
+    ("GET", {"range": "bytes=150-", "accept-encoding": "identity"}),
+    ("GET", {"range": "bytes=99999999-", "accept-encoding": "identity"}),
+    ("GET", {"range": "bytes=abc", "accept-encoding": "identity"}),
+    ("GET", {"range": "bytes=20-10", "accept-encoding": "identity"}),
+]
+
+
+def _fetch(c: httpx.Client, method: str, url: str, headers: dict[str, str]) -> httpx.Response:
+    r = c.request(method, url, headers=headers)
+    r.read()
+    return r
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_nginx_matches_python(published: tuple[Path, str], nginx_url: str, path: str) -> None:
+    _, py_url = published
+    with httpx.Client() as c:
+        for method, headers in REQUESTS:
+            a = _fetch(c, method, py_url + path, headers)
+            b = _fetch(c, method, nginx_url + path, headers)
+            what = f"{method} {path} {headers}"
+            assert a.status_code == b.status_code, what
+            for h in SAME:
+                va, vb = a.headers.get(h), b.headers.get(h)
+                if h == "content-range" and a.status_code == 416:
+                    assert va == vb, what
+                elif h == "accept-ranges" and (
+                    b.headers.get("content-encoding") == "gzip" or a.status_code == 206
+                ):
+                    # nginx sends Accept-Ranges only on identity 200s; we send it always
+                    assert va == "bytes"
+                elif a.status_code != 416:
+                    assert va == vb, (what, h, va, vb)
+            if a.status_code in (200, 206):
+                assert a.content == b.content, what
+                assert a.headers.get("etag") and b.headers.get("etag")
+            # each server's own ETag revalidates to 304
+            if method == "GET" and a.status_code == 200:
+                for url, r in ((py_url, a), (nginx_url, b)):
+                    again = c.get(url + path, headers={**headers,
+                                                       "if-none-match": r.headers["etag"]})
+                    assert again.status_code == 304, (what, url)
+
+
+def test_nginx_preflight_and_refusals(published: tuple[Path, str], nginx_url: str) -> None:
+    _, py_url = published
+    pre = {"origin": "https://example.org", "access-control-request-method": "GET"}
+    for url in (py_url, nginx_url):
+        r = httpx.options(url + "/packages/site/files/index.html", headers=pre)
+        assert r.status_code == 204, url
+        assert r.headers["access-control-allow-origin"] == "*"
+        assert "GET" in r.headers["access-control-allow-methods"]
+        assert "Range" in r.headers["access-control-allow-headers"]
+        assert r.headers["access-control-max-age"] == "86400"
+        for bad in ("/packages/site/files/nope.txt", "/packages/.versions/files/x",
+                    "/packages/site/files/..%2f..%2f.auraseal/ledger.sqlite3",
+                    "/packages/../.auraseal/ledger.sqlite3"):
+            st = httpx.get(url + bad).status_code
+            assert 400 <= st < 500, (url, bad, st)

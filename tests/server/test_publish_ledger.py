@@ -1,0 +1,150 @@
+"""Publishing and the ledger endpoints against the real server."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from auraseal import merkle
+from auraseal.ledger import open_checkpoint
+from auraseal.manifest import MANIFEST_NAME
+from auraseal.server.testing import run_server
+from auraseal.signing import load_public_key
+
+from .conftest import uploads_empty
+
+
+def _put(url: str, body: bytes, token: str) -> httpx.Response:
+    return httpx.put(f"{url}/packages/site", content=body,
+                     headers={"authorization": f"Bearer {token}"}, timeout=60)
+
+
+def _wait_committed(url: str, entry_id: str) -> dict:  # type: ignore[type-arg]
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        e = httpx.get(f"{url}/ledger/entries/{entry_id}").json()
+        if e.get("inclusion"):
+            return e  # type: ignore[no-any-return]
+        time.sleep(0.1)
+    raise AssertionError("entry never committed")
+
+
+def test_publish_swaps_atomically_and_is_recorded(
+    root: Path, serve, token: tuple[str, Path],  # type: ignore[no-untyped-def]
+    site_zip: Callable[[int], bytes], sealed_versions: dict[int, Path],
+) -> None:
+    url = serve(root)
+    old_manifest = httpx.get(f"{url}/packages/site/integrity-manifest.json").content
+    seen: set[bytes] = set()
+    stop = threading.Event()
+
+    def reader() -> None:
+        with httpx.Client() as c:
+            while not stop.is_set():
+                r = c.get(f"{url}/packages/site/integrity-manifest.json")
+                assert r.status_code == 200
+                seen.add(r.content)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        r = _put(url, site_zip(2), token[0])
+    finally:
+        time.sleep(0.2)
+        stop.set()
+        t.join()
+    assert r.status_code == 201, r.text
+    assert r.json()["version"] == 2
+    new_manifest = (sealed_versions[2] / MANIFEST_NAME).read_bytes()
+    # readers only ever saw the old or the new manifest, never an error or a mix
+    assert seen <= {old_manifest, new_manifest}
+    assert httpx.get(f"{url}/packages/site/integrity-manifest.json").content == new_manifest
+    assert (root / "site").is_symlink()
+    assert os.readlink(root / "site") == ".versions/site/2"
+    # the old version stays reachable, immutable
+    v1 = httpx.get(f"{url}/packages/site/versions/1/integrity-manifest.json")
+    assert v1.status_code == 200 and v1.content == old_manifest
+    assert httpx.get(f"{url}/packages/site/versions/2/files/index.html").status_code == 200
+    assert uploads_empty(root)
+    # a further publish goes through the symlink swap
+    assert _put(url, site_zip(3), token[0]).status_code == 201
+    assert os.readlink(root / "site") == ".versions/site/3"
+    # recorded in the ledger, with an inclusion proof once its block is committed
+    entry = _wait_committed(url, r.json()["ledger_entry"])
+    assert entry["entry_type"] == "server.publish"
+    inc = entry["inclusion"]
+    merkle.verify_inclusion(
+        bytes.fromhex(inc["leaf_hash"]), inc["leaf_index"], inc["tree_size"],
+        [bytes.fromhex(p) for p in inc["proof"]], bytes.fromhex(inc["root"]),
+    )
+    pkgs = httpx.get(f"{url}/packages").json()["packages"]
+    assert [(p["name"], p["version"]) for p in pkgs] == [("site", 3)]
+    m = httpx.get(f"{url}/metrics").text
+    assert 'auraseal_publishes_total{result="ok"} 2' in m
+
+
+def test_rollback_is_refused_across_restarts(
+    root: Path, publisher_key, token: tuple[str, Path],  # type: ignore[no-untyped-def]
+    site_zip: Callable[[int], bytes],
+) -> None:
+    cfg = {"trusted_keys": (publisher_key.public,), "publish_token_file": token[1],
+           "healing": False}
+    with run_server(root, **cfg) as url:
+        assert _put(url, site_zip(3), token[0]).status_code == 201
+    # even if an operator puts an older copy back by hand, v2 is still refused
+    with run_server(root, **cfg) as url:
+        r = _put(url, site_zip(2), token[0])
+        assert r.status_code == 409
+
+
+def test_publish_disabled_without_trusted_keys(
+    root: Path, serve, token: tuple[str, Path], site_zip: Callable[[int], bytes],  # type: ignore[no-untyped-def]
+) -> None:
+    url = serve(root, trusted_keys=())
+    r = _put(url, site_zip(2), token[0])
+    assert r.status_code == 403
+    assert uploads_empty(root)
+
+
+def test_ledger_endpoints(root: Path, serve, token: tuple[str, Path]) -> None:  # type: ignore[no-untyped-def]
+    url = serve(root)
+    auth = {"authorization": f"Bearer {token[0]}"}
+    ids = []
+    for i in range(3):
+        r = httpx.post(f"{url}/ledger/entries", json={"type": "note", "data": {"i": i}},
+                       headers=auth)
+        assert r.status_code == 201
+        ids.append(r.json()["id"])
+    entries = [_wait_committed(url, i) for i in ids]
+    size = max(e["inclusion"]["tree_size"] for e in entries)
+    # the checkpoint is a C2SP signed note by the server's checkpoint key
+    note = httpx.get(f"{url}/ledger/checkpoint").text
+    pub = load_public_key(root / ".auraseal" / "checkpoint.key.pub")
+    cp = open_checkpoint(note, "auraseal-server", pub)
+    assert cp.size >= size
+    vk = httpx.get(f"{url}/ledger/verifier-key").text.strip()
+    assert vk.startswith("auraseal-server+")
+    # consistency between the first entry's tree and the checkpoint
+    first = entries[0]["inclusion"]["tree_size"]
+    c = httpx.get(f"{url}/ledger/consistency", params={"from": first, "to": cp.size}).json()
+    merkle.verify_consistency(first, cp.size, [bytes.fromhex(p) for p in c["proof"]],
+                              bytes.fromhex(c["root_from"]), cp.root)
+    assert bytes.fromhex(c["root_to"]) == cp.root
+    # blocks
+    b = httpx.get(f"{url}/ledger/blocks/1")
+    assert b.status_code == 200
+    assert b.json()["block_number"] == 1
+    assert httpx.get(f"{url}/ledger/blocks/999999").status_code == 404
+    assert httpx.get(f"{url}/ledger/entries/nope").status_code == 404
+    for q in ({"from": "x", "to": "1"}, {"from": "5", "to": "1"}, {}):
+        assert httpx.get(f"{url}/ledger/consistency", params=q).status_code == 400
+    assert httpx.get(f"{url}/ledger/consistency",
+                     params={"from": 1, "to": 10**9}).status_code == 404
+    assert httpx.post(f"{url}/ledger/entries", content=b"{", headers=auth).status_code == 400
+    head = httpx.get(f"{url}/metrics").text
+    assert "auraseal_ledger_entries" in head
