@@ -68,6 +68,7 @@ class Origin:
     headers: dict[str, dict[str, str]] = field(default_factory=dict)
     hits: Counter[str] = field(default_factory=Counter)
     cors: bool = True
+    unsized: set[str] = field(default_factory=set)  # served without Content-Length
 
     def put(self, path: str, data: bytes | str, **headers: str) -> str:
         """Serve ``data`` at ``path``; return its absolute URL."""
@@ -83,6 +84,7 @@ class Origin:
         self.files.clear()
         self.headers.clear()
         self.hits.clear()
+        self.unsized.clear()
 
 
 def _handler(origin: Origin) -> type[BaseHTTPRequestHandler]:
@@ -105,7 +107,8 @@ def _handler(origin: Origin) -> type[BaseHTTPRequestHandler]:
             ctype = TYPES.get(Path(path).suffix, "application/octet-stream")
             extra = origin.headers.get(path, {})
             self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(data)))
+            if path not in origin.unsized:  # else HTTP/1.0: the body ends at close
+                self.send_header("Content-Length", str(len(data)))
             self.send_header("Cache-Control", "no-store")
             if origin.cors:
                 self.send_header("Access-Control-Allow-Origin", "*")

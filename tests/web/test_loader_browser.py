@@ -165,6 +165,13 @@ def test_oversized_response_is_refused(page: Any, site: Origin, cdn: Origin) -> 
     open_page(page, site)
     res = call(page, "loadScript", url, auraseal(big), {"maxBytes": 1000})
     assert res["ok"] is False and res["attempts"][0]["reason"] == "too-large"
+    # without a Content-Length the streamed body is cut off at the limit too...
+    cdn.unsized.add("/big.js")
+    res = call(page, "loadScript", url, auraseal(big), {"maxBytes": 1000})
+    assert res["ok"] is False and res["attempts"][0]["reason"] == "too-large"
+    # ...and read whole when it fits
+    res = call(page, "loadScript", url, auraseal(big), {"maxBytes": 10000})
+    assert res["ok"] is True
 
 
 def test_strict_csp_blob_and_nonce(page: Any, site: Origin, cdn: Origin) -> None:

@@ -252,6 +252,15 @@ async function fetchBytes(url, opts = {}) {
         reason: "too-large",
       });
     }
+    if (resp.headers.has("content-length") && !resp.headers.has("content-encoding")) {
+      // The declared length bounds the body (HTTP/1.1 framing): read it whole.
+      try {
+        return new Uint8Array(await resp.arrayBuffer());
+      } catch (err) {
+        const why = ctrl.signal.aborted ? `timed out after ${timeoutMs} ms` : `read error (${err})`;
+        throw new FetchError(`${url}: ${why}`, { url, reason: "network", cause: err });
+      }
+    }
     const reader = resp.body.getReader();
     const chunks = [];
     let total = 0;
