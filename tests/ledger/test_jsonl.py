@@ -34,7 +34,7 @@ def _line_of(path: Path, entry_id: str) -> int:
 
 
 def test_lines_follow_the_seed_format(make_ledger: Callable[..., Ledger], tmp_path: Path) -> None:
-    led, ids, path = _setup(make_ledger, tmp_path)
+    led, _ids, path = _setup(make_ledger, tmp_path)
     recs = [json.loads(x) for x in _lines(path)]
     assert [r["record_type"] for r in recs].count("entry") == 45
     assert [r["block_number"] for r in recs if r["record_type"] == "block"] == [1, 2, 3, 4]
@@ -92,7 +92,7 @@ def test_deleted_line(make_ledger: Callable[..., Ledger], tmp_path: Path) -> Non
 def test_torn_tail_and_missing_lines_are_reconciled(
     make_ledger: Callable[..., Ledger], tmp_path: Path
 ) -> None:
-    led, ids, path = _setup(make_ledger, tmp_path)
+    led, _ids, path = _setup(make_ledger, tmp_path)
     full = path.read_bytes()
     # crash: the last entry lines never reached the file, the last one half-written
     lines = _lines(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -12,7 +13,7 @@ import rfc8785
 
 from auraseal import merkle
 from auraseal.errors import MissingSecretError, NotFoundError
-from auraseal.ledger import BlockPolicy, Ledger, open_ledger
+from auraseal.ledger import Block, BlockPolicy, Ledger, open_ledger
 
 from .conftest import SECRET, run_sql
 
@@ -67,7 +68,7 @@ def test_blocks_every_n_entries_and_on_demand(make_ledger: Callable[..., Ledger]
     blocks = list(led.blocks())
     assert [b.block_number for b in blocks] == [1, 2, 3]
     assert blocks[0].previous_hash == "0" * 64
-    for a, b in zip(blocks, blocks[1:], strict=False):
+    for a, b in itertools.pairwise(blocks):
         assert b.previous_hash == a.block_hash
     assert blocks[-1].tree_size == 25
     assert led.commit() == []
@@ -213,8 +214,6 @@ def test_tamper_reordered_blocks(ledger_url: str, make_ledger: Callable[..., Led
 
 
 def test_tamper_inserted_block(ledger_url: str, make_ledger: Callable[..., Ledger]) -> None:
-    from auraseal.ledger import Block
-
     led, _ = _ledger_with_blocks(make_ledger)
     head = led.head()
     assert head is not None

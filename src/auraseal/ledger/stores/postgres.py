@@ -123,24 +123,43 @@ class PostgresStore(Store):
 
     # --- schema -------------------------------------------------------------
 
+    def _version(self, cur: psycopg.Cursor[Any]) -> int | None:
+        cur.execute("SELECT to_regclass('ledger.meta') IS NOT NULL")
+        row = cur.fetchone()
+        if not row or not row[0]:
+            return None
+        cur.execute("SELECT value FROM ledger.meta WHERE key = 'schema_version'")
+        row = cur.fetchone()
+        return int(row[0]) if row else None
+
     def migrate(self) -> None:
+        """Create the seed schema and apply migration 1, once, under an advisory lock.
+
+        DDL runs only when the recorded ``schema_version`` is behind, so a
+        writer opening an up-to-date ledger never takes a table lock.
+        """
         try:
+            with self._conn.cursor() as cur:
+                if self._version(cur) == SCHEMA_VERSION:
+                    return
             with self._conn.transaction(), self._conn.cursor() as cur:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,))
-                for stmt in _SEED_SCHEMA + _MIGRATION_1:
-                    cur.execute(stmt)
-                cur.execute("SELECT value FROM ledger.meta WHERE key = 'schema_version'")
-                row = cur.fetchone()
-                if row is None:
-                    cur.execute(
-                        "INSERT INTO ledger.meta VALUES ('schema_version', %s), ('origin', %s)",
-                        (str(SCHEMA_VERSION), f"auraseal/ledger/{uuid.uuid4().hex[:16]}"),
-                    )
-                elif int(row[0]) > SCHEMA_VERSION:
+                version = self._version(cur)
+                if version == SCHEMA_VERSION:
+                    return
+                if version is not None and version > SCHEMA_VERSION:
                     raise LedgerError(
-                        f"ledger schema version {row[0]} is newer than this AuraSeal",
+                        f"ledger schema version {version} is newer than this AuraSeal",
                         _safe(self.dsn),
                     )
+                for stmt in _SEED_SCHEMA + _MIGRATION_1:
+                    cur.execute(stmt)
+                cur.execute(
+                    "INSERT INTO ledger.meta VALUES ('schema_version', %s), ('origin', %s)"
+                    " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+                    " WHERE ledger.meta.key = 'schema_version'",
+                    (str(SCHEMA_VERSION), f"auraseal/ledger/{uuid.uuid4().hex[:16]}"),
+                )
         except psycopg.Error as exc:
             raise self._fail("cannot create ledger schema", exc) from exc
 
