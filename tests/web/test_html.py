@@ -131,6 +131,18 @@ def test_manifest_pins_and_remote_urls(tmp_path: Path) -> None:
     assert [c.action for c in res.changes] == ["converted", "remote"]
 
 
+def test_preload_only_for_integrity_checked_destinations(tmp_path: Path) -> None:
+    (tmp_path / "a.js").write_bytes(b"a\n")
+    (tmp_path / "i.png").write_bytes(b"png")
+    page = ('<link rel="preload" as="script" href="a.js">'
+            '<link rel="preload" as="image" href="i.png">'
+            '<link rel="icon" href="i.png">')
+    res = rewrite_html(page, root=tmp_path)
+    assert [c.url for c in res.changes] == ["a.js"]
+    assert res.html.endswith('<link rel="preload" as="image" href="i.png">'
+                             '<link rel="icon" href="i.png">')
+
+
 def test_base_href_to_another_host_leaves_relative_urls_remote(tmp_path: Path) -> None:
     page = '<base href="https://cdn.example/"><script src="missing.js"></script>'
     res = rewrite_html(page, root=tmp_path)

@@ -238,6 +238,12 @@ class _Rewriter:
             url = _get(attrs, "href")
             if not url or not rels & _LINK_RELS:
                 return None
+            if rels & _LINK_RELS == {"preload"} and (_get(attrs, "as") or "").lower() not in (
+                "script",
+                "style",
+                "fetch",
+            ):
+                return None  # browsers check integrity only on these preloads
         out: Attrs = list(attrs)
         if tag == "script" and _get(attrs, "data-auraseal-loader") is not None:
             sri = loader_sri()
