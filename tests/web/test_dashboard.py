@@ -120,6 +120,10 @@ def test_verify_refuses_cross_site_posts_and_unknown_packages(dash: Dash) -> Non
         assert r.status_code == 404
         r = client.post("/verify/alpha", headers={"Origin": dash.base})
         assert r.status_code == 303 and r.headers["location"].startswith("/?verified=alpha")
+        r = client.get("/?verified=alpha&state=%3Cb%3Ehacked")
+        assert "hacked" not in r.text and "Verified alpha: " in r.text
+        r = client.get("/?verified=%3Cnope%3E")
+        assert "nope" not in r.text
         r = client.get("/auraseal-loader.js")
         assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "*"
         assert r.headers["content-type"].startswith("text/javascript")

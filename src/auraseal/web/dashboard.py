@@ -265,12 +265,16 @@ def routes(state: DashboardState) -> list[BaseRoute]:
 
     async def index(request: Request) -> Response:
         flash, error = "", False
-        names = {str(p.get("name")) for p in state.packages()}
+        # Only names of served packages and their current state are shown: no
+        # text from the query string reaches the page.
+        current = {str(p.get("name")): p for p in state.packages()}
         verified = request.query_params.get("verified")
         failed = request.query_params.get("failed")
-        if verified in names:
-            flash = f"Verified {verified}: {request.query_params.get('state', '')}".rstrip(": ")
-        elif failed in names:
+        if verified in current:
+            health = current[verified].get("health")
+            now_state = health.get("state", "") if isinstance(health, Mapping) else ""
+            flash = f"Verified {verified}: {now_state}".rstrip(": ")
+        elif failed in current:
             flash, error = f"Verification of {failed} failed; see recent events.", True
         page = render_dashboard(state, flash=flash, error=error)
         return HTMLResponse(page, headers=security_headers())
@@ -291,6 +295,7 @@ def routes(state: DashboardState) -> list[BaseRoute]:
             query = urlencode({"failed": name})
         else:
             query = urlencode({"verified": name, "state": str(getattr(health, "state", ""))})
+            # ("state" is for scripts reading the redirect; the page shows live state)
         target = f"/?{query}#pkg-{quote(name, safe='')}"
         return RedirectResponse(target, status_code=303, headers=security_headers())
 
