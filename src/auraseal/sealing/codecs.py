@@ -12,7 +12,6 @@ trailing bytes or a truncated stream raise
 
 from __future__ import annotations
 
-import io
 import os
 import zlib
 from collections.abc import Iterable, Iterator
@@ -36,6 +35,7 @@ ZSTD_LEVEL = 3
 _OUT_CHUNK = 1 << 20
 _MT_THRESHOLD = 8 << 20
 _SAMPLE = 256 << 10
+_ZSTD_SLICE = 16 << 10
 
 
 def _check(codec: str) -> None:
@@ -98,28 +98,6 @@ def compress_stream(codec: str, src: BinaryIO, dst: BinaryIO, size: int) -> int:
     return int(w)
 
 
-class _ChunkReader(io.RawIOBase):
-    """A read-only file over an iterator of byte chunks."""
-
-    def __init__(self, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
-        self._it = iter(chunks)
-        self._buf = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        while not self._buf:
-            nxt = next(self._it, None)
-            if nxt is None:
-                return 0
-            self._buf = memoryview(nxt).cast("B")
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
-
-
 def iter_decompress(
     codec: str, chunks: Iterable[bytes | bytearray | memoryview], size: int, where: str = ""
 ) -> Iterator[bytes | bytearray | memoryview]:
@@ -169,19 +147,24 @@ def iter_decompress(
         if not d.eof:
             raise IntegrityError("truncated deflate stream", where)
     else:
-        reader = _ChunkReader(chunks)
-        dctx = zstandard.ZstdDecompressor(max_window_size=1 << 27)
+        # Input is fed in small slices so one call's output stays bounded
+        # (a zstd RLE block expands at most ~32768:1).
+        z = zstandard.ZstdDecompressor().decompressobj()
         try:
-            for out in dctx.read_to_iter(
-                reader,  # type: ignore[arg-type]
-                read_size=_OUT_CHUNK,
-                write_size=_OUT_CHUNK,
-            ):
-                account(out)
-                yield out
+            for c in chunks:
+                view = memoryview(c).cast("B")
+                for off in range(0, len(view), _ZSTD_SLICE):
+                    if z.eof:
+                        raise IntegrityError("bytes after the end of the zstd frame", where)
+                    out = z.decompress(view[off : off + _ZSTD_SLICE])
+                    account(out)
+                    if out:
+                        yield out
+                    if z.eof and z.unused_data:
+                        raise IntegrityError("bytes after the end of the zstd frame", where)
         except zstandard.ZstdError as exc:
             raise IntegrityError(f"corrupt zstd stream: {exc}", where) from exc
-        if reader.readinto(bytearray(1)):
-            raise IntegrityError("bytes after the end of the zstd frame", where)
+        if not z.eof:
+            raise IntegrityError("truncated zstd stream", where)
     if total != size:
         raise IntegrityError(f"stream decompresses to {total} bytes, expected {size}", where)

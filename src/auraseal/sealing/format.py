@@ -43,7 +43,7 @@ FOOTER_SIZE = 40
 MAX_PARTS = 256
 
 CODECS: dict[str, int] = {"none": 0, "huffman": 1, "zstd": 2}
-ENGINES: dict[str, int] = {"zfec": 1, "isa_l": 2}
+ENGINES: dict[str, int] = {"zfec": 1, "isa_l": 2, "pyeclib": 3}
 DIGEST_ALGS: dict[str, int] = {"sha256": 1, "sha384": 2, "sha512": 3}
 _DIGEST_LEN = {"sha256": 32, "sha384": 48, "sha512": 64}
 

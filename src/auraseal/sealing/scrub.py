@@ -317,7 +317,7 @@ def _decode_and_rebuild(
 
     paths = {n: resolve_inside(pkg.root, part_name(spec.path, n)) for n in missing}
     expected = {n: spec.part_digest(n) for n in missing}
-    with PartsWriter(spec, paths) as writer:
+    with PartsWriter(spec, paths, 2 if pool is not None and spec.size >= BIG else 1) as writer:
 
         def stripes() -> Iterator[Buffer]:
             for stripe, frags in ordered_map(pool, one, range(len(spans))):

@@ -13,7 +13,7 @@ import tempfile
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -45,7 +45,8 @@ from auraseal.sealing.component import (
     ordered_map,
     plan_component,
 )
-from auraseal.sealing.format import FOOTER_SIZE, HEADER_SIZE
+from auraseal.sealing.erasure import get_engine
+from auraseal.sealing.format import FOOTER_SIZE, HEADER_SIZE, stripe_spans
 from auraseal.signing import SigningKey
 
 __all__ = ["SealOptions", "encode_parts", "seal_file", "seal_tree", "write_zip"]
@@ -149,7 +150,8 @@ def encode_parts(
         off, length = span
         return engine.encode(k, m, view[off : off + length])
 
-    with PartsWriter(spec, paths) as writer:
+    threads = 2 if pool is not None else 1
+    with PartsWriter(spec, paths, threads) as writer:
         for frags in ordered_map(pool, one, spec.spans()):
             writer.add(frags)
         return writer.finish(expected)
@@ -188,30 +190,68 @@ def seal_file(
     with contextlib.ExitStack() as stack:
         big = len(data) >= BIG and pool is not None
         dst = resolve_inside(out_root, rel) if copy_original else None
-        if big and pool is not None:
-            digest_future = pool.submit(_copy_and_hash, data, dst, opts.algorithm)
+        if not big or pool is None:
+            digest = _copy_and_hash(data, dst, opts.algorithm)
+            codec, stream = _choose_stream(opts.codec, data, tmpdir or out_root, stack)
+            plan = plan_component(len(stream), opts.part_size, opts.coherence, opts.engine)
+            spec = _spec(rel, data, codec, digest, plan, opts)
+            digests, _ = encode_parts(spec, stream, _part_paths(out_root, spec))
+            return _entry(spec, digests)
+        # Big component: hash the original while compressing and encoding; then
+        # write the parts (two threads) while the original's copy is written.
+        hash_future = pool.submit(_copy_and_hash, data, None, opts.algorithm)
         codec, stream = _choose_stream(opts.codec, data, tmpdir or out_root, stack)
-        plan: Plan = plan_component(len(stream), opts.part_size, opts.coherence, opts.engine)
-        digest = digest_future.result() if big else _copy_and_hash(data, dst, opts.algorithm)
-        spec = ComponentSpec(
-            path=rel,
-            size=len(data),
-            integrity=integrity_for(opts.algorithm, digest),
-            codec=codec,
-            digest_alg=opts.algorithm,
-            digest=digest,
-            plan=plan,
-            parts=(),
-        )
-        paths = {n: resolve_inside(out_root, spec.part_path(n)) for n in range(plan.total)}
-        digests, _ = encode_parts(spec, stream, paths, pool if big else None)
-        file_size = HEADER_SIZE + plan.payload_size + FOOTER_SIZE
-        parts = tuple(
-            PartInfo(n, sri_token("sha256", digests[n]), file_size) for n in range(plan.total)
-        )
-        return ComponentSpec(
-            rel, len(data), spec.integrity, codec, opts.algorithm, digest, plan, parts
-        ).entry()
+        plan = plan_component(len(stream), opts.part_size, opts.coherence, opts.engine)
+        engine = get_engine(plan.engine)
+        view = memoryview(stream).cast("B") if len(stream) else memoryview(b"")
+        spans = stripe_spans(plan.compressed_size, plan.stripe_size)
+
+        def one(span: tuple[int, int]) -> list[Buffer]:
+            return engine.encode(plan.k, plan.m, view[span[0] : span[0] + span[1]])
+
+        in_memory = len(stream) <= MEMORY_LIMIT
+        encoded = list(ordered_map(pool, one, spans)) if in_memory else None
+        digest = hash_future.result()
+        copy_future = pool.submit(_copy_and_hash, data, dst, opts.algorithm) if dst else None
+        spec = _spec(rel, data, codec, digest, plan, opts)
+        paths = _part_paths(out_root, spec)
+        if encoded is None:
+            digests, _ = encode_parts(spec, stream, paths, pool)
+        else:
+            with PartsWriter(spec, paths, threads=2) as writer:
+                for frags in encoded:
+                    writer.add(frags)
+                digests, _ = writer.finish()
+        if copy_future is not None:
+            copy_future.result()
+        return _entry(spec, digests)
+
+
+def _spec(  # noqa: PLR0917 - private helper
+    rel: str, data: Buffer, codec: str, digest: bytes, plan: Plan, opts: SealOptions
+) -> ComponentSpec:
+    return ComponentSpec(
+        path=rel,
+        size=len(data),
+        integrity=integrity_for(opts.algorithm, digest),
+        codec=codec,
+        digest_alg=opts.algorithm,
+        digest=digest,
+        plan=plan,
+        parts=(),
+    )
+
+
+def _part_paths(root: Path, spec: ComponentSpec) -> dict[int, Path]:
+    return {n: resolve_inside(root, spec.part_path(n)) for n in range(spec.total)}
+
+
+def _entry(spec: ComponentSpec, digests: Mapping[int, bytes]) -> FileEntry:
+    file_size = HEADER_SIZE + spec.plan.payload_size + FOOTER_SIZE
+    parts = tuple(
+        PartInfo(n, sri_token("sha256", digests[n]), file_size) for n in range(spec.total)
+    )
+    return replace(spec, parts=parts).entry()
 
 
 def _check_names(files: list[str]) -> None:
