@@ -13,6 +13,7 @@ import pytest
 
 from auraseal.cli import main
 from auraseal.errors import ComponentLostError, UsageError
+from auraseal.ledger import open_ledger
 from auraseal.manifest import MANIFEST_NAME
 from auraseal.sealing import open_package, repair, repair_path, scrub, seal_tree, unseal
 
@@ -235,3 +236,20 @@ def test_cli_exit_codes_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[s
     # usage errors
     assert main(["seal", str(src), "-o", str(tmp_path / "o"), "--coherence", "0"]) == 2
     assert main(["unseal", str(tmp_path / "nope"), "-o", str(tmp_path / "o3")]) == 2
+
+
+def test_seal_and_repair_are_recorded_in_the_ledger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "ledger.db"
+    monkeypatch.setenv("AURASEAL_LEDGER", f"sqlite:///{db}")
+    src = tmp_path / "src"
+    write_tree(src, {"a.txt": b"hello"})
+    seal_tree(src, tmp_path / "pkg")
+    (tmp_path / "pkg" / "a.txt.part.1").unlink()
+    with open_package(tmp_path / "pkg") as pkg:
+        repair(pkg)
+    with open_ledger(f"sqlite:///{db}") as led:
+        entries = led.pending() + [e for b in led.blocks() for e in getattr(b, "entries", [])]
+        types = [e.entry_type for e in entries]
+    assert "package.seal" in types and "package.repair" in types

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import shutil
@@ -17,6 +16,7 @@ from auraseal._fs import atomic_writer, resolve_inside, walk_files
 from auraseal.errors import AuraSealError, IntegrityError, StorageError, UsageError
 from auraseal.integrity import parse_integrity
 from auraseal.manifest import FileEntry, part_name
+from auraseal.sealing._events import record
 from auraseal.sealing.codecs import compress, iter_decompress
 from auraseal.sealing.component import (
     ComponentSpec,
@@ -422,17 +422,7 @@ def repair_path(
 
 
 def _record(kind: str, report: RepairReport) -> None:
-    # Ledger hook: records only when a ledger is configured ($AURASEAL_LEDGER).
-    try:
-        from auraseal.ledger import record_event  # noqa: PLC0415 - optional hook
-    except ImportError:  # pragma: no cover - ledger is part of the product
-        return
-    with contextlib.suppress(AuraSealError, OSError):
-        record_event(
-            f"package.{kind}",
-            {
-                "package": report.package,
-                "rewritten": report.rewritten,
-                "failed": sorted(report.failed),
-            },
-        )
+    record(
+        f"package.{kind}",
+        {"package": report.package, "rewritten": report.rewritten, "failed": sorted(report.failed)},
+    )

@@ -28,7 +28,9 @@ from auraseal.manifest import (
     Manifest,
     PartInfo,
     dump_signed,
+    manifest_digest,
 )
+from auraseal.sealing._events import record
 from auraseal.sealing.codecs import (
     CODEC_NAMES,
     compress,
@@ -362,4 +364,15 @@ def seal_tree(
             names.append(e.path)
             names.extend(e.part_names())
         write_zip(out, names, Path(zip_path))
+    record(
+        "package.seal",
+        {
+            "package": str(out),
+            "name": manifest.name,
+            "version": manifest.version,
+            "files": len(manifest.files),
+            "bytes": manifest.total_size,
+            "manifest_sha256": manifest_digest(manifest),
+        },
+    )
     return manifest
