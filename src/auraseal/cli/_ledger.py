@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ from auraseal._fs import atomic_write_bytes
 from auraseal.cli._output import emit, progress_bar
 from auraseal.errors import InputError, StorageError, UsageError
 from auraseal.ledger import (
-    LEDGER_JSONL_ENV,
     Checkpoint,
     Ledger,
     make_bundle,
@@ -28,6 +26,7 @@ from auraseal.ledger import (
     verifier_key,
     verify_bundle,
 )
+from auraseal.ledger.service import env_jsonl
 from auraseal.merkle import verify_consistency
 from auraseal.signing import load_public_key, load_signing_key
 
@@ -41,7 +40,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common.add_argument("--ledger", metavar="URL",
                         help="sqlite:///path.db or postgresql://... (default $AURASEAL_LEDGER)")
     common.add_argument("--jsonl", type=Path, metavar="PATH",
-                        help="JSONL mirror (default $AURASEAL_LEDGER_JSONL)")
+                        help="JSONL mirror (default $AURASEAL_LEDGER_JSONL when --ledger is"
+                             " not given)")
     common.add_argument("--json", action="store_true", help="machine-readable output")
 
     top = sub.add_parser("ledger", help="tamper-evident ledger: record, verify, prove")
@@ -124,8 +124,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _open(args: argparse.Namespace) -> Ledger:
     jsonl = args.jsonl
-    if jsonl is None and os.environ.get(LEDGER_JSONL_ENV):
-        jsonl = Path(os.environ[LEDGER_JSONL_ENV])
+    if jsonl is None and args.ledger is None:
+        jsonl = env_jsonl()  # the mirror that goes with $AURASEAL_LEDGER
     return open_ledger(resolve_ledger_url(args.ledger), jsonl)
 
 

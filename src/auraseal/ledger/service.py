@@ -60,6 +60,7 @@ __all__ = [
     "Ledger",
     "ahash_and_record",
     "default_ledger_url",
+    "env_jsonl",
     "hash_and_record",
     "open_ledger",
     "open_store",
@@ -81,6 +82,12 @@ def default_ledger_url() -> str:
 def resolve_ledger_url(explicit: str | None = None) -> str:
     """``explicit``, else ``$AURASEAL_LEDGER``, else :func:`default_ledger_url`."""
     return explicit or os.environ.get(LEDGER_ENV) or default_ledger_url()
+
+
+def env_jsonl() -> Path | None:
+    """``$AURASEAL_LEDGER_JSONL`` — the mirror of the ``$AURASEAL_LEDGER`` ledger."""
+    value = os.environ.get(LEDGER_JSONL_ENV)
+    return Path(value) if value else None
 
 
 def open_store(url: str) -> Store:
@@ -517,8 +524,8 @@ def hash_and_record(
     jsonl: Path | None = None,
 ) -> RecordResult:
     """The seed's call: record in the configured ledger (see :func:`resolve_ledger_url`)."""
-    if jsonl is None and os.environ.get(LEDGER_JSONL_ENV):
-        jsonl = Path(os.environ[LEDGER_JSONL_ENV])
+    if jsonl is None and ledger_url is None:
+        jsonl = env_jsonl()
     with open_ledger(resolve_ledger_url(ledger_url), jsonl) as led:
         return led.record(entry_type, data, metadata, with_signature)
 
@@ -554,6 +561,5 @@ def record_event(
     url = ledger_url or os.environ.get(LEDGER_ENV)
     if not url:
         return
-    jsonl_env = os.environ.get(LEDGER_JSONL_ENV)
-    with open_ledger(url, Path(jsonl_env) if jsonl_env else None) as led:
+    with open_ledger(url, env_jsonl() if ledger_url is None else None) as led:
         led.record(entry_type, data, metadata, with_signature=env_secret() is not None)

@@ -1,0 +1,152 @@
+"""Module-level API: seed-style sync/async calls, the record_event hook, URLs, migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import platformdirs
+import psycopg
+import pytest
+
+from auraseal.errors import ConfigError, LedgerError
+from auraseal.ledger import (
+    AsyncLedger,
+    ahash_and_record,
+    default_ledger_url,
+    hash_and_record,
+    open_ledger,
+    open_store,
+    record_event,
+    resolve_ledger_url,
+)
+
+from .conftest import SECRET
+
+
+def test_default_url_in_user_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = default_ledger_url()
+    assert url == f"sqlite://{platformdirs.user_data_path('auraseal') / 'ledger.db'}"
+    monkeypatch.delenv("AURASEAL_LEDGER", raising=False)
+    assert resolve_ledger_url(None) == url
+    monkeypatch.setenv("AURASEAL_LEDGER", "sqlite:///tmp/x.db")
+    assert resolve_ledger_url(None) == "sqlite:///tmp/x.db"
+    assert resolve_ledger_url("postgresql://h/db") == "postgresql://h/db"
+
+
+def test_url_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for url, path in [(f"sqlite://{tmp_path}/a.db", tmp_path / "a.db"),
+                      ("sqlite:rel.db", tmp_path / "rel.db"),
+                      (str(tmp_path / "plain.db"), tmp_path / "plain.db")]:
+        store = open_store(url)
+        store.close()
+        assert path.exists()
+    with pytest.raises(ConfigError):
+        open_store("mysql://x/y")
+    with pytest.raises(ConfigError):
+        open_store("sqlite://")
+
+
+def test_record_event_hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AURASEAL_LEDGER", raising=False)
+    monkeypatch.delenv("INTEGRITY_HMAC_SECRET", raising=False)
+    record_event("seal", {"name": "x"})  # no ledger configured: nothing happens
+    assert not any(tmp_path.iterdir())
+    url = f"sqlite://{tmp_path / 'hook.db'}"
+    monkeypatch.setenv("AURASEAL_LEDGER", url)
+    monkeypatch.setenv("AURASEAL_LEDGER_JSONL", str(tmp_path / "hook.jsonl"))
+    record_event("seal", {"name": "x"}, {"files": 3})  # unsigned: no secret
+    monkeypatch.setenv("INTEGRITY_HMAC_SECRET", "s")
+    record_event("repair", {"name": "x"})
+    other = tmp_path / "explicit.db"
+    record_event("unseal", {"n": 1}, ledger_url=f"sqlite://{other}")
+    with open_ledger(url, tmp_path / "hook.jsonl", secret=b"s") as led:
+        pending = led.pending()
+        assert [(e.entry_type, e.signature is None) for e in pending] == [
+            ("seal", True), ("repair", False)]
+        assert pending[0].metadata == {"files": 3}
+        assert led.verify_chain().ok
+    with open_ledger(f"sqlite://{other}") as led:
+        assert [e.entry_type for e in led.pending()] == ["unseal"]
+
+
+def test_seed_style_sync_and_async(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INTEGRITY_HMAC_SECRET", SECRET.decode())
+    url = f"sqlite://{tmp_path / 's.db'}"
+    r1 = hash_and_record("memory_write", {"key": "value"}, {"scope": "user"}, ledger_url=url)
+    r2 = asyncio.run(ahash_and_record("memory_write", {"key": "v2"}, ledger_url=url,
+                                      jsonl=tmp_path / "s.jsonl"))
+    assert r1.signature and r2.signature and r2.file_recorded and not r1.file_recorded
+
+    async def flow() -> None:
+        al = await AsyncLedger.open(url, secret=SECRET)
+        res = await asyncio.gather(*[al.hash_and_record("t", {"i": i}) for i in range(20)])
+        assert len({r.entry_id for r in res}) == 20
+        blocks = await al.commit()
+        assert blocks[-1].tree_size == 22
+        check = await al.verify_entry(r1.entry_id, {"key": "value"})
+        assert check["verified"]
+        (await al.inclusion(r2.entry_id)).verify()
+        assert (await al.verify_chain()).ok
+        await al.close()
+
+    asyncio.run(flow())
+
+
+def test_sqlite_newer_schema_refused(tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path / 'n.db'}"
+    open_ledger(url).close()
+    db = sqlite3.connect(tmp_path / "n.db")
+    db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    with pytest.raises(LedgerError):
+        open_ledger(url)
+
+
+SEED_SQL = """
+CREATE SCHEMA ledger;
+CREATE TABLE ledger.blocks (
+    block_number BIGSERIAL PRIMARY KEY,
+    previous_hash VARCHAR(64) NOT NULL,
+    block_hash VARCHAR(64) UNIQUE NOT NULL,
+    merkle_root VARCHAR(64) NOT NULL,
+    timestamp TIMESTAMPTZ DEFAULT NOW(),
+    data_count INTEGER DEFAULT 0
+);
+CREATE TABLE ledger.entries (
+    id UUID PRIMARY KEY,
+    block_number BIGINT REFERENCES ledger.blocks(block_number),
+    entry_type VARCHAR(100) NOT NULL,
+    data_hash VARCHAR(64) NOT NULL,
+    metadata JSONB DEFAULT '{}',
+    signature VARCHAR(256),
+    created_at TIMESTAMPTZ DEFAULT NOW()
+);
+"""
+
+
+@pytest.mark.postgres
+def test_postgres_migrates_the_seed_schema(pg_database: str) -> None:
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute(SEED_SQL)  # type: ignore[arg-type]
+    with open_ledger(pg_database, secret=SECRET) as led:
+        r = led.record("t", {"a": 1})
+        led.commit()
+        assert led.verify_entry(r.entry_id, {"a": 1})["verified"]
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        cols = {row[0] for row in conn.execute(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = 'ledger' AND table_name = 'entries'")}
+        assert {"id", "metadata", "created_at", "leaf_index", "seq", "metadata_c"} <= cols
+        meta, created = conn.execute(
+            "SELECT metadata, created_at FROM ledger.entries").fetchone()  # type: ignore[misc]
+        assert meta == {} and created is not None  # the seed's columns are filled too
+        tables = {row[0] for row in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'ledger'")}
+        assert tables == {"blocks", "entries", "nodes", "meta"}
+        conn.execute("UPDATE ledger.meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(LedgerError):
+        open_ledger(pg_database)
