@@ -57,6 +57,11 @@ def test_record_commit_verify_show(capsys: pytest.CaptureFixture[str], env: dict
     assert [b["block_number"] for b in blocks] == [1]
     code, text, _ = _run(capsys, "ledger", "verify", "--ledger", env["url"])
     assert code == 0 and text.startswith("OK:")
+    code, rec3, _ = _run(capsys, "ledger", "record", "t", "--data", "1", "--block-entries",
+                         "1", *common)
+    assert rec3["blocks_committed"] == [2]
+    code, _, err = _run(capsys, "ledger", "commit", "--block-age", "soon", *common)
+    assert code == 2 and "duration" in err
 
 
 def test_tampered_ledger_exit_1(capsys: pytest.CaptureFixture[str], env: dict[str, str]) -> None:

@@ -10,9 +10,10 @@ import platformdirs
 import psycopg
 import pytest
 
-from auraseal.errors import ConfigError, LedgerError
+from auraseal.errors import ConfigError, LedgerError, StorageError
 from auraseal.ledger import (
     AsyncLedger,
+    BlockPolicy,
     ahash_and_record,
     default_ledger_url,
     hash_and_record,
@@ -150,3 +151,22 @@ def test_postgres_migrates_the_seed_schema(pg_database: str) -> None:
         conn.execute("UPDATE ledger.meta SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(LedgerError):
         open_ledger(pg_database)
+
+
+@pytest.mark.postgres
+def test_postgres_connection_lost_mid_write(pg_database: str) -> None:
+    """Fault injection: the server kills our session; nothing is acknowledged or half-written."""
+    led = open_ledger(pg_database, secret=SECRET, policy=BlockPolicy(max_entries=10))
+    try:
+        led.record_many([("t", {"i": i}, None) for i in range(25)])
+        with psycopg.connect(pg_database, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                         " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        with pytest.raises(StorageError):
+            led.record_many([("lost", {"i": i}, None) for i in range(10)])
+    finally:
+        led.close()
+    with open_ledger(pg_database, secret=SECRET) as again:
+        rep = again.verify_chain()
+        assert rep.ok and rep.entries == 20 and rep.pending == 5
+        assert all(e.entry_type == "t" for e in again.pending())

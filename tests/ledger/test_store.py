@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -116,6 +116,25 @@ def test_proofs_from_stored_nodes(make_ledger: Callable[..., Ledger]) -> None:
     assert old.root == merkle.root(leaves[:14])
     with pytest.raises(NotFoundError):
         led.inclusion(ids[20], tree_size=14)
+
+
+def test_proofs_read_only_log_n_nodes(make_ledger: Callable[..., Ledger]) -> None:
+    led = make_ledger(jsonl=False, max_entries=100)
+    ids = [r.entry_id for r in led.record_many([("t", {"i": i}, None) for i in range(3000)])]
+    asked: list[int] = []
+    real = led.store.nodes
+
+    def counting(coords: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        coords = list(coords)
+        asked.append(len(set(coords)))
+        return real(coords)
+
+    led.store.nodes = counting  # type: ignore[method-assign]
+    for eid in ids[::97]:
+        led.inclusion(eid).verify()
+    assert asked and max(asked) <= 2 * (3000).bit_length()  # O(log n), not O(n)
+    led.consistency(1234, 3000)
+    assert asked[-1] <= 3 * (3000).bit_length()
 
 
 def test_verify_entry(make_ledger: Callable[..., Ledger]) -> None:

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from auraseal._fs import atomic_write_bytes
+from auraseal._time import parse_duration
 from auraseal.cli._output import emit, progress_bar
 from auraseal.errors import InputError, StorageError, UsageError
 from auraseal.ledger import (
+    BlockPolicy,
     Checkpoint,
     Ledger,
     make_bundle,
@@ -43,6 +45,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         help="JSONL mirror (default $AURASEAL_LEDGER_JSONL when --ledger is"
                              " not given)")
     common.add_argument("--json", action="store_true", help="machine-readable output")
+    common.add_argument("--block-entries", type=int, default=100, metavar="N",
+                        help="commit a block every N entries (default 100)")
+    common.add_argument("--block-age", default="5m", metavar="DURATION",
+                        help="... or when the oldest pending entry is this old (default 5m)")
 
     top = sub.add_parser("ledger", help="tamper-evident ledger: record, verify, prove")
     lsub = top.add_subparsers(dest="ledger_command", metavar="SUBCOMMAND",
@@ -126,7 +132,11 @@ def _open(args: argparse.Namespace) -> Ledger:
     jsonl = args.jsonl
     if jsonl is None and args.ledger is None:
         jsonl = env_jsonl()  # the mirror that goes with $AURASEAL_LEDGER
-    return open_ledger(resolve_ledger_url(args.ledger), jsonl)
+    if args.block_entries < 1:
+        raise UsageError("--block-entries must be at least 1", "--block-entries")
+    policy = BlockPolicy(max_entries=args.block_entries,
+                         max_age=parse_duration(args.block_age, "--block-age"))
+    return open_ledger(resolve_ledger_url(args.ledger), jsonl, policy=policy)
 
 
 def _read_text(path: Path) -> str:

@@ -54,6 +54,8 @@ class ChainReport:
     unsigned_entries: int = 0
     jsonl_checked: bool = False
     jsonl_lines: int = 0
+    jsonl_entries: int = 0
+    jsonl_blocks: int = 0
     problems: list[Problem] = field(default_factory=list)
     problem_count: int = 0
     #: JSONL repairs that :meth:`Ledger.reconcile` may make (interrupted dual write)
@@ -110,7 +112,8 @@ class ChainReport:
             "database_chain": {"valid": not db, "block_count": self.blocks,
                                "entry_count": self.entries, "pending": self.pending},
             "file_chain": {"checked": self.jsonl_checked, "valid": not fl,
-                           "lines": self.jsonl_lines},
+                           "lines": self.jsonl_lines, "block_count": self.jsonl_blocks,
+                           "entry_count": self.jsonl_entries},
             "tree_size": self.tree_size,
             "tree_root": self.tree_root,
             "signatures_checked": self.signatures_checked,
@@ -156,6 +159,8 @@ def verify_store(
     if jl is not None:
         rep.jsonl_checked = True
         rep.jsonl_lines = jl.lines
+        rep.jsonl_entries = len(jl.entries)
+        rep.jsonl_blocks = len(jl.blocks)
 
     mac = prepared_mac(secret) if secret is not None else None
 
