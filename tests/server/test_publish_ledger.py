@@ -41,14 +41,17 @@ def test_publish_swaps_atomically_and_is_recorded(
     url = serve(root)
     old_manifest = httpx.get(f"{url}/packages/site/integrity-manifest.json").content
     seen: set[bytes] = set()
+    statuses: list[int] = []
     stop = threading.Event()
 
     def reader() -> None:
         with httpx.Client() as c:
             while not stop.is_set():
                 r = c.get(f"{url}/packages/site/integrity-manifest.json")
-                assert r.status_code == 200
+                statuses.append(r.status_code)
                 seen.add(r.content)
+                p = c.get(f"{url}/packages/site/files/data/blob.bin.part.1")
+                statuses.append(p.status_code)
 
     t = threading.Thread(target=reader)
     t.start()
@@ -62,6 +65,7 @@ def test_publish_swaps_atomically_and_is_recorded(
     assert r.json()["version"] == 2
     new_manifest = (sealed_versions[2] / MANIFEST_NAME).read_bytes()
     # readers only ever saw the old or the new manifest, never an error or a mix
+    assert statuses and set(statuses) == {200}
     assert seen <= {old_manifest, new_manifest}
     assert httpx.get(f"{url}/packages/site/integrity-manifest.json").content == new_manifest
     assert (root / "site").is_symlink()

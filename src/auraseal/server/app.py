@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import secrets
 import zipfile
 from collections.abc import AsyncIterator, Callable, MutableMapping
@@ -44,6 +45,8 @@ from auraseal.server.static import (
     Send,
     ServedFile,
     etag_for_integrity,
+    request_headers,
+    respond_cached,
     send_file,
 )
 from auraseal.server.store import PackageView, Resource
@@ -58,6 +61,7 @@ CSP = (
 )
 EXPOSE = "ETag, Content-Length, Content-Range, Accept-Ranges, Content-Encoding, X-AuraSeal-Version"
 IMMUTABLE = "public, max-age=31536000, immutable"
+_FAST_PATH = re.compile(r"^/packages/([A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*)/files/(.+)$")
 DEFAULT_COHERENCE = 0.954
 
 
@@ -174,6 +178,34 @@ class Handlers:
         self.tokens = tokens
 
     # --- packages -------------------------------------------------------------------
+
+    def fast_file(
+        self, scope: Scope, req: dict[str, str]
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        """The hot path: a cached small file of a loaded package, answered without
+        routing or worker threads; None sends the request down the general path."""
+        m = _FAST_PATH.match(scope.get("path", ""))
+        if m is None:
+            return None
+        name, rel = m.group(1), m.group(2)
+        view = self.state.store.cached_view(name)
+        if view is None:
+            return None
+        served = view.memo.get(("current", rel))
+        if served is None:
+            res = view.resources.get(rel)
+            if res is None:
+                return None
+            try:
+                cc = _cache_control(self.state.config, res, False)
+                served = _served(self.state, view, res, cc)
+            except AuraSealError:
+                return None
+            view.memo[("current", rel)] = served
+        result: tuple[int, list[tuple[bytes, bytes]], bytes] | None = respond_cached(
+            scope["method"], req, served, self.state.cache
+        )
+        return result
 
     async def list_packages(self, request: Request) -> Response:
         pkgs = await anyio.to_thread.run_sync(self.state.packages)
@@ -538,13 +570,26 @@ def _web_routes(state: ServerState) -> list[BaseRoute]:
     return routes
 
 
+FastPath = Callable[
+    [Scope, dict[str, str]], "tuple[int, list[tuple[bytes, bytes]], bytes] | None"
+]
+
+
 class EdgeMiddleware:
     """CORS (with preflight), security headers and request metrics for every response."""
 
-    def __init__(self, app: Callable[..., Any], state: ServerState) -> None:
+    def __init__(
+        self, app: Callable[..., Any], state: ServerState, fast: FastPath | None = None
+    ) -> None:
         self.app = app
         self.state = state
+        self.fast = fast
         self.origin = state.config.cors_origin.encode("latin-1")
+        self.edge_headers = [
+            (b"access-control-allow-origin", self.origin),
+            (b"access-control-expose-headers", EXPOSE.encode()),
+            (b"x-content-type-options", b"nosniff"),
+        ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -574,6 +619,17 @@ class EdgeMiddleware:
             await resp(scope, receive, send)
             metrics.inc("auraseal_http_requests_total", method=method, code="400")
             return
+        if self.fast is not None and method in ("GET", "HEAD") and path.startswith("/packages/"):
+            hit = self.fast(scope, request_headers(scope))
+            if hit is not None:
+                code, headers, body = hit
+                headers.extend(self.edge_headers)
+                await send({"type": "http.response.start", "status": code, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                metrics.inc("auraseal_http_requests_total", method=method, code=str(code))
+                if body:
+                    metrics.inc("auraseal_http_response_bytes_total", float(len(body)))
+                return
         status = 0
         sent = 0
         own_html = not path.startswith("/packages/")
@@ -676,7 +732,7 @@ def create_app(config: ServerConfig, *, state: ServerState | None = None) -> Sta
         exception_handlers={404: http_error, 405: http_error, HTTPException: http_error},
     )
     app.state.auraseal = st
-    app.add_middleware(EdgeMiddleware, state=st)
+    app.add_middleware(EdgeMiddleware, state=st, fast=handlers.fast_file)
     return app
 
 

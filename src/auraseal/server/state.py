@@ -33,6 +33,7 @@ class ServerState:
         self.config = config
         self.store = PackageStore(config.root, config.keep_versions)
         self.store.clean_staging()
+        self.store.adopt()
         self.metrics = Metrics()
         self.cache = FileCache(config.small_file_cache_bytes)
         self.ledger: LedgerPort | None = ledger if ledger is not None else open_port(config)

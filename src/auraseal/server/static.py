@@ -24,6 +24,7 @@ A file whose bytes do not match its digest is never served:
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 import threading
@@ -48,6 +49,8 @@ __all__ = [
     "content_type_for",
     "etag_for_integrity",
     "parse_range",
+    "request_headers",
+    "respond_cached",
     "send_file",
 ]
 
@@ -306,7 +309,7 @@ def _not_modified(headers: dict[str, str], etags: Iterable[str], mtime: float) -
     return False
 
 
-def _request_headers(scope: Scope) -> dict[str, str]:
+def request_headers(scope: Scope) -> dict[str, str]:
     out: dict[str, str] = {}
     for k, v in scope.get("headers", []):
         name = k.decode("latin-1").lower()
@@ -317,6 +320,85 @@ def _request_headers(scope: Scope) -> dict[str, str]:
 
 def _h(name: str, value: str) -> tuple[bytes, bytes]:
     return name.encode("latin-1"), value.encode("latin-1")
+
+
+@functools.lru_cache(maxsize=4096)
+def _http_date(seconds: int) -> bytes:
+    return formatdate(seconds, usegmt=True).encode("latin-1")
+
+
+def _last_modified(mtime: float) -> bytes:
+    return _http_date(int(mtime))
+
+
+def respond_cached(
+    method: str, req: dict[str, str], f: ServedFile, cache: FileCache
+) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+    """The whole response for a small file whose verified bytes are cached, or None.
+
+    Synchronous and cheap (one ``stat``): the hot path for parts. Returns None
+    when the bytes (or their gzip variant) are not in the cache yet, so the
+    caller takes the general path, which loads and verifies them.
+    """
+    try:
+        st = os.stat(f.path)
+    except OSError:
+        return None
+    if st.st_size > SMALL_FILE:
+        return None
+    skey = (*_stat_key(st), f.integrity)
+    body = cache.get(("body", *skey))
+    if body is None:
+        return None
+    size = len(body)
+    compressible = f.content_type in COMPRESSIBLE
+    range_header = req.get("range")
+    use_gzip = (
+        compressible
+        and GZIP_MIN <= size <= GZIP_MAX
+        and range_header is None
+        and _accepts_gzip(req.get("accept-encoding", ""))
+    )
+    if use_gzip:
+        zbody = cache.get(("gzip", *skey))
+        if zbody is None:
+            return None
+        body, size = zbody, len(zbody)
+    etag = f.etag[:-1] + '-gzip"' if use_gzip else f.etag
+    base: list[tuple[bytes, bytes]] = [
+        (b"etag", etag.encode("latin-1")),
+        (b"last-modified", _last_modified(st.st_mtime)),
+        (b"cache-control", f.cache_control.encode("latin-1")),
+        (b"accept-ranges", b"bytes"),
+    ]
+    if compressible:
+        base.append((b"vary", b"Accept-Encoding"))
+    base.extend(_h(k, v) for k, v in f.extra_headers)
+    if ("if-none-match" in req or "if-modified-since" in req) and _not_modified(
+        req, (etag, f.etag), st.st_mtime
+    ):
+        return 304, base, b""
+    status, first, last = 200, 0, size - 1
+    if range_header is not None and method == "GET":
+        if_range = req.get("if-range")
+        if if_range is None or if_range.strip() == f.etag:
+            try:
+                rng = parse_range(range_header, size)
+            except RangeNotSatisfiable:
+                hdrs = [*base, _h("content-range", f"bytes */{size}"), (b"content-length", b"0")]
+                return 416, hdrs, b""
+            if rng is not None:
+                status, (first, last) = 206, rng
+                base.append(_h("content-range", f"bytes {first}-{last}/{size}"))
+    if use_gzip:
+        base.append((b"content-encoding", b"gzip"))
+    ctype = f.content_type + ("; charset=utf-8" if f.content_type.startswith("text/") else "")
+    length = max(0, last - first + 1)
+    headers = [(b"content-type", ctype.encode("latin-1")),
+               (b"content-length", str(length).encode()), *base]
+    if method == "HEAD":
+        return status, headers, b""
+    return status, headers, body if status == 200 else body[first : last + 1]
 
 
 async def send_file(
@@ -330,7 +412,13 @@ async def send_file(
     """
     method = scope["method"]
     head_only = method == "HEAD"
-    req = _request_headers(scope)
+    req = request_headers(scope)
+    fast = respond_cached(method, req, f, cache)
+    if fast is not None:
+        status, hdrs, payload = fast
+        await send({"type": "http.response.start", "status": status, "headers": hdrs})
+        await send({"type": "http.response.body", "body": payload})
+        return len(payload)
     try:
         st = await anyio.to_thread.run_sync(os.stat, f.path)
     except OSError as exc:

@@ -22,8 +22,9 @@ import os
 import secrets
 import shutil
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from auraseal._fs import fsync_dir, safe_relpath
 from auraseal.errors import (
@@ -62,6 +63,8 @@ class PackageView:
     manifest: Manifest
     manifest_bytes: bytes
     resources: dict[str, Resource]
+    #: per-route memo of prepared responses (filled by the app; the view is immutable)
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def size(self) -> int:
@@ -186,6 +189,15 @@ class PackageStore:
             self._views[key] = view
         return view
 
+    def cached_view(self, name: str) -> PackageView | None:
+        """The current version of ``name`` if it is already loaded (one ``stat``), else None."""
+        try:
+            st = os.stat(os.path.join(self.real_root, name, MANIFEST_NAME))
+        except (OSError, ValueError):
+            return None
+        with self._lock:
+            return self._views.get((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+
     def get(self, name: str) -> PackageView:
         """The version of ``name`` being served now (NotFoundError if none)."""
         d = self._package_dir(name)
@@ -304,6 +316,39 @@ class PackageStore:
         real = Path(os.path.realpath(staging))
         if (self.real_root / VERSIONS_DIR) in real.parents and real.name.startswith(".staging-"):
             shutil.rmtree(real, ignore_errors=True)
+
+    def adopt(self) -> list[str]:
+        """Move plain package directories into ``.versions`` and link them (at start).
+
+        After this every served package is a symlink to an immutable version
+        directory, so a publish is a single symlink swap and a reader that
+        resolved the old target keeps reading one consistent version.
+        Returns the names adopted.
+        """
+        done = []
+        for name in self.names():
+            link = self.real_root / name
+            if link.is_symlink():
+                continue
+            try:
+                version = self._load(link.resolve(), name).version
+            except AuraSealError:
+                continue
+            vroot = self.real_root / VERSIONS_DIR / name
+            dest = vroot / str(version)
+            if dest.exists():
+                continue
+            vroot.mkdir(parents=True, exist_ok=True)
+            tmp = self.real_root / f".{name}.link-{secrets.token_hex(6)}"
+            os.symlink(f"{VERSIONS_DIR}/{name}/{version}", tmp)
+            os.rename(link, dest)
+            os.replace(tmp, link)
+            fsync_dir(vroot)
+            fsync_dir(self.real_root)
+            done.append(name)
+        with self._lock:
+            self._views.clear()
+        return done
 
     def clean_staging(self) -> None:
         """Remove staging directories left by a crash (called at start)."""
