@@ -48,7 +48,8 @@ def wait_port(port: int, timeout: float = 30) -> None:
 
 def wrk(url: str, connections: int, duration: int, threads: int = 2) -> tuple[float, float]:
     out = subprocess.run(
-        ["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{duration}s", "--latency", url],
+        ["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{duration}s",
+         "--latency", url],
         capture_output=True, text=True, check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
