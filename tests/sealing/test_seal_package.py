@@ -16,6 +16,7 @@ from auraseal.errors import ComponentLostError, UsageError
 from auraseal.ledger import open_ledger
 from auraseal.manifest import MANIFEST_NAME
 from auraseal.sealing import open_package, repair, repair_path, scrub, seal_tree, unseal
+from auraseal.sealing import seal as seal_mod
 
 from .helpers import leftovers, write_tree
 
@@ -253,3 +254,28 @@ def test_seal_and_repair_are_recorded_in_the_ledger(
         entries = led.pending() + [e for b in led.blocks() for e in getattr(b, "entries", [])]
         types = [e.entry_type for e in entries]
     assert "package.seal" in types and "package.repair" in types
+
+
+@pytest.mark.parametrize("kind", ["text", "random"])
+def test_files_above_the_memory_limit_stream_through_mmap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    monkeypatch.setattr(seal_mod, "MEMORY_LIMIT", 1 << 20)
+    monkeypatch.setattr(seal_mod, "BIG", 1 << 20)
+    if kind == "text":
+        data = b"".join(b"stream me %d\n" % i for i in range(400_000))
+    else:
+        data = os.urandom(5 << 20)
+    src = tmp_path / "src"
+    write_tree(src, {"big.bin": data})
+    manifest = seal_tree(src, tmp_path / "pkg")
+    rec = manifest.entry("big.bin").recovery
+    assert rec is not None
+    assert rec.codec == ("zstd" if kind == "text" else "none")
+    assert not [p for p in (tmp_path / "pkg").iterdir() if p.name.startswith(".")]
+    for n in range(rec.m):
+        (tmp_path / "pkg" / f"big.bin.part.{n}").unlink()
+    (tmp_path / "pkg" / "big.bin").unlink()
+    with open_package(tmp_path / "pkg") as pkg:
+        assert repair(pkg).exit_code == 0
+    assert (tmp_path / "pkg" / "big.bin").read_bytes() == data

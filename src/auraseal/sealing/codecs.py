@@ -150,6 +150,8 @@ def iter_decompress(
         # Input is fed in small slices so one call's output stays bounded
         # (a zstd RLE block expands at most ~32768:1).
         z = zstandard.ZstdDecompressor().decompressobj()
+        pending: list[bytes] = []
+        held = 0
         try:
             for c in chunks:
                 view = memoryview(c).cast("B")
@@ -159,12 +161,18 @@ def iter_decompress(
                     out = z.decompress(view[off : off + _ZSTD_SLICE])
                     account(out)
                     if out:
-                        yield out
+                        pending.append(out)
+                        held += len(out)
+                        if held >= _OUT_CHUNK:
+                            yield b"".join(pending)
+                            pending, held = [], 0
                     if z.eof and z.unused_data:
                         raise IntegrityError("bytes after the end of the zstd frame", where)
         except zstandard.ZstdError as exc:
             raise IntegrityError(f"corrupt zstd stream: {exc}", where) from exc
         if not z.eof:
             raise IntegrityError("truncated zstd stream", where)
+        if pending:
+            yield b"".join(pending)
     if total != size:
         raise IntegrityError(f"stream decompresses to {total} bytes, expected {size}", where)

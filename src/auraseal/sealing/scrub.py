@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -280,16 +282,62 @@ def _sources(pkg: Package, spec: ComponentSpec, good: list[int]) -> dict[int, Re
     return out
 
 
-def write_verified(dest: Path, chunks: Iterator[Buffer], integrity: str, where: str) -> None:
-    """Stream ``chunks`` to ``dest`` atomically; rename only if they match ``integrity``."""
+def write_verified(
+    dest: Path,
+    chunks: Iterator[Buffer],
+    integrity: str,
+    where: str,
+    threaded: bool = False,
+) -> None:
+    """Stream ``chunks`` to ``dest`` atomically; rename only if they match ``integrity``.
+
+    With ``threaded``, hashing and writing run in a second thread while the
+    caller's thread produces the chunks (decoding, decompressing).
+    """
     integ = parse_integrity(integrity, where)
     h = hashlib.new(integ.algorithm)
     with atomic_writer(dest) as fh:
-        for chunk in chunks:
-            h.update(chunk)
-            fh.write(chunk)
+        if not threaded:
+            for chunk in chunks:
+                h.update(chunk)
+                fh.write(chunk)
+        else:
+
+            def sink(chunk: Buffer) -> None:
+                h.update(chunk)
+                fh.write(chunk)
+
+            _pipe(chunks, sink)
         if not integ.matches(h.digest()):
             raise IntegrityError("rebuilt bytes do not match the manifest", where)
+
+
+def _pipe(chunks: Iterator[Buffer], sink: Callable[[Buffer], object]) -> None:
+    """Feed ``chunks`` to ``sink`` in another thread (bounded queue); re-raise its error."""
+    q: queue.Queue[Buffer | None] = queue.Queue(maxsize=8)
+    errors: list[BaseException] = []
+
+    def consume() -> None:
+        while (item := q.get()) is not None:
+            if errors:
+                continue
+            try:
+                sink(item)
+            except BaseException as exc:  # handed to the producer below
+                errors.append(exc)
+
+    worker = threading.Thread(target=consume, name="write-verified")
+    worker.start()
+    try:
+        for chunk in chunks:
+            if errors:
+                break
+            q.put(chunk)
+    finally:
+        q.put(None)
+        worker.join()
+    if errors:
+        raise errors[0]
 
 
 def _decode_and_rebuild(
@@ -327,7 +375,13 @@ def _decode_and_rebuild(
 
         if rep.original != "good":
             data = iter_decompress(spec.codec, stripes(), spec.size, spec.path)
-            write_verified(resolve_inside(pkg.root, spec.path), data, spec.integrity, spec.path)
+            write_verified(
+                resolve_inside(pkg.root, spec.path),
+                data,
+                spec.integrity,
+                spec.path,
+                threaded=spec.size >= BIG,
+            )
             out.rewritten.append(spec.path)
         else:
             for _ in stripes():

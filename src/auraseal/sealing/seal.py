@@ -81,6 +81,14 @@ class SealOptions:
         plan_component(0, self.part_size, self.coherence, self.engine)
 
 
+def _copy(data: Buffer, dst: Path) -> None:
+    view = memoryview(data)
+    step = 8 << 20
+    with atomic_writer(dst) as fh:
+        for off in range(0, len(view), step):
+            fh.write(view[off : off + step])
+
+
 def _copy_and_hash(data: Buffer, dst: Path | None, algorithm: str) -> bytes:
     h = hashlib.new(algorithm)
     view = memoryview(data)
@@ -201,6 +209,8 @@ def seal_file(
             return _entry(spec, digests)
         # Big component: hash the original while compressing and encoding; then
         # write the parts (two threads) while the original's copy is written.
+        # The copy is mostly disk time: start it first, alongside the hash.
+        copy_future = pool.submit(_copy, data, dst) if dst else None
         hash_future = pool.submit(_copy_and_hash, data, None, opts.algorithm)
         codec, stream = _choose_stream(opts.codec, data, tmpdir or out_root, stack)
         plan = plan_component(len(stream), opts.part_size, opts.coherence, opts.engine)
@@ -214,7 +224,6 @@ def seal_file(
         in_memory = len(stream) <= MEMORY_LIMIT
         encoded = list(ordered_map(pool, one, spans)) if in_memory else None
         digest = hash_future.result()
-        copy_future = pool.submit(_copy_and_hash, data, dst, opts.algorithm) if dst else None
         spec = _spec(rel, data, codec, digest, plan, opts)
         paths = _part_paths(out_root, spec)
         if encoded is None:

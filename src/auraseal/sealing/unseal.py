@@ -23,7 +23,7 @@ from auraseal.sealing.component import (
     lost_error,
 )
 from auraseal.sealing.package import Package
-from auraseal.sealing.scrub import check_component, write_verified
+from auraseal.sealing.scrub import BIG, check_component, write_verified
 
 __all__ = ["UnsealReport", "rebuild_component", "unseal", "verify_part"]
 
@@ -114,7 +114,7 @@ def _unseal_one(
         return
     try:
         data = iter_decompress(spec.codec, iter_stripes(spec, sources, pool), spec.size, spec.path)
-        write_verified(dest, data, entry.integrity, entry.path)
+        write_verified(dest, data, entry.integrity, entry.path, threaded=entry.size >= BIG)
     except AuraSealError as exc:
         report.lost[entry.path] = exc.what
         return
