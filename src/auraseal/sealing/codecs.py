@@ -3,7 +3,7 @@
 * ``none``: the bytes as they are.
 * ``huffman``: raw deflate with zlib's ``Z_HUFFMAN_ONLY`` strategy — each
   block is a length-limited (15-bit) canonical Huffman code over literals.
-* ``zstd``: one Zstandard frame at level 3 (multi-threaded for big inputs).
+* ``zstd``: one Zstandard frame at level 1 (multi-threaded for big inputs).
 
 Decompression is streamed and bounded: output beyond the expected size,
 trailing bytes or a truncated stream raise
@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 CODEC_NAMES = ("none", "huffman", "zstd")
-ZSTD_LEVEL = 3
+ZSTD_LEVEL = 1
 _OUT_CHUNK = 1 << 20
 _MT_THRESHOLD = 8 << 20
 _SAMPLE = 256 << 10
