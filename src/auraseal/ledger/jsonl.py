@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -21,9 +22,14 @@ from typing import Any
 from auraseal.errors import InputError, StorageError, UsageError
 from auraseal.ledger._model import Block, Entry
 
-__all__ = ["FSYNC_POLICIES", "JsonlContents", "JsonlMirror", "record_line"]
+__all__ = ["FSYNC_POLICIES", "JsonlContents", "JsonlMirror", "line_key", "record_line"]
 
 FSYNC_POLICIES = ("always", "block", "never")
+
+
+def line_key(line: bytes) -> bytes:
+    """How :meth:`JsonlMirror.read` keys an entry line: SHA-256 of its bytes."""
+    return hashlib.sha256(line).digest()
 
 
 def record_line(record: dict[str, Any]) -> bytes:
@@ -33,10 +39,9 @@ def record_line(record: dict[str, Any]) -> bytes:
 
 @dataclass
 class JsonlContents:
-    """What a JSONL mirror holds: entry leaf hashes -> line, blocks in file order, bad lines.
-
-    Entries are kept as their Merkle leaf hash (which covers every field), so
-    a million-line mirror fits in memory.
+    """What a JSONL mirror holds: entry line keys -> line number, blocks in file order,
+    bad lines.  Entries are kept only as a 32-byte key, so a million-line mirror fits
+    in memory.
     """
 
     entries: dict[bytes, int] = field(default_factory=dict)
@@ -133,7 +138,13 @@ class JsonlMirror:
             self._fd = None
 
     def read(self) -> JsonlContents:
-        """Parse the whole file; malformed lines are collected, not raised."""
+        """Index the whole file; malformed lines are collected, not raised.
+
+        Entry lines are keyed by the SHA-256 of their bytes (:func:`line_key`):
+        a line written by AuraSeal is byte-for-byte :meth:`Entry.jsonl_line`,
+        so comparing with the database needs no JSON parsing.  Other lines are
+        parsed; an entry line in another layout is keyed by its normal form.
+        """
         out = JsonlContents()
         try:
             fh = open(self.path, "rb")  # noqa: SIM115
@@ -142,46 +153,54 @@ class JsonlMirror:
         except OSError as exc:
             raise StorageError(f"cannot read JSONL mirror: {exc.strerror}", str(self.path)) \
                 from exc
+        sha = hashlib.sha256
+        entries = out.entries
         with fh:
             lineno = 0
             for raw in fh:
                 lineno += 1
-                where = f"{self.path}:{lineno}"
                 if not raw.endswith(b"\n"):
                     out.torn_tail = lineno
-                try:
-                    rec = json.loads(raw)
-                    if not isinstance(rec, dict):
-                        raise InputError("not a JSON object", where)
-                    kind = rec.get("record_type")
-                    if kind == "entry":
-                        e = Entry.from_json(rec, where)
-                        lh = e.leaf_hash()
-                        if lh in out.entries:
-                            out.bad_lines.append((lineno, f"entry {e.entry_id} appears twice"))
-                        else:
-                            out.entries[lh] = lineno
-                    elif kind == "block":
-                        out.blocks.append((lineno, Block.from_json(rec, where)))
-                    else:
-                        raise InputError(f"unknown record_type {kind!r}", where)
-                except (ValueError, InputError) as exc:
-                    out.bad_lines.append((lineno, f"unreadable line: {exc}"))
+                    out.bad_lines.append((lineno, "torn last line"))
+                    continue
+                if raw.startswith(b'{"data_hash":'):
+                    key = sha(raw).digest()
+                else:
+                    try:
+                        rec = json.loads(raw)
+                        if not isinstance(rec, dict):
+                            raise InputError("not a JSON object")
+                        kind = rec.get("record_type")
+                        if kind == "block":
+                            out.blocks.append((lineno, Block.from_json(rec)))
+                            continue
+                        if kind != "entry":
+                            raise InputError(f"unknown record_type {kind!r}")
+                        key = sha(Entry.from_json(rec).jsonl_line()).digest()
+                    except (ValueError, InputError) as exc:
+                        out.bad_lines.append((lineno, f"unreadable line: {exc}"))
+                        continue
+                if key in entries:
+                    out.bad_lines.append((lineno, "entry line appears twice"))
+                else:
+                    entries[key] = lineno
             out.lines = lineno
         return out
 
-    def entry_ids_at(self, linenos: set[int]) -> dict[int, str]:
-        """The ``entry_id`` of the entry lines with these numbers (where readable)."""
-        out: dict[int, str] = {}
+    def describe_lines(self, linenos: set[int]) -> dict[int, tuple[str | None, str | None]]:
+        """For these line numbers: ``(entry_id, None)`` if readable, else ``(None, why)``."""
+        out: dict[int, tuple[str | None, str | None]] = {}
         if not linenos:
             return out
         try:
             with open(self.path, "rb") as fh:
                 for lineno, raw in enumerate(fh, 1):
                     if lineno in linenos:
-                        with contextlib.suppress(ValueError, AttributeError, TypeError):
-                            out[lineno] = str(json.loads(raw)["entry_id"])
-        except (OSError, KeyError):
+                        try:
+                            out[lineno] = (Entry.from_json(json.loads(raw)).entry_id, None)
+                        except (ValueError, InputError, AttributeError, TypeError) as exc:
+                            out[lineno] = (None, f"unreadable line: {exc}")
+        except OSError:
             pass
         return out
 

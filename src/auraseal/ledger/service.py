@@ -459,9 +459,9 @@ class Ledger:
             if not rep.reconcilable:
                 rep.raise_for_problems()
             torn = self.mirror.drop_torn_tail()
-            missing = [self.entry(i).to_json() for i in rep.missing_in_jsonl]
-            blocks = [self.block(n).to_json() for n in rep.blocks_missing_in_jsonl]
-            self.mirror.append(missing + blocks, sync=True)
+            missing = [self.entry(i).jsonl_line() for i in rep.missing_in_jsonl]
+            blocks = [record_line(self.block(n).to_json()) for n in rep.blocks_missing_in_jsonl]
+            self.mirror.append_lines(missing + blocks, sync=True)
         return {"entries_appended": len(missing), "blocks_appended": len(blocks),
                 "torn_lines_removed": int(torn)}
 

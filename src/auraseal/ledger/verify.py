@@ -11,7 +11,7 @@ from typing import Any
 from auraseal import merkle
 from auraseal.errors import LedgerTamperError
 from auraseal.ledger._model import GENESIS_HASH, Block, Entry, prepared_mac
-from auraseal.ledger.jsonl import JsonlContents, JsonlMirror
+from auraseal.ledger.jsonl import JsonlContents, JsonlMirror, line_key
 from auraseal.ledger.stores._base import Store
 
 __all__ = ["ChainReport", "Problem", "verify_store"]
@@ -173,7 +173,7 @@ def verify_store(
             if not hmac.compare_digest(m.hexdigest(), e.signature):
                 rep.add(Problem("HMAC signature does not verify", "database", block,
                                 e.entry_id))
-        if jl is not None and jentries.pop(lh, None) is None:
+        if jl is not None and jentries.pop(line_key(e.jsonl_line()), None) is None:
             rep.missing_in_jsonl.append(e.entry_id)
             rep.add(
                 Problem("entry is missing from the JSONL mirror or differs there", "jsonl",
@@ -262,14 +262,8 @@ def verify_store(
                             "(history rewritten)", "database", block_of_leaf(cp_size - 1)))
 
     if jl is not None and jsonl is not None:
-        ids = jsonl.entry_ids_at(set(list(jentries.values())[:MAX_PROBLEMS]))
-
-        def block_of_line(lineno: int) -> int | None:
-            eid = ids.get(lineno)
-            e = store.entry(eid) if eid else None
-            return e.block_number if e is not None else None
-
-        _check_jsonl(jl, jentries, db_blocks, rep, block_of_line)
+        described = jsonl.describe_lines(set(sorted(jentries.values())[:MAX_PROBLEMS]))
+        _check_jsonl(jl, jentries, db_blocks, rep, described=described, store=store)
     return rep
 
 
@@ -327,16 +321,22 @@ def _check_jsonl(
     leftover: dict[bytes, int],
     db_blocks: dict[int, Block],
     rep: ChainReport,
-    block_of_line: Callable[[int], int | None],
+    *,
+    described: dict[int, tuple[str | None, str | None]],
+    store: Store,
 ) -> None:
-    for lineno, why in jl.bad_lines:
+    for lineno, bad in jl.bad_lines:
         torn = lineno == jl.torn_tail
         rep.torn_jsonl_tail = rep.torn_jsonl_tail or torn
-        rep.add(Problem(f"line {lineno}: {'torn last line' if torn else why}", "jsonl"),
-                tamper=not torn)
-    for _lh, lineno in sorted(leftover.items(), key=lambda kv: kv[1]):
+        rep.add(Problem(f"line {lineno}: {bad}", "jsonl"), tamper=not torn)
+    for lineno in sorted(leftover.values()):
+        eid, why = described.get(lineno, (None, None))
+        if eid is None:
+            rep.add(Problem(f"line {lineno}: {why or 'unreadable line'}", "jsonl"))
+            continue
+        e = store.entry(eid)
         rep.add(Problem(f"line {lineno}: entry is not in the database (or differs from it)",
-                        "jsonl", block_of_line(lineno)))
+                        "jsonl", e.block_number if e is not None else None, eid))
     seen: set[int] = set()
     last_number = 0
     prev: str | None = None

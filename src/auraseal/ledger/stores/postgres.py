@@ -136,30 +136,36 @@ class PostgresStore(Store):
         """Create the seed schema and apply migration 1, once, under an advisory lock.
 
         DDL runs only when the recorded ``schema_version`` is behind, so a
-        writer opening an up-to-date ledger never takes a table lock.
+        writer opening an up-to-date ledger never takes a table lock.  The lock
+        is session-level and the version is re-read in a fresh transaction
+        after it is granted: a transaction that waited on an advisory lock can
+        still hold a stale catalog cache and miss tables created meanwhile.
         """
         try:
             with self._conn.cursor() as cur:
                 if self._version(cur) == SCHEMA_VERSION:
                     return
-            with self._conn.transaction(), self._conn.cursor() as cur:
-                cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,))
-                version = self._version(cur)
-                if version == SCHEMA_VERSION:
-                    return
-                if version is not None and version > SCHEMA_VERSION:
-                    raise LedgerError(
-                        f"ledger schema version {version} is newer than this AuraSeal",
-                        _safe(self.dsn),
-                    )
-                for stmt in _SEED_SCHEMA + _MIGRATION_1:
-                    cur.execute(stmt)
-                cur.execute(
-                    "INSERT INTO ledger.meta VALUES ('schema_version', %s), ('origin', %s)"
-                    " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
-                    " WHERE ledger.meta.key = 'schema_version'",
-                    (str(SCHEMA_VERSION), f"auraseal/ledger/{uuid.uuid4().hex[:16]}"),
-                )
+                cur.execute("SELECT pg_advisory_lock(%s)", (MIGRATE_LOCK,))
+                try:
+                    version = self._version(cur)
+                    if version == SCHEMA_VERSION:
+                        return
+                    if version is not None and version > SCHEMA_VERSION:
+                        raise LedgerError(
+                            f"ledger schema version {version} is newer than this AuraSeal",
+                            _safe(self.dsn),
+                        )
+                    with self._conn.transaction():
+                        for stmt in _SEED_SCHEMA + _MIGRATION_1:
+                            cur.execute(stmt)
+                        cur.execute(
+                            "INSERT INTO ledger.meta VALUES ('schema_version', %s), ('origin', %s)"
+                            " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+                            " WHERE ledger.meta.key = 'schema_version'",
+                            (str(SCHEMA_VERSION), f"auraseal/ledger/{uuid.uuid4().hex[:16]}"),
+                        )
+                finally:
+                    cur.execute("SELECT pg_advisory_unlock(%s)", (MIGRATE_LOCK,))
         except psycopg.Error as exc:
             raise self._fail("cannot create ledger schema", exc) from exc
 
