@@ -4,7 +4,7 @@
     .venv/bin/python bench/serve_vs_nginx.py [--duration 10] [--connections 64]
 
 Seals one package holding a small file (whose parts are ~5 KiB) and a 64 MiB
-random file, serves it with `auraseal serve` (1 and 2 uvicorn workers) and
+random file, serves it with `auraseal serve` (granian with 1 and 2 workers, uvicorn with 2) and
 with nginx (2 workers, the `auraseal nginx-conf` config), then runs the same
 wrk load against each: req/s for one 5 KiB part, MB/s for the 64 MiB file.
 Installs nginx-light and wrk with apt-get if they are missing.
@@ -76,10 +76,10 @@ def make_package(base: Path) -> tuple[Path, str, str]:
     return root, part, "big.bin"
 
 
-def run_ours(root: Path, workers: int) -> tuple[subprocess.Popen[bytes], int]:
+def run_ours(root: Path, workers: int, server: str) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     cmd = [str(VENV_BIN / "auraseal"), "serve", str(root), "--port", str(port),
-           "--workers", str(workers)]
+           "--workers", str(workers), "--server", server]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port)
     time.sleep(1.0)
@@ -114,6 +114,7 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--big-connections", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
     ensure_tools()
     with tempfile.TemporaryDirectory(prefix="auraseal-bench-") as tmp:
@@ -124,20 +125,29 @@ def main() -> int:
         ng_dir = base / "nginx"
         ng_dir.mkdir()
         servers = [("nginx (2 workers)", lambda: run_nginx(root, ng_dir)),
-                   ("auraseal serve (1 worker)", lambda: run_ours(root, 1)),
-                   ("auraseal serve (2 workers)", lambda: run_ours(root, 2))]
-        for label, start in servers:
-            proc, port = start()
-            try:
-                url = f"http://127.0.0.1:{port}/packages/bench/files/"
-                wrk(url + part, 4, 1)  # warm-up: cache and verify
-                wrk(url + big, 1, 1)
-                rps, _ = wrk(url + part, args.connections, args.duration)
-                _, mbs = wrk(url + big, args.big_connections, args.duration)
-            finally:
-                stop(proc)
-            results[label] = (rps, mbs)
-            print(f"{label:28} part: {rps:10.0f} req/s   64 MiB file: {mbs:8.1f} MB/s", flush=True)
+                   ("ours, granian, 2 workers", lambda: run_ours(root, 2, "granian")),
+                   ("ours, granian, 1 worker", lambda: run_ours(root, 1, "granian")),
+                   ("ours, uvicorn, 2 workers", lambda: run_ours(root, 2, "uvicorn"))]
+        # Interleaved rounds, best of each: other load on a shared machine only
+        # ever lowers a figure.
+        for rnd in range(args.rounds):
+            for label, start in servers:
+                proc, port = start()
+                try:
+                    url = f"http://127.0.0.1:{port}/packages/bench/files/"
+                    wrk(url + part, 4, 1)  # warm-up: cache and verify
+                    wrk(url + big, 1, 1)
+                    rps, _ = wrk(url + part, args.connections, args.duration)
+                    _, mbs = wrk(url + big, args.big_connections, args.duration)
+                finally:
+                    stop(proc)
+                old = results.get(label, (0.0, 0.0))
+                results[label] = (max(old[0], rps), max(old[1], mbs))
+                print(f"round {rnd + 1} {label:26} part: {rps:9.0f} req/s   "
+                      f"64 MiB file: {mbs:8.1f} MB/s", flush=True)
+        print("\nbest of rounds:")
+        for label, (rps, mbs) in results.items():
+            print(f"{label:28} part: {rps:9.0f} req/s   64 MiB file: {mbs:8.1f} MB/s")
         n_rps, n_mbs = results["nginx (2 workers)"]
         print(f"\nwrk -t2, {args.connections} connections (part) / {args.big_connections} "
               f"(file), {args.duration}s each, loopback, {os.cpu_count()} cores")

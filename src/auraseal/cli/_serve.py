@@ -47,7 +47,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--max-upload", type=_size, default=1 << 30, metavar="SIZE")
     p.add_argument("--scrub-interval", default="1h", help="how often the store is scrubbed")
     p.add_argument("--commit-interval", default="5m", help="ledger block timer")
-    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    p.add_argument("--workers", type=int, default=1, help="worker processes")
+    p.add_argument("--server", choices=("granian", "uvicorn"), default="granian",
+                   help="the ASGI server that runs the app (default: granian)")
     p.add_argument("--example", action="store_true",
                    help="seal the bundled example site into ROOT if it holds no package")
     p.set_defaults(handler=cmd_serve)
@@ -108,6 +110,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         commit_interval=parse_duration(args.commit_interval, "--commit-interval").total_seconds(),
     )
     print(f"auraseal: serving {root} on http://{args.host}:{args.port}/", file=sys.stderr)
+    if args.server == "granian":
+        from granian import Granian  # noqa: PLC0415
+        from granian.constants import Interfaces  # noqa: PLC0415
+
+        os.environ[CONFIG_ENV] = config_to_env(config)
+        Granian(
+            "auraseal.server.app:app_from_env", address=args.host, port=args.port,
+            interface=Interfaces.ASGI, workers=args.workers, factory=True, log_access=False,
+        ).serve()
+        return 0
     common = {"host": args.host, "port": args.port, "log_level": "info",
               "server_header": False, "proxy_headers": False}
     if args.workers > 1:

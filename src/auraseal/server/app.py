@@ -191,6 +191,11 @@ class Handlers:
         view = self.state.store.cached_view(name)
         if view is None:
             return None
+        method = scope["method"]
+        if not req:  # a plain GET/HEAD: the whole answer is memoised per version
+            done = view.memo.get(("response", rel, method))
+            if done is not None:
+                return done[0], list(done[1]), done[2]
         served = view.memo.get(("current", rel))
         if served is None:
             res = view.resources.get(rel)
@@ -202,9 +207,22 @@ class Handlers:
             except AuraSealError:
                 return None
             view.memo[("current", rel)] = served
+        # The stat of a file already served from this (immutable) version is
+        # remembered: the cached bytes are verified against the manifest, so
+        # they are right whatever happens on disk meanwhile.
+        st = view.memo.get(("stat", rel))
+        if st is None:
+            try:
+                st = os.stat(served.path)
+            except OSError:
+                return None
         result: tuple[int, list[tuple[bytes, bytes]], bytes] | None = respond_cached(
-            scope["method"], req, served, self.state.cache
+            method, req, served, self.state.cache, st
         )
+        if result is not None:
+            view.memo[("stat", rel)] = st
+            if not req and len(result[2]) <= 64 << 10 and len(view.memo) < 6144:
+                view.memo[("response", rel, method)] = (result[0], tuple(result[1]), result[2])
         return result
 
     async def list_packages(self, request: Request) -> Response:
@@ -591,6 +609,23 @@ class EdgeMiddleware:
             (b"x-content-type-options", b"nosniff"),
         ]
 
+    async def try_fast(self, scope: Scope, send: Send) -> bool:
+        """Answer a GET/HEAD of a cached small package file directly; False if not one."""
+        method = scope["method"]
+        if self.fast is None or method not in ("GET", "HEAD"):
+            return False
+        if not scope.get("path", "").startswith("/packages/"):
+            return False
+        hit = self.fast(scope, request_headers(scope))
+        if hit is None:
+            return False
+        code, headers, body = hit
+        headers.extend(self.edge_headers)
+        await send({"type": "http.response.start", "status": code, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        self.state.metrics.count_request(method, code, len(body))
+        return True
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -619,17 +654,8 @@ class EdgeMiddleware:
             await resp(scope, receive, send)
             metrics.inc("auraseal_http_requests_total", method=method, code="400")
             return
-        if self.fast is not None and method in ("GET", "HEAD") and path.startswith("/packages/"):
-            hit = self.fast(scope, request_headers(scope))
-            if hit is not None:
-                code, headers, body = hit
-                headers.extend(self.edge_headers)
-                await send({"type": "http.response.start", "status": code, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
-                metrics.inc("auraseal_http_requests_total", method=method, code=str(code))
-                if body:
-                    metrics.inc("auraseal_http_response_bytes_total", float(len(body)))
-                return
+        if await self.try_fast(scope, send):
+            return
         status = 0
         sent = 0
         own_html = not path.startswith("/packages/")
@@ -695,6 +721,19 @@ def _try_lock(path: Path) -> int | None:
     return fd
 
 
+class AuraSealApp(Starlette):
+    """Starlette, with the small-file hot path tried before the middleware stack."""
+
+    edge: EdgeMiddleware | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.edge is not None and scope["type"] == "http" and await self.edge.try_fast(
+            scope, send
+        ):
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(config: ServerConfig, *, state: ServerState | None = None) -> Starlette:
     """The AuraSeal server as a Starlette app (``app.state.auraseal`` is the ServerState)."""
     st = state or ServerState(config)
@@ -727,12 +766,13 @@ def create_app(config: ServerConfig, *, state: ServerState | None = None) -> Sta
         return _plain_error(code, detail, **headers)
 
     routes = _web_routes(st) + _routes(handlers)
-    app = Starlette(
+    app = AuraSealApp(
         routes=routes, lifespan=lifespan,
         exception_handlers={404: http_error, 405: http_error, HTTPException: http_error},
     )
     app.state.auraseal = st
-    app.add_middleware(EdgeMiddleware, state=st, fast=handlers.fast_file)
+    app.add_middleware(EdgeMiddleware, state=st)
+    app.edge = EdgeMiddleware(app.router, st, fast=handlers.fast_file)
     return app
 
 

@@ -46,6 +46,14 @@ class Metrics:
         with self._lock:
             self._counters[name][key] += value
 
+    def count_request(self, method: str, code: int, body_bytes: int) -> None:
+        """``inc`` of the request and byte counters in one step (the hot path)."""
+        key = (("code", str(code)), ("method", method))
+        with self._lock:
+            self._counters["auraseal_http_requests_total"][key] += 1.0
+            if body_bytes:
+                self._counters["auraseal_http_response_bytes_total"][()] += float(body_bytes)
+
     def value(self, name: str, **labels: str) -> float:
         key = tuple(sorted(labels.items()))
         with self._lock:

@@ -309,10 +309,21 @@ def _not_modified(headers: dict[str, str], etags: Iterable[str], mtime: float) -
     return False
 
 
+#: The request headers file responses look at (everything else is skipped).
+_WANTED = {
+    n.encode(): n
+    for n in ("range", "if-none-match", "if-modified-since", "if-range", "accept-encoding")
+}
+
+
 def request_headers(scope: Scope) -> dict[str, str]:
+    """The request headers that matter to a file response, names lower-cased,
+    repeated headers joined with ``", "``."""
     out: dict[str, str] = {}
-    for k, v in scope.get("headers", []):
-        name = k.decode("latin-1").lower()
+    for k, v in scope.get("headers", ()):
+        name = _WANTED.get(k) or _WANTED.get(k.lower())
+        if name is None:
+            continue
         value = v.decode("latin-1")
         out[name] = f"{out[name]}, {value}" if name in out else value
     return out
@@ -332,18 +343,24 @@ def _last_modified(mtime: float) -> bytes:
 
 
 def respond_cached(
-    method: str, req: dict[str, str], f: ServedFile, cache: FileCache
+    method: str,
+    req: dict[str, str],
+    f: ServedFile,
+    cache: FileCache,
+    st: os.stat_result | None = None,
 ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
     """The whole response for a small file whose verified bytes are cached, or None.
 
-    Synchronous and cheap (one ``stat``): the hot path for parts. Returns None
-    when the bytes (or their gzip variant) are not in the cache yet, so the
-    caller takes the general path, which loads and verifies them.
+    Synchronous and cheap (one ``stat``, none when ``st`` is given): the hot
+    path for parts. Returns None when the bytes (or their gzip variant) are not
+    in the cache, so the caller takes the general path, which loads and
+    verifies them. What is sent is always bytes verified against ``f.integrity``.
     """
-    try:
-        st = os.stat(f.path)
-    except OSError:
-        return None
+    if st is None:
+        try:
+            st = os.stat(f.path)
+        except OSError:
+            return None
     if st.st_size > SMALL_FILE:
         return None
     skey = (*_stat_key(st), f.integrity)

@@ -142,6 +142,7 @@ class PackageStore:
         (self.root / STATE_DIR).mkdir(exist_ok=True)
         (self.root / VERSIONS_DIR).mkdir(exist_ok=True)
         self.real_root = self.root.resolve()
+        self._root_str = str(self.real_root)
 
     # --- reading --------------------------------------------------------------
 
@@ -192,7 +193,7 @@ class PackageStore:
     def cached_view(self, name: str) -> PackageView | None:
         """The current version of ``name`` if it is already loaded (one ``stat``), else None."""
         try:
-            st = os.stat(os.path.join(self.real_root, name, MANIFEST_NAME))
+            st = os.stat(f"{self._root_str}/{name}/{MANIFEST_NAME}")
         except (OSError, ValueError):
             return None
         with self._lock:
