@@ -3,9 +3,11 @@ the library and the CLI, with real files and injected damage."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 
 from auraseal.cli import main
 from auraseal.errors import ComponentLostError, UsageError
+from auraseal.integrity import parse_integrity
 from auraseal.ledger import open_ledger
 from auraseal.manifest import MANIFEST_NAME
 from auraseal.sealing import open_package, repair, repair_path, scrub, seal_tree, unseal
@@ -279,3 +282,18 @@ def test_files_above_the_memory_limit_stream_through_mmap(
     with open_package(tmp_path / "pkg") as pkg:
         assert repair(pkg).exit_code == 0
     assert (tmp_path / "pkg" / "big.bin").read_bytes() == data
+
+
+def test_big_file_hashed_while_read_matches_sha512sum(tmp_path: Path) -> None:
+    data = os.urandom(3 << 20) + b"text " * (1 << 20)  # 8 MiB: the read+hash path
+    src = tmp_path / "src"
+    write_tree(src, {"big.bin": data})
+    manifest = seal_tree(src, tmp_path / "pkg")
+    entry = manifest.entry("big.bin")
+    out = subprocess.run(
+        ["sha512sum", str(src / "big.bin")], capture_output=True, check=True, text=True
+    ).stdout.split()[0]
+    assert out == hashlib.sha512(data).hexdigest()
+    assert parse_integrity(entry.integrity).digests[0].hex() == out
+    with open_package(tmp_path / "pkg") as pkg:
+        assert scrub(pkg).exit_code == 0

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import mmap
 import os
+import queue
 import re
 import shutil
 import tempfile
+import threading
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -167,22 +170,67 @@ def encode_parts(
         return writer.finish(expected)
 
 
-def _read_source(path: Path, stack: contextlib.ExitStack, rel: str) -> Buffer:
+def _read_source(
+    path: Path, stack: contextlib.ExitStack, rel: str, algorithm: str | None = None
+) -> tuple[Buffer, bytes | None]:
+    """The file's bytes (read into memory, or memory-mapped above MEMORY_LIMIT).
+
+    With ``algorithm``, a file of at least ``BIG`` bytes that is read into
+    memory is hashed while it is read (a reader thread fills the buffer, this
+    thread hashes what has arrived), and its digest is returned too.
+    """
     try:
         fh = stack.enter_context(open(path, "rb"))  # noqa: SIM115
         size = os.fstat(fh.fileno()).st_size
         if size == 0:
-            return b""
+            return b"", None
         if size > MEMORY_LIMIT:
             mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-            return memoryview(mm)
+            return memoryview(mm), None
         buf = bytearray(size)
-        got = fh.readinto(buf)
+        if algorithm is None or size < BIG:
+            got = fh.readinto(buf)
+            digest = None
+        else:
+            got, digest = _read_and_hash(fh, buf, algorithm)
         if got != size or fh.read(1):
             raise StorageError("file changed while being sealed", rel)
-        return buf
+        return buf, digest
     except OSError as exc:
         raise StorageError(f"cannot read: {exc.strerror}", rel) from exc
+
+
+def _read_and_hash(fh: io.BufferedReader, buf: bytearray, algorithm: str) -> tuple[int, bytes]:
+    view = memoryview(buf)
+    step = 8 << 20
+    done: queue.Queue[int | BaseException] = queue.Queue()
+
+    def reader() -> None:
+        off = 0
+        try:
+            while off < len(view):
+                n = fh.readinto(view[off : off + step])
+                if not n:
+                    break
+                off += n
+                done.put(off)
+        except BaseException as exc:  # re-raised by the hashing thread
+            done.put(exc)
+        done.put(-1)
+
+    h = hashlib.new(algorithm)
+    hashed = 0
+    thread = threading.Thread(target=reader, name="seal-read")
+    thread.start()
+    try:
+        while (item := done.get()) != -1:
+            if isinstance(item, BaseException):
+                raise item
+            h.update(view[hashed:item])
+            hashed = item
+    finally:
+        thread.join()
+    return hashed, h.digest()
 
 
 def seal_file(
@@ -194,8 +242,12 @@ def seal_file(
     *,
     copy_original: bool = True,
     tmpdir: Path | None = None,
+    digest: bytes | None = None,
 ) -> FileEntry:
-    """Seal one component's bytes: write the original (optional) and its parts."""
+    """Seal one component's bytes: write the original (optional) and its parts.
+
+    ``digest`` is the bytes' digest under ``opts.algorithm`` if already known.
+    """
     opts.check()
     with contextlib.ExitStack() as stack:
         big = len(data) >= BIG and pool is not None
@@ -211,7 +263,9 @@ def seal_file(
         # write the parts (two threads) while the original's copy is written.
         # The copy is mostly disk time: start it first, alongside the hash.
         copy_future = pool.submit(_copy, data, dst) if dst else None
-        hash_future = pool.submit(_copy_and_hash, data, None, opts.algorithm)
+        hash_future = (
+            pool.submit(_copy_and_hash, data, None, opts.algorithm) if digest is None else None
+        )
         codec, stream = _choose_stream(opts.codec, data, tmpdir or out_root, stack)
         plan = plan_component(len(stream), opts.part_size, opts.coherence, opts.engine)
         engine = get_engine(plan.engine)
@@ -223,7 +277,9 @@ def seal_file(
 
         in_memory = len(stream) <= MEMORY_LIMIT
         encoded = list(ordered_map(pool, one, spans)) if in_memory else None
-        digest = hash_future.result()
+        if hash_future is not None:
+            digest = hash_future.result()
+        assert digest is not None
         spec = _spec(rel, data, codec, digest, plan, opts)
         paths = _part_paths(out_root, spec)
         if encoded is None:
@@ -341,8 +397,10 @@ def seal_tree(
 
             def one(rel: str) -> FileEntry:
                 with contextlib.ExitStack() as stack:
-                    data = _read_source(resolve_inside(src, rel), stack, rel)
-                    entry = seal_file(data, rel, tmp, opts, stripes, tmpdir=tmp)
+                    data, digest = _read_source(
+                        resolve_inside(src, rel), stack, rel, opts.algorithm
+                    )
+                    entry = seal_file(data, rel, tmp, opts, stripes, tmpdir=tmp, digest=digest)
                 if progress is not None:
                     progress(entry.size)
                 return entry
