@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from auraseal.ledger import open_ledger
 from auraseal.manifest import MANIFEST_NAME, load_manifest
 from auraseal.sealing import open_package, scrub
 from auraseal.server.static import RangeNotSatisfiable, parse_range
@@ -283,6 +284,20 @@ def test_damaged_file_is_repaired_on_read(root: Path, serve) -> None:  # type: i
     m = httpx.get(f"{url}/metrics").text
     assert "auraseal_repairs_total 1" in m
     assert "auraseal_verification_failures_total 0" not in m
+    # the repair is recorded in the server's ledger
+    with open_ledger(f"sqlite://{root / '.auraseal' / 'ledger.sqlite3'}") as led:
+        kinds = [e.entry_type for e in [*led.store.committed_entries(), *led.pending()]]
+    assert "server.repair" in kinds
+
+
+def test_scrub_endpoint(root: Path, serve, token: tuple[str, Path]) -> None:  # type: ignore[no-untyped-def]
+    url = serve(root, healing=False)
+    (root / "site" / "css" / "site.css.part.1").unlink()
+    assert httpx.post(f"{url}/packages/site/scrub").status_code == 401
+    r = httpx.post(f"{url}/packages/site/scrub", headers={"authorization": f"Bearer {token[0]}"})
+    assert r.status_code == 200
+    assert r.json()["health"]["state"] == "intact"  # repaired during the scrub
+    assert (root / "site" / "css" / "site.css.part.1").exists()
 
 
 def test_background_scrub_repairs_and_reports(root: Path, serve) -> None:  # type: ignore[no-untyped-def]
