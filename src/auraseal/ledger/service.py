@@ -349,10 +349,18 @@ class Ledger:
 
     def inclusion(self, entry_id: str, tree_size: int | None = None) -> InclusionProof:
         """Inclusion proof of a committed entry, with ``O(log n)`` node reads."""
-        e = self.entry(entry_id)
+        found, head = self.store.entry_and_head(entry_id)
+        if found is None:
+            raise NotFoundError("no such ledger entry", entry_id)
+        e = found
         if e.leaf_index is None:
             raise NotFoundError("entry is not in a block yet (run commit)", entry_id)
-        size = self._size(tree_size)
+        size = head.tree_size if head else 0
+        if tree_size is not None:
+            if not 0 <= tree_size <= size:
+                raise NotFoundError(f"tree size {tree_size} is beyond the ledger ({size})",
+                                    "tree_size")
+            size = tree_size
         if e.leaf_index >= size:
             raise NotFoundError(f"entry is not in the tree of size {size}", entry_id)
         path_coords = merkle.inclusion_coords(e.leaf_index, size)

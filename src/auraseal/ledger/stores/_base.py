@@ -126,6 +126,10 @@ class Store(ABC):
     @abstractmethod
     def entry(self, entry_id: str) -> Entry | None: ...
 
+    def entry_and_head(self, entry_id: str) -> tuple[Entry | None, Block | None]:
+        """:meth:`entry` and :meth:`head` together (one round trip where the store can)."""
+        return self.entry(entry_id), self.head()
+
     @abstractmethod
     def nodes(self, coords: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
         """Stored complete-subtree hashes at the given ``(level, index)``."""

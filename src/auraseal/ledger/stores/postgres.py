@@ -78,6 +78,15 @@ _ENTRY_SELECT = (
     " leaf_index FROM ledger.entries"
 )
 
+_ENTRY_AND_HEAD = (
+    "SELECT h.*, e.* FROM (SELECT 1) AS one"
+    " LEFT JOIN LATERAL (SELECT block_number, previous_hash, block_hash, merkle_root,"
+    " tree_size, tree_root, ts, data_count FROM ledger.blocks"
+    " ORDER BY block_number DESC LIMIT 1) AS h ON true"
+    " LEFT JOIN LATERAL (SELECT id::text, entry_type, data_hash, metadata_c, ts, signature,"
+    " block_number, leaf_index FROM ledger.entries WHERE id = %s) AS e ON true"
+)
+
 
 def _block(row: Sequence[Any] | None) -> Block | None:
     if row is None:
@@ -326,6 +335,20 @@ class PostgresStore(Store):
             return None
         rows = self._q(_ENTRY_SELECT + " WHERE id = %s", (key,))
         return _entry(rows[0]) if rows else None
+
+    def entry_and_head(self, entry_id: str) -> tuple[Entry | None, Block | None]:
+        try:
+            key = str(uuid.UUID(entry_id))
+        except ValueError:
+            return None, self.head()
+        rows = self._q(
+            _ENTRY_AND_HEAD,
+            (key,),
+        )
+        row = rows[0]
+        head = _block(row[:8]) if row[0] is not None else None
+        entry = _entry(row[8:]) if row[8] is not None else None
+        return entry, head
 
     @staticmethod
     def _nodes_in(
