@@ -275,8 +275,9 @@ def seal_file(
         def one(span: tuple[int, int]) -> list[Buffer]:
             return engine.encode(plan.k, plan.m, view[span[0] : span[0] + span[1]])
 
-        in_memory = len(stream) <= MEMORY_LIMIT
-        encoded = list(ordered_map(pool, one, spans)) if in_memory else None
+        # Digest still being computed: encode the stripes meanwhile (in memory).
+        early = hash_future is not None and len(stream) <= MEMORY_LIMIT
+        encoded = list(ordered_map(pool, one, spans)) if early else None
         if hash_future is not None:
             digest = hash_future.result()
         assert digest is not None
