@@ -299,3 +299,17 @@ def test_wrong_name_and_damaged_package(root: Path, base_url: str, token: tuple[
     r = put(base_url, zip_dir(damaged), token[0])
     assert r.status_code == 422
     assert_untouched(root, before, base_url)
+
+
+def test_oversized_ledger_entry_and_odd_methods(root: Path, base_url: str,
+                                                token: tuple[str, Path]) -> None:
+    auth = {"authorization": f"Bearer {token[0]}"}
+    big = b'{"type": "x", "data": {"a": "' + b"y" * (2 << 20) + b'"}}'
+    r = httpx.post(f"{base_url}/ledger/entries", content=big, headers=auth)
+    assert r.status_code == 413
+    for m in ("DELETE", "PATCH", "BREW", "PROPFIND"):
+        r = httpx.request(m, f"{base_url}/packages/site")
+        assert r.status_code in (400, 405), m
+    metrics = httpx.get(f"{base_url}/metrics").text
+    assert 'method="OTHER"' in metrics
+    assert "BREW" not in metrics and "PROPFIND" not in metrics

@@ -63,6 +63,8 @@ EXPOSE = "ETag, Content-Length, Content-Range, Accept-Ranges, Content-Encoding, 
 IMMUTABLE = "public, max-age=31536000, immutable"
 _FAST_PATH = re.compile(r"^/packages/([A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*)/files/(.+)$")
 DEFAULT_COHERENCE = 0.954
+MAX_ENTRY_BYTES = 1 << 20
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
 
 
 def _error_status(exc: AuraSealError) -> int:
@@ -335,6 +337,11 @@ class Handlers:
         zpath, side = base.with_suffix(".zip"), base.with_suffix(".sri")
         if zpath.is_file() and side.is_file():
             return zpath, side.read_text().strip()
+        mine = re.compile(re.escape(view.name) + r"-[0-9]+-[0-9a-f]{16}\.(zip|sri)")
+        for old in zdir.iterdir():  # archives of this package's other versions
+            if mine.fullmatch(old.name) and old.name.rsplit(".", 1)[0] != base.name:
+                with contextlib.suppress(OSError):
+                    old.unlink()
         tmp = zdir / f".{zpath.name}.{secrets.token_hex(6)}.tmp"
         try:
             with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
@@ -465,8 +472,13 @@ class Handlers:
         denied = self._authorize(request)
         if denied is not None:
             return denied
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > MAX_ENTRY_BYTES:
+                raise PayloadTooLargeError(f"entry larger than {MAX_ENTRY_BYTES} bytes", "body")
         try:
-            body = json.loads(await request.body())
+            body = json.loads(bytes(raw))
         except ValueError as exc:
             raise InputError("body must be JSON", "body") from exc
         if not isinstance(body, dict) or not isinstance(body.get("type"), str):
@@ -686,7 +698,8 @@ class EdgeMiddleware:
         try:
             await self.app(scope, receive, edge_send)
         finally:
-            metrics.inc("auraseal_http_requests_total", method=method[:10], code=str(status))
+            label = method if method in _METHODS else "OTHER"
+            metrics.inc("auraseal_http_requests_total", method=label, code=str(status))
             if sent:
                 metrics.inc("auraseal_http_response_bytes_total", float(sent))
 
