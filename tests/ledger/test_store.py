@@ -272,6 +272,16 @@ def test_tamper_tree_node(ledger_url: str, make_ledger: Callable[..., Ledger]) -
     assert rep.first_bad_block == 3 and any("tree node" in p.what for p in rep.problems)
 
 
+def test_tamper_deleted_tree_node(ledger_url: str, make_ledger: Callable[..., Ledger]) -> None:
+    led, ids = _ledger_with_blocks(make_ledger)
+    run_sql(ledger_url, "DELETE FROM {n} WHERE level = 3 AND idx = 1")
+    rep = led.verify_chain()
+    # node (3, 1) covers leaves 8..15, completed by block 2
+    assert rep.first_bad_block == 2 and any("is missing" in p.what for p in rep.problems)
+    with pytest.raises(Exception, match="missing"):
+        led.inclusion(ids[3])  # a proof that needs it fails loudly, never silently
+
+
 def test_rewritten_history_caught_by_checkpoint(
     ledger_url: str, make_ledger: Callable[..., Ledger]
 ) -> None:

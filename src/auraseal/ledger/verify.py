@@ -182,7 +182,8 @@ def verify_store(
             )
 
     entries = _Peek(store.committed_entries())
-    leaves: list[bytes] = []
+    levels: list[list[bytes]] = [[]]  # every complete node, recomputed once
+    leaves = levels[0]
     ends: list[int] = []  # tree size after each block, for leaf -> block
     numbers: list[int] = []
     db_blocks: dict[int, Block] = {}
@@ -226,10 +227,13 @@ def verify_store(
         if troot.hex() != blk.tree_root:
             rep.add(Problem("tree_root does not recompute from all entries so far",
                             "database", n))
+        for lv, _, h in new_nodes:
+            if lv == len(levels):
+                levels.append([])
+            levels[lv].append(h)
         made = {(lv, i): h for lv, i, h in new_nodes}
         old = dict(zip(merkle.compact_range_coords(size - len(group)), frontier, strict=True))
         frontier = [made.get(c) or old[c] for c in merkle.compact_range_coords(size)]
-        leaves.extend(leaf_group)
         ends.append(size)
         numbers.append(n)
         prev_hash, expected = blk.block_hash, n + 1
@@ -250,7 +254,7 @@ def verify_store(
         k = bisect.bisect_right(ends, index)
         return numbers[k] if k < len(numbers) else None
 
-    _check_nodes(store, leaves, rep, block_of_leaf)
+    _check_nodes(store, levels, rep, block_of_leaf)
 
     if checkpoint is not None:
         cp_size, cp_root = checkpoint
@@ -276,44 +280,44 @@ def _fold(frontier: list[bytes]) -> bytes:
 
 def _check_nodes(
     store: Store,
-    leaves: list[bytes],
+    levels: list[list[bytes]],
     rep: ChainReport,
     block_of_leaf: Callable[[int], int | None],
 ) -> None:
-    """Stored complete-subtree nodes must equal the recomputed tree."""
-    level, computed = 0, leaves
-    stored: list[bytes] = []
+    """Stored complete-subtree nodes must equal the recomputed tree (``levels``).
 
-    def finish(lv: int, got: list[bytes], want: list[bytes]) -> None:
+    Streams the stored nodes level by level, so only one stored level is in memory.
+    """
+    n_leaves = max(len(levels[0]), 1)
+
+    def compare(lv: int, got: list[bytes]) -> None:
+        want = levels[lv] if lv < len(levels) else []
         if got == want:
             return
         for i in range(max(len(got), len(want))):
             a = got[i] if i < len(got) else None
             b = want[i] if i < len(want) else None
             if a != b:
-                what = ("is missing" if a is None else "should not exist" if b is None
-                        else "does not match the recomputed tree")
-                last = min((i + 1) << lv, max(len(leaves), 1)) - 1
+                what = ("is missing" if a is None or a == b"" else
+                        "should not exist" if b is None else
+                        "does not match the recomputed tree")
+                last = min((i + 1) << lv, n_leaves) - 1
                 rep.add(Problem(f"stored tree node (level {lv}, index {i}) {what}",
                                 "database", block_of_leaf(last)))
                 return
 
+    level = 0
+    row: list[bytes] = []
     for lv, ix, h in store.all_nodes():
         while lv > level:
-            finish(level, stored, computed)
-            level += 1
-            computed = merkle.next_level(computed)
-            stored = []
-        if ix != len(stored):
-            stored.extend([b""] * max(0, ix - len(stored)))
-        stored.append(bytes(h))
-    while computed:
-        finish(level, stored, computed)
-        if len(computed) <= 1:
-            break
-        level += 1
-        computed = merkle.next_level(computed)
-        stored = []
+            compare(level, row)
+            level, row = level + 1, []
+        if ix != len(row):
+            row.extend([b""] * max(0, ix - len(row)))
+        row.append(bytes(h))
+    compare(level, row)
+    for lv in range(level + 1, len(levels)):
+        compare(lv, [])
 
 
 def _check_jsonl(
