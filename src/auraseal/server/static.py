@@ -37,7 +37,7 @@ from typing import Any
 
 import anyio
 
-from auraseal.errors import StorageError
+from auraseal.errors import DigestMismatchError, StorageError
 from auraseal.integrity import hash_file, parse_integrity, verify_bytes
 
 __all__ = [
@@ -276,8 +276,6 @@ def _verify_large(f: ServedFile, st: os.stat_result, cache: FileCache) -> None:
 
 def verify_bytes_digest(digest: bytes, integrity: str, where: str) -> None:
     """Raise DigestMismatchError unless ``digest`` matches ``integrity``."""
-    from auraseal.errors import DigestMismatchError  # noqa: PLC0415
-
     integ = parse_integrity(integrity)
     if not integ.matches(digest):
         raise DigestMismatchError("content does not match its recorded digest", where)
