@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from datetime import timedelta
 from pathlib import Path
 
 import platformdirs
 import psycopg
 import pytest
 
-from auraseal.errors import ConfigError, LedgerError, StorageError
+from auraseal.errors import ConfigError, LedgerError, MissingSecretError, StorageError
 from auraseal.ledger import (
     AsyncLedger,
     BlockPolicy,
@@ -170,3 +171,37 @@ def test_postgres_connection_lost_mid_write(pg_database: str) -> None:
         rep = again.verify_chain()
         assert rep.ok and rep.entries == 20 and rep.pending == 5
         assert all(e.entry_type == "t" for e in again.pending())
+
+
+def test_durable_mode_and_missing_secret_for_signed_entry(tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path / 'd.db'}"
+    with open_ledger(url, tmp_path / "d.jsonl", durable=True, secret=SECRET) as led:
+        assert led.mirror is not None and led.mirror.fsync == "always"
+        sync = led.store._db.execute("PRAGMA synchronous").fetchone()[0]  # type: ignore[attr-defined]
+        assert sync == 2  # FULL
+        r = led.record("t", {"a": 1})
+        led.commit()
+    with open_ledger(url, secret=None) as led:
+        with pytest.raises(MissingSecretError):
+            led.verify_entry(r.entry_id, {"a": 1})
+        assert led.verify_chain().signatures_checked is False
+
+
+def test_async_block_timer(tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path / 't.db'}"
+
+    async def flow() -> int:
+        al = await AsyncLedger.open(
+            url, secret=SECRET, policy=BlockPolicy(max_age=timedelta(seconds=0.2)))
+        await al.hash_and_record("t", {"i": 1})
+        timer = asyncio.create_task(al.block_timer(interval=0.1))
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            if al.ledger.head() is not None:
+                break
+        timer.cancel()
+        head = al.ledger.head()
+        await al.close()
+        return head.data_count if head else 0
+
+    assert asyncio.run(flow()) == 1

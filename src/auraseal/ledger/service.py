@@ -90,9 +90,10 @@ def env_jsonl() -> Path | None:
     return Path(value) if value else None
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, durable: bool = False) -> Store:
     """A store for ``sqlite:///abs/path.db``, ``sqlite:rel.db``, a bare path, or
-    ``postgresql://...``."""
+    ``postgresql://...``.  ``durable`` makes SQLite fsync every commit
+    (``synchronous=FULL``); PostgreSQL follows the server's ``synchronous_commit``."""
     if url.startswith(("postgresql://", "postgres://")):
         return PostgresStore(url)
     if url.startswith("sqlite://"):
@@ -105,12 +106,21 @@ def open_store(url: str) -> Store:
         path = url
     if not path:
         raise ConfigError("ledger URL names no file", url)
-    return SQLiteStore(Path(path))
+    return SQLiteStore(Path(path), durable=durable)
 
 
-def open_ledger(url: str, jsonl: Path | None = None, **kwargs: Any) -> Ledger:
-    """Open (creating or migrating) the ledger at ``url`` with an optional JSONL mirror."""
-    return Ledger(open_store(url), jsonl=jsonl, **kwargs)
+def open_ledger(
+    url: str, jsonl: Path | None = None, *, durable: bool = False, **kwargs: Any
+) -> Ledger:
+    """Open (creating or migrating) the ledger at ``url`` with an optional JSONL mirror.
+
+    ``durable=True`` fsyncs every acknowledged entry on both sides (SQLite
+    ``synchronous=FULL`` and JSONL ``fsync="always"``); the default fsyncs at
+    block boundaries (docs/LEDGER.md, "Dual write and fsync policy").
+    """
+    if durable:
+        kwargs.setdefault("fsync", "always")
+    return Ledger(open_store(url, durable=durable), jsonl=jsonl, **kwargs)
 
 
 @dataclass(frozen=True)
