@@ -75,6 +75,8 @@ def test_publish_swaps_atomically_and_is_recorded(
     assert v1.status_code == 200 and v1.content == old_manifest
     assert httpx.get(f"{url}/packages/site/versions/2/files/index.html").status_code == 200
     assert uploads_empty(root)
+    assert httpx.get(f"{url}/packages/site/versions").json() == {
+        "package": "site", "current": 2, "versions": [1, 2]}
     # a further publish goes through the symlink swap
     assert _put(url, site_zip(3), token[0]).status_code == 201
     assert os.readlink(root / "site") == ".versions/site/3"

@@ -248,6 +248,12 @@ class Handlers:
         view = await anyio.to_thread.run_sync(self.state.store.get, name)
         return await self._file(request, view, rel, False)
 
+    async def versions(self, request: Request) -> Response:
+        name = _name(request)
+        kept = await anyio.to_thread.run_sync(self.state.store.versions, name)
+        return JSONResponse({"package": name, "current": kept[-1], "versions": kept},
+                            headers={"cache-control": "no-cache"})
+
     async def _version(self, request: Request) -> PackageView:
         name = _name(request)
         raw = str(request.path_params["version"])
@@ -571,6 +577,7 @@ def _routes(h: Handlers) -> list[BaseRoute]:
         Route("/packages/{name}/integrity-manifest.json", _wrap(h.manifest), methods=gh),
         Route("/packages/{name}/files/{path:path}", _wrap(h.package_file), methods=gh),
         Route("/packages/{name}/parts/{part}", _wrap(h.seed_part), methods=gh),
+        Route("/packages/{name}/versions", _wrap(h.versions), methods=gh),
         Route(
             "/packages/{name}/versions/{version}/integrity-manifest.json",
             _wrap(h.versioned_manifest), methods=gh,

@@ -185,6 +185,17 @@ def openapi_document() -> dict[str, Any]:
                         "schema": {"type": "integer", "minimum": 0, "maximum": 255}},
                  {"name": "component", "in": "query", "required": False,
                   "schema": {"type": "string"}}]),
+            "/packages/{name}/versions": {"get": {
+                "summary": "versions kept for the package (the last one is served)",
+                "parameters": [NAME],
+                "responses": {
+                    "200": _json("versions", {
+                        "type": "object", "required": ["package", "current", "versions"],
+                        "properties": {"package": {"type": "string"},
+                                       "current": {"type": "integer"},
+                                       "versions": {"type": "array",
+                                                    "items": {"type": "integer"}}}}),
+                    "404": _err("no such package")}}},
             "/packages/{name}/versions/{version}/integrity-manifest.json": _static(
                 "the manifest of a kept version (immutable)", [NAME, VERSION]),
             "/packages/{name}/versions/{version}/files/{path}": _static(
