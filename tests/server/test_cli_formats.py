@@ -3,13 +3,17 @@ format against its checked-in fixture, and property tests of the small parsers."
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import warnings
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -19,8 +23,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from auraseal.cli import main as cli_main
-from auraseal.errors import ConfigError
-from auraseal.server.publish import TokenSet, hash_token
+from auraseal.errors import ConfigError, InputError, StorageError
+from auraseal.server.publish import TokenSet, hash_token, safe_extract
 from auraseal.server.static import _accepts_gzip, _etag_list, content_type_for
 from auraseal.server.testing import free_port
 
@@ -173,3 +177,29 @@ def test_server_on_postgresql_ledger(  # type: ignore[no-untyped-def]
     with psycopg.connect(pg_database) as conn:
         n = conn.execute("SELECT count(*) FROM ledger.entries").fetchone()
     assert n is not None and n[0] >= 1
+
+
+_SEGMENTS = st.sampled_from(["..", ".", "", "a", "b.txt", "c d", "\\..", "..\\x", "\x00", "é",
+                             "/", "x" * 300, "C:", "%2e%2e"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(names=st.lists(st.lists(_SEGMENTS, min_size=1, max_size=4).map("/".join),
+                      min_size=1, max_size=5))
+def test_safe_extract_never_writes_outside(tmp_path_factory: pytest.TempPathFactory,
+                                           names: list[str]) -> None:
+    base = tmp_path_factory.mktemp("zx")
+    dest = base / "a" / "dest"
+    dest.mkdir(parents=True)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with zipfile.ZipFile(buf, "w") as zf:
+            for n in names:
+                zf.writestr(zipfile.ZipInfo(n), b"data")
+    z = base / "u.zip"
+    z.write_bytes(buf.getvalue())
+    with contextlib.suppress(InputError, StorageError):
+        safe_extract(z, dest, max_total=1 << 20, max_entries=100, max_ratio=200)
+    written = {p.resolve() for p in base.rglob("*") if p.is_file()} - {z.resolve()}
+    assert all(dest.resolve() in p.parents for p in written), written
