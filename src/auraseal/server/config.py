@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from auraseal.errors import ConfigError
@@ -52,7 +52,6 @@ class ServerConfig:
     cors_origin: str = "*"
     healing: bool = True
     small_file_cache_bytes: int = 64 << 20
-    extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.threshold < 1:

@@ -268,6 +268,10 @@ def _verify_large(f: ServedFile, st: os.stat_result, cache: FileCache) -> None:
     key = ("verified", *_stat_key(st), f.integrity)
     if cache.is_verified(key):
         return
+    if f.expected_size is not None and st.st_size != f.expected_size:
+        raise DigestMismatchError(
+            f"size {st.st_size} is not the recorded {f.expected_size}", f.path.name
+        )
     integ = parse_integrity(f.integrity)
     digest = hash_file(f.path, integ.algorithm)
     verify_bytes_digest(digest, f.integrity, f.path.name)
