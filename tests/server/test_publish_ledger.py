@@ -154,3 +154,36 @@ def test_ledger_endpoints(root: Path, serve, token: tuple[str, Path]) -> None:  
     assert httpx.post(f"{url}/ledger/entries", content=b"{", headers=auth).status_code == 400
     head = httpx.get(f"{url}/metrics").text
     assert "auraseal_ledger_entries" in head
+
+
+def test_concurrent_publishes_never_go_backwards(
+    root: Path, serve, token: tuple[str, Path], site_zip: Callable[[int], bytes],  # type: ignore[no-untyped-def]
+) -> None:
+    url = serve(root, healing=False)
+    results: dict[int, int] = {}
+
+    def publish(v: int) -> None:
+        results[v] = _put(url, site_zip(v), token[0]).status_code
+
+    threads = [threading.Thread(target=publish, args=(v,)) for v in (3, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results[3] == 201
+    assert results[2] in (201, 409)
+    assert httpx.get(f"{url}/packages").json()["packages"][0]["version"] == 3
+    assert uploads_empty(root)
+
+
+def test_leftovers_of_a_crash_are_cleaned_at_start(root: Path, serve) -> None:  # type: ignore[no-untyped-def]
+    staging = root / ".versions" / "site" / ".staging-deadbeef"
+    staging.mkdir(parents=True)
+    (staging / "half.bin").write_bytes(b"x" * 100)
+    uploads = root / ".auraseal" / "uploads"
+    uploads.mkdir(parents=True)
+    (uploads / "site-0123.zip").write_bytes(b"PK")
+    url = serve(root, healing=False)
+    assert not staging.exists()
+    assert uploads_empty(root)
+    assert httpx.get(f"{url}/packages").json()["packages"][0]["version"] == 1

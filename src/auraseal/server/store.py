@@ -352,7 +352,12 @@ class PackageStore:
         return done
 
     def clean_staging(self) -> None:
-        """Remove staging directories left by a crash (called at start)."""
+        """Remove staging directories and partial uploads left by a crash (at start)."""
+        uploads = self.real_root / STATE_DIR / "uploads"
+        with contextlib.suppress(OSError):
+            for n in os.listdir(uploads):
+                with contextlib.suppress(OSError):
+                    (uploads / n).unlink()
         vr = self.real_root / VERSIONS_DIR
         with contextlib.suppress(OSError):
             for name in os.listdir(vr):
