@@ -297,3 +297,29 @@ def test_big_file_hashed_while_read_matches_sha512sum(tmp_path: Path) -> None:
     assert parse_integrity(entry.integrity).digests[0].hex() == out
     with open_package(tmp_path / "pkg") as pkg:
         assert scrub(pkg).exit_code == 0
+
+
+def test_symlink_loop_in_place_of_a_part_counts_as_missing(sealed: Path) -> None:
+    (sealed / "one.part.0").unlink()
+    (sealed / "one.part.0").symlink_to(sealed / "one.part.0")
+    with open_package(sealed) as pkg:
+        rep = scrub(pkg)
+        assert next(c for c in rep.components if c.path == "one").bad_parts == {0: "missing"}
+    with open_package(sealed) as pkg:
+        assert repair(pkg).rewritten == ["one.part.0"]
+    assert not (sealed / "one.part.0").is_symlink()
+    with open_package(sealed) as pkg:
+        assert scrub(pkg).exit_code == 0
+
+
+def test_repair_replaces_a_symlink_pointing_outside_never_writes_through_it(
+    sealed: Path, tmp_path: Path
+) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"do not touch")
+    (sealed / "one").unlink()
+    (sealed / "one").symlink_to(victim)
+    with open_package(sealed) as pkg:
+        assert repair(pkg).rewritten == ["one"]
+    assert victim.read_bytes() == b"do not touch"
+    assert not (sealed / "one").is_symlink() and (sealed / "one").read_bytes() == b"1"

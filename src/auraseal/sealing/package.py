@@ -41,6 +41,7 @@ __all__ = [
     "check_zip",
     "extract_zip",
     "open_package",
+    "write_target",
 ]
 
 MAX_ENTRIES = 1_000_000
@@ -147,7 +148,7 @@ class Package:
         assert self.root is not None
         try:
             p = resolve_inside(self.root, name)
-        except UnsafePathError:
+        except (UnsafePathError, OSError, RuntimeError):  # RuntimeError: symlink loop
             return None
         try:
             st = os.stat(p)
@@ -262,6 +263,22 @@ class _FileReader:
     def __del__(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self.fd)
+
+
+def write_target(root: Path, rel: str) -> Path:
+    """Where to (atomically) write member ``rel`` of a package directory.
+
+    The parent directory must resolve inside ``root``; the final name is not
+    followed: the atomic rename replaces whatever entry is there (a symlink,
+    even a looping one, is replaced, never written through).
+    """
+    safe_relpath(rel)
+    parent, _, base = rel.rpartition("/")
+    try:
+        real_parent = resolve_inside(root, parent) if parent else root.resolve()
+    except RuntimeError as exc:  # symlink loop in a parent
+        raise UnsafePathError("symlink loop", rel) from exc
+    return real_parent / base
 
 
 def _check_manifest_names(manifest: Manifest, where: str) -> None:

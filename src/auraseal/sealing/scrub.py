@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from auraseal._fs import atomic_writer, resolve_inside, walk_files
+from auraseal._fs import atomic_writer, walk_files
 from auraseal.errors import AuraSealError, IntegrityError, StorageError, UsageError
 from auraseal.integrity import parse_integrity
 from auraseal.manifest import FileEntry, part_name
@@ -28,7 +28,7 @@ from auraseal.sealing.component import (
     lost_error,
     ordered_map,
 )
-from auraseal.sealing.package import Package, extract_zip, open_package
+from auraseal.sealing.package import Package, extract_zip, open_package, write_target
 from auraseal.sealing.seal import encode_parts, write_zip
 
 __all__ = [
@@ -363,7 +363,7 @@ def _decode_and_rebuild(
         stripe = engine.decode(k, m, {n: sources[n](off, length) for n in chosen}, spans[i][1])
         return stripe, (engine.encode(k, m, stripe) if missing else None)
 
-    paths = {n: resolve_inside(pkg.root, part_name(spec.path, n)) for n in missing}
+    paths = {n: write_target(pkg.root, part_name(spec.path, n)) for n in missing}
     expected = {n: spec.part_digest(n) for n in missing}
     with PartsWriter(spec, paths, 2 if pool is not None and spec.size >= BIG else 1) as writer:
 
@@ -376,7 +376,7 @@ def _decode_and_rebuild(
         if rep.original != "good":
             data = iter_decompress(spec.codec, stripes(), spec.size, spec.path)
             write_verified(
-                resolve_inside(pkg.root, spec.path),
+                write_target(pkg.root, spec.path),
                 data,
                 spec.integrity,
                 spec.path,
@@ -404,7 +404,7 @@ def _reseal_parts(
         for n in sorted(rep.bad_parts):
             out.failed[part_name(spec.path, n)] = "re-compression differs from the sealed stream"
         return
-    paths = {n: resolve_inside(pkg.root, part_name(spec.path, n)) for n in rep.bad_parts}
+    paths = {n: write_target(pkg.root, part_name(spec.path, n)) for n in rep.bad_parts}
     expected = {n: spec.part_digest(n) for n in rep.bad_parts}
     done, failed = encode_parts(spec, stream, paths, None, expected)
     out.rewritten += [part_name(spec.path, n) for n in sorted(done)]

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from auraseal._fs import resolve_inside
 from auraseal.errors import AuraSealError, ComponentLostError, InputError, IntegrityError
 from auraseal.integrity import verify_bytes
 from auraseal.manifest import FileEntry, part_name
@@ -22,7 +21,7 @@ from auraseal.sealing.component import (
     iter_stripes,
     lost_error,
 )
-from auraseal.sealing.package import Package
+from auraseal.sealing.package import Package, write_target
 from auraseal.sealing.scrub import BIG, check_component, write_verified
 
 __all__ = ["UnsealReport", "rebuild_component", "unseal", "verify_part"]
@@ -91,7 +90,7 @@ class UnsealReport:
 def _unseal_one(
     pkg: Package, entry: FileEntry, out: Path, pool: Executor, report: UnsealReport
 ) -> None:
-    dest = resolve_inside(out, entry.path)
+    dest = write_target(out, entry.path)
     if pkg.size(entry.path) == entry.size:
         try:
             write_verified(dest, pkg.iter_chunks(entry.path), entry.integrity, entry.path)
