@@ -3,6 +3,7 @@ Python server on the same tree: status, headers, ranges and bytes."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -57,8 +58,6 @@ def nginx_url(published: tuple[Path, str], tmp_path: Path) -> Iterator[str]:
                    "--standalone", str(d), "-o", str(conf)])
     assert rc == 0
     cmd = [NGINX, "-p", str(d), "-c", str(conf)]
-    import os  # noqa: PLC0415
-
     if os.geteuid() == 0:
         cmd += ["-g", "user root;"]  # workers must read the pytest tmp tree (mode 0700)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -154,3 +153,38 @@ def test_nginx_preflight_and_refusals(published: tuple[Path, str], nginx_url: st
                     "/packages/../.auraseal/ledger.sqlite3"):
             st = httpx.get(url + bad).status_code
             assert 400 <= st < 500, (url, bad, st)
+
+
+def test_nginx_in_front_with_upstream(published: tuple[Path, str], tmp_path: Path,
+                                      token: tuple[str, Path],
+                                      site_zip: Callable[[int], bytes]) -> None:
+    """nginx serves the static tree and proxies publish, archive, ledger to Python."""
+    if not Path(NGINX).exists():
+        pytest.skip("nginx is not installed")
+    root, py_url = published
+    port = free_port()
+    d = tmp_path / "nginx-up"
+    d.mkdir()
+    conf = d / "nginx.conf"
+    assert cli_main(["nginx-conf", str(root), "--listen", f"127.0.0.1:{port}",
+                     "--upstream", py_url, "--standalone", str(d), "-o", str(conf)]) == 0
+    cmd = [NGINX, "-p", str(d), "-c", str(conf)]
+    if os.geteuid() == 0:
+        cmd += ["-g", "user root;"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_port(port, proc)
+        ng = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{ng}/packages").json()["packages"][0]["version"] == 2
+        r = httpx.put(f"{ng}/packages/site", content=site_zip(3),
+                      headers={"authorization": f"Bearer {token[0]}"}, timeout=60)
+        assert r.status_code == 201, r.text
+        m = httpx.get(f"{ng}/packages/site/integrity-manifest.json")
+        assert m.status_code == 200 and b'"version": 3' in m.content
+        assert m.headers["server"] == "nginx"  # served statically, not proxied
+        z = httpx.get(f"{ng}/packages/site", timeout=30)
+        assert z.status_code == 200 and z.content[:4] == b"PK\x03\x04"
+        assert httpx.put(f"{ng}/packages/site", content=b"x").status_code == 401
+    finally:
+        proc.terminate()
+        proc.wait(10)
