@@ -293,7 +293,7 @@ class _Fetch:
         errors: list[AuraSealError] = []
         if cached is not None:
             data, meta = cached
-            if self.offline or self.now - meta.fetched_at <= self.manifest_ttl:
+            if self.offline or self.now - meta.fetched_at < self.manifest_ttl:
                 try:
                     return self.trust(data, f"{primary.manifest_url} (cached)"), "cache"
                 except TrustError as exc:
@@ -344,7 +344,9 @@ class _Fetch:
 
     # --- one file ----------------------------------------------------------
 
-    def _copy_verified(self, src: Path, target: Path, entry: FileEntry) -> bytes:
+    def _copy_verified(
+        self, src: Path, target: Path, entry: FileEntry, keep_mtime: float | None = None
+    ) -> bytes:
         ver = StreamVerifier(entry.integrity, str(src))
         try:
             with open(src, "rb") as fi, open(target, "wb") as fo:
@@ -360,6 +362,8 @@ class _Fetch:
                 ver.verify()
                 fo.flush()
                 os.fsync(fo.fileno())
+            if keep_mtime is not None:
+                os.utime(target, (keep_mtime, keep_mtime))
         except OSError as exc:
             raise StorageError(f"cannot copy: {exc.strerror}", str(src)) from exc
         return ver.digest()
@@ -504,23 +508,30 @@ class _Fetch:
             if hit is not None:
                 path, mtime = hit
                 age = self.now.astimezone(UTC).timestamp() - mtime
-                if self.offline or age <= self.file_ttl.total_seconds():
+                if self.offline or age < self.file_ttl.total_seconds():
                     try:
-                        self._copy_verified(path, target, entry)
+                        self._copy_verified(path, target, entry, keep_mtime=mtime)
                         return done("cache")
                     except IntegrityError as exc:
                         self.cache.forget_file(path)
                         refuse("cache", exc)
                 else:
                     stale = path
-        # 2. the copy already installed in DIR (same bytes as this manifest)
-        installed = self._installed_copy(entry)
-        if installed is not None:
-            try:
-                self._copy_verified(installed, target, entry)
-                return done("installed")
-            except IntegrityError as exc:
-                report.rejected.append(f"installed: {exc.what}")
+        # 2. the copy already installed in DIR (same bytes as this manifest),
+        #    aged like a cached copy: by when it was downloaded
+        stale_installed: Path | None = None
+        inst = self._installed_copy(entry)
+        if inst is not None:
+            path, mtime = inst
+            age = self.now.astimezone(UTC).timestamp() - mtime
+            if self.offline or age < self.file_ttl.total_seconds():
+                try:
+                    self._copy_verified(path, target, entry, keep_mtime=mtime)
+                    return done("installed")
+                except IntegrityError as exc:
+                    report.rejected.append(f"installed: {exc.what}")
+            else:
+                stale_installed = path
         if not self.offline:
             # 3. the primary, then each mirror
             for src in self.sources:
@@ -551,13 +562,14 @@ class _Fetch:
                     return done("parts")
                 except AuraSealError as exc:
                     refuse("parts", exc)
-        # 5. a stale cached copy (still the same bytes as this manifest)
-        if stale is not None:
-            try:
-                self._copy_verified(stale, target, entry)
-                return done("stale cache")
-            except IntegrityError as exc:
-                refuse("stale cache", exc)
+        # 5. a stale cached or installed copy (still the same bytes as this manifest)
+        for label, old_copy in (("stale cache", stale), ("stale installed", stale_installed)):
+            if old_copy is not None:
+                try:
+                    self._copy_verified(old_copy, target, entry)
+                    return done(label)
+                except IntegrityError as exc:
+                    refuse(label, exc)
         # 6. the local fallback folder, only if it matches this manifest
         if self.fallback_dir is not None:
             for cand in fallback_candidates(self.fallback_dir, entry):
@@ -572,15 +584,16 @@ class _Fetch:
         # after a rebuild the bytes matched entry.integrity; cache under its first digest
         return parse_integrity(entry.integrity).digests[0]
 
-    def _installed_copy(self, entry: FileEntry) -> Path | None:
+    def _installed_copy(self, entry: FileEntry) -> tuple[Path, float] | None:
         if not self.dest.is_dir():
             return None
         try:
             p = resolve_inside(self.dest, entry.path)
-            if p.is_file() and p.stat().st_size == entry.size:
-                return p
+            st = p.stat()
         except (AuraSealError, OSError):
             return None
+        if p.is_file() and st.st_size == entry.size:
+            return p, st.st_mtime
         return None
 
     def _refusal(

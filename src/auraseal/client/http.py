@@ -24,7 +24,7 @@ from typing import Protocol
 
 import httpx
 
-from auraseal.errors import NetworkError
+from auraseal.errors import DigestMismatchError, NetworkError
 
 __all__ = ["Fetched", "Fetcher", "HttpConfig", "Sink"]
 
@@ -122,8 +122,10 @@ class Fetcher:
         """Stream exactly ``size`` bytes of ``url`` into ``sink``.
 
         Raises :class:`NetworkError` on an HTTP error, a stall, a rate below
-        the minimum, a body longer than ``size`` (read stops at ``size + 1``
-        bytes) or shorter (truncated)."""
+        the minimum, a body longer than ``size`` (read stops at the first
+        chunk past it) or a connection dropped mid-body (truncated), and
+        :class:`~auraseal.errors.DigestMismatchError` for a complete answer
+        of another size (``Content-Length`` or a clean end of body)."""
         self._stream(url, sink, size, {}, allow_304=False, exact=size, progress=progress)
         return size
 
@@ -148,12 +150,18 @@ class Fetcher:
                 if resp.status_code != 200:
                     raise NetworkError(f"HTTP {resp.status_code}", url)
                 length = resp.headers.get("content-length")
-                if length is not None and length.isdigit() and int(length) > cap:
+                if exact is not None and length is not None and length.isdigit():
+                    if int(length) != exact:
+                        # a complete answer of the wrong size: not the file we want
+                        raise DigestMismatchError(
+                            f"server's copy is {int(length)} bytes, expected {exact}", url
+                        )
+                elif length is not None and length.isdigit() and int(length) > cap:
                     raise NetworkError(
                         f"server announces {int(length)} bytes, more than the {cap} expected",
                         url,
                     )
-                for chunk in resp.iter_bytes(CHUNK):
+                for chunk in resp.iter_bytes():
                     got += len(chunk)
                     if got > cap:
                         raise NetworkError(
@@ -174,7 +182,7 @@ class Fetcher:
                             url,
                         )
                 if exact is not None and got != exact:
-                    raise NetworkError(f"truncated: got {got} of {exact} bytes", url)
+                    raise DigestMismatchError(f"body ended after {got} of {exact} bytes", url)
                 return resp.status_code, resp.headers
         except httpx.TimeoutException as exc:
             raise NetworkError(
