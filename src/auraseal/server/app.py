@@ -33,8 +33,9 @@ from auraseal.errors import (
     TrustError,
     UnrecoverableError,
 )
-from auraseal.manifest import MANIFEST_NAME, part_name
+from auraseal.manifest import MANIFEST_NAME, Manifest, manifest_digest, part_name
 from auraseal.server.config import STATE_DIR, ServerConfig, check_package_name
+from auraseal.server.ledger_port import LedgerPort
 from auraseal.server.metrics import CONTENT_TYPE as METRICS_TYPE
 from auraseal.server.openapi import openapi_document
 from auraseal.server.publish import PayloadTooLargeError, TokenSet, check_package, safe_extract
@@ -422,12 +423,12 @@ class Handlers:
                 self.state.cache.clear()
                 if cfg.trusted_keys:
                     self._trust_state().record(
-                        name, manifest.version, _digest(manifest)
+                        name, manifest.version, manifest_digest(manifest)
                     )
             event = self.state.record_event(
                 "publish",
                 {"package": name, "version": manifest.version, "files": len(manifest.files),
-                 "bytes": received, "manifest_sha256": _digest(manifest)},
+                 "bytes": received, "manifest_sha256": manifest_digest(manifest)},
             )
             self.state.metrics.inc("auraseal_publishes_total", result="ok")
             await self.state.verify_package(name)
@@ -448,7 +449,7 @@ class Handlers:
     def _trust_state(self) -> TrustState:
         return TrustState(self.state.config.root.resolve() / STATE_DIR / "trust-state.json")
 
-    def _check_upload(self, name: str, upload: Path, staging: Path) -> Any:
+    def _check_upload(self, name: str, upload: Path, staging: Path) -> Manifest:
         cfg = self.state.config
         safe_extract(
             upload, staging, max_total=cfg.max_unpacked_bytes, max_entries=cfg.max_entries,
@@ -469,7 +470,7 @@ class Handlers:
 
     # --- ledger -----------------------------------------------------------------------
 
-    def _ledger(self) -> Any:
+    def _ledger(self) -> LedgerPort:
         if self.state.ledger is None:
             raise StorageError("no ledger is configured", "ledger")
         return self.state.ledger
@@ -544,12 +545,6 @@ class Handlers:
 
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(openapi_document())
-
-
-def _digest(manifest: Any) -> str:
-    from auraseal.manifest import manifest_digest  # noqa: PLC0415
-
-    return manifest_digest(manifest)
 
 
 def _wrap(fn: Callable[[Request], Any]) -> Callable[[Request], Any]:
