@@ -39,6 +39,7 @@ from auraseal.errors import (
 )
 from auraseal.integrity import StreamVerifier, parse_integrity, verify_bytes
 from auraseal.manifest import FileEntry, Manifest, load_manifest, manifest_digest
+from auraseal.sealing import rebuild_component
 from auraseal.signing import TrustPolicy
 
 __all__ = [
@@ -146,16 +147,6 @@ class FetchReport:
         )
 
 
-def _load_rebuild() -> RebuildFn | None:
-    """The sealing part's ``rebuild_component`` if it is available."""
-    try:
-        from auraseal import sealing  # noqa: PLC0415
-    except ImportError:
-        return None
-    fn = getattr(sealing, "rebuild_component", None)
-    return fn if callable(fn) else None
-
-
 class _VerifySink:
     def __init__(self, fh: BinaryIO, verifier: StreamVerifier) -> None:
         self.fh = fh
@@ -217,7 +208,7 @@ class _Fetch:
         if cfg.max_connections < self.jobs * 2:
             cfg = HttpConfig(**{**cfg.__dict__, "max_connections": self.jobs * 2})
         self.fetcher = Fetcher(cfg, transport)
-        self.rebuild = rebuild if rebuild is not None else _load_rebuild()
+        self.rebuild: RebuildFn = rebuild if rebuild is not None else rebuild_component
         self.warnings: list[str] = []
         self._lock = threading.Lock()
         self._downloaded = 0
@@ -421,8 +412,6 @@ class _Fetch:
     ) -> None:
         rec = entry.recovery
         assert rec is not None
-        if self.rebuild is None:
-            raise ComponentLostError("part recovery is not available", entry.path)
         total = len(rec.parts)
         good: dict[int, bytes] = {}
         pending: dict[Future[tuple[bytes | None, list[str]]], int] = {}
