@@ -11,15 +11,21 @@ the URL's base name (``aiTerms`` → ``ai_terms.json``).
 from __future__ import annotations
 
 import posixpath
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 from auraseal._fs import resolve_inside, safe_relpath
 from auraseal.errors import AuraSealError, UsageError
 from auraseal.manifest import MANIFEST_NAME, FileEntry, Manifest, part_name
 
 __all__ = ["Source", "fallback_candidates", "is_blockhub", "make_source"]
+
+#: ``auraseal serve``'s package URL and its manifest alias (docs/SERVER.md).
+_SERVER_PACKAGE = re.compile(
+    r"^(.*/packages/[A-Za-z0-9][A-Za-z0-9._-]{0,127})/?(?:integrity-manifest\.json)?$"
+)
 
 
 @dataclass(frozen=True)
@@ -43,10 +49,17 @@ class Source:
 
 def make_source(url: str, label: str) -> Source:
     """A URL ending in ``.json`` names the manifest itself (files are beside
-    it); anything else is a package base holding ``integrity-manifest.json``."""
+    it); ``<server>/packages/<name>`` (``auraseal serve``'s package URL) means
+    its static base ``<server>/packages/<name>/files/``; anything else is a
+    package base holding ``integrity-manifest.json``."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise UsageError("need an http:// or https:// URL", url)
+    served = _SERVER_PACKAGE.match(parts.path)
+    if served is not None and not parts.query:
+        # `auraseal serve`: /packages/<name>[/integrity-manifest.json] → its static base
+        base = urlunsplit((parts.scheme, parts.netloc, served.group(1) + "/files/", "", ""))
+        return Source(label, base, base + MANIFEST_NAME)
     if parts.path.endswith(".json"):
         base = urljoin(url, "./")
         return Source(label, base, url)
