@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from auraseal.ledger import open_ledger
+
 EX = Path(__file__).resolve().parents[2] / "src" / "auraseal" / "examples" / "site"
 
 
@@ -143,3 +145,16 @@ def test_json_errors_are_machine_readable(tmp_path: Path) -> None:
     err = json.loads(p.stdout)["error"]
     assert err["type"] == "DigestMismatchError" and err["exit_code"] == 1
     assert err["where"] == str(f)
+
+
+def test_manifest_verify_records_ledger_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    monkeypatch.setenv("AURASEAL_LEDGER", url)
+    m = tmp_path / "m.json"
+    assert run("manifest", "build", str(EX), "-o", str(m)).returncode == 0
+    assert run("manifest", "verify", str(EX), "--manifest", str(m)).returncode == 0
+    with open_ledger(url) as led:
+        events = [e for e in led.pending() if e.entry_type == "manifest_verify"]
+    assert len(events) == 1

@@ -19,6 +19,7 @@ from auraseal.integrity import (
     sri_token,
     verify_file,
 )
+from auraseal.ledger import record_event
 from auraseal.manifest import (
     FORMATS,
     MANIFEST_NAME,
@@ -204,6 +205,19 @@ def cmd_manifest_verify(args: argparse.Namespace) -> int:
         )
     data = {"manifest": str(mpath), "name": manifest.name, "version": manifest.version}
     data.update(report.to_dict())
+    record_event(
+        "manifest_verify",
+        {
+            "package": manifest.name,
+            "version": manifest.version,
+            "ok": report.ok,
+            "checked": report.checked,
+            "modified": [m.path for m in report.modified],
+            "missing": report.missing,
+            "unexpected": report.unexpected,
+            "signed": policy is not None,
+        },
+    )
     if not report.ok:
         lines = [
             f"{m.path}: modified (expected {m.expected}, got {m.actual})" for m in report.modified
