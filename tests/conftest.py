@@ -104,3 +104,12 @@ def pg_database(pg_dsn: str) -> Iterator[str]:
     yield pg_dsn.rsplit("/", 1)[0] + "/" + name
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+
+@pytest.fixture(autouse=True)
+def _no_user_config(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tests never read the user's real ~/.config/auraseal/config.toml."""
+    missing = tmp_path_factory.getbasetemp() / "no-such-config.toml"
+    monkeypatch.setenv("AURASEAL_CONFIG", str(missing))

@@ -205,3 +205,21 @@ def test_async_block_timer(tmp_path: Path) -> None:
         return head.data_count if head else 0
 
     assert asyncio.run(flow()) == 1
+
+
+def test_config_file_names_the_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AURASEAL_LEDGER", raising=False)
+    monkeypatch.delenv("AURASEAL_LEDGER_JSONL", raising=False)
+    monkeypatch.delenv("INTEGRITY_HMAC_SECRET", raising=False)
+    cfg = tmp_path / "config.toml"
+    monkeypatch.setenv("AURASEAL_CONFIG", str(cfg))
+    url = f"sqlite://{tmp_path / 'cfg.db'}"
+    cfg.write_text(f'[ledger]\nurl = "{url}"\njsonl = "{tmp_path / "cfg.jsonl"}"\n')
+    assert resolve_ledger_url(None) == url
+    record_event("seal", {"name": "x"})
+    assert (tmp_path / "cfg.jsonl").exists()
+    with open_ledger(url) as led:
+        assert [e.entry_type for e in led.pending()] == ["seal"]
+    cfg.write_text("[ledger]\nurl = 5\n")
+    with pytest.raises(ConfigError, match=r"\[ledger\]"):
+        resolve_ledger_url(None)

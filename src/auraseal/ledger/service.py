@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -70,6 +71,7 @@ __all__ = [
 
 LEDGER_ENV = "AURASEAL_LEDGER"
 LEDGER_JSONL_ENV = "AURASEAL_LEDGER_JSONL"
+CONFIG_ENV = "AURASEAL_CONFIG"
 _ENV: Any = object()  # "read INTEGRITY_HMAC_SECRET from the environment"
 T = TypeVar("T")
 
@@ -79,14 +81,44 @@ def default_ledger_url() -> str:
     return f"sqlite://{platformdirs.user_data_path('auraseal') / 'ledger.db'}"
 
 
+def config_path() -> Path:
+    """``$AURASEAL_CONFIG``, else ``<user config dir>/auraseal/config.toml``."""
+    value = os.environ.get(CONFIG_ENV)
+    return Path(value) if value else platformdirs.user_config_path("auraseal") / "config.toml"
+
+
+def config_ledger() -> dict[str, str]:
+    """The ``[ledger]`` table (``url``, ``jsonl``) of the config file, if any."""
+    path = config_path()
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"unreadable config file: {exc}", str(path)) from exc
+    table = doc.get("ledger", {})
+    if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+        raise ConfigError("[ledger] must hold string values (url, jsonl)", str(path))
+    return {k: v for k, v in table.items() if k in ("url", "jsonl")}
+
+
+def configured_ledger_url() -> str | None:
+    """``$AURASEAL_LEDGER``, else the config file's ``[ledger] url``, else None."""
+    return os.environ.get(LEDGER_ENV) or config_ledger().get("url")
+
+
 def resolve_ledger_url(explicit: str | None = None) -> str:
-    """``explicit``, else ``$AURASEAL_LEDGER``, else :func:`default_ledger_url`."""
-    return explicit or os.environ.get(LEDGER_ENV) or default_ledger_url()
+    """``explicit``, else ``$AURASEAL_LEDGER``, else the config file's
+    ``[ledger] url``, else :func:`default_ledger_url`."""
+    return explicit or configured_ledger_url() or default_ledger_url()
 
 
 def env_jsonl() -> Path | None:
-    """``$AURASEAL_LEDGER_JSONL`` — the mirror of the ``$AURASEAL_LEDGER`` ledger."""
+    """``$AURASEAL_LEDGER_JSONL`` (else the config file's ``[ledger] jsonl``) — the
+    mirror of the configured ledger."""
     value = os.environ.get(LEDGER_JSONL_ENV)
+    if not value and not os.environ.get(LEDGER_ENV):
+        value = config_ledger().get("jsonl")
     return Path(value) if value else None
 
 
@@ -571,12 +603,13 @@ def record_event(
     *,
     ledger_url: str | None = None,
 ) -> None:
-    """Record an event if a ledger is configured (``ledger_url`` or ``$AURASEAL_LEDGER``).
+    """Record an event if a ledger is configured (``ledger_url``, ``$AURASEAL_LEDGER``
+    or the config file's ``[ledger] url``).
 
     Signed with HMAC when ``INTEGRITY_HMAC_SECRET`` is set, otherwise recorded
     as an explicitly unsigned entry.  With no ledger configured, does nothing.
     """
-    url = ledger_url or os.environ.get(LEDGER_ENV)
+    url = ledger_url or configured_ledger_url()
     if not url:
         return
     with open_ledger(url, env_jsonl() if ledger_url is None else None) as led:
