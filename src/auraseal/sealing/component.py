@@ -4,9 +4,11 @@ the stripe pipelines shared by seal, unseal, scrub and repair."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import hmac
 import math
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -22,6 +24,7 @@ from auraseal.errors import (
     IntegrityError,
     ManifestFormatError,
     PartFormatError,
+    StorageError,
     UsageError,
 )
 from auraseal.integrity import auraseal_string, parse_integrity, sri_token
@@ -46,11 +49,14 @@ __all__ = [
     "ComponentSpec",
     "PartsWriter",
     "Plan",
+    "WriterFactory",
     "check_part_bytes",
     "coherence_parity",
+    "fresh_writer",
     "integrity_for",
     "ordered_map",
     "plan_component",
+    "sync_tree",
 ]
 
 DEFAULT_PART_SIZE = 5120
@@ -378,6 +384,48 @@ def lost_error(spec: ComponentSpec, good: int, where: str) -> ComponentLostError
     )
 
 
+WriterFactory = Callable[[Path], contextlib.AbstractContextManager[BinaryIO]]
+
+
+@contextlib.contextmanager
+def fresh_writer(path: Path) -> Iterator[BinaryIO]:
+    """Create a new file inside a tree that nobody sees yet (a package being built).
+
+    No per-file fsync: the whole tree is synced once (:func:`sync_tree`)
+    before it is renamed into place, which is what makes it appear
+    atomically. On an exception the file is removed.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "xb")  # noqa: SIM115 - closed below
+        os.fchmod(fh.fileno(), 0o644)  # served as static files, whatever the umask
+    except OSError as exc:
+        raise StorageError(f"cannot create: {exc.strerror}", str(path)) from exc
+    ok = False
+    try:
+        with fh:
+            yield fh
+        ok = True
+    except OSError as exc:
+        raise StorageError(f"cannot write: {exc.strerror}", str(path)) from exc
+    finally:
+        if not ok:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
+def sync_tree(root: Path) -> None:
+    """Flush everything written below ``root`` to disk (``syncfs``; ``sync`` if absent)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fn = getattr(libc, "syncfs", None)
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        if fn is None or fn(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
 class PartsWriter:
     """Part files of one component written stripe by stripe, each atomically.
 
@@ -389,7 +437,13 @@ class PartsWriter:
     threads (hashlib, zlib and file I/O release the GIL).
     """
 
-    def __init__(self, spec: ComponentSpec, paths: Mapping[int, Path], threads: int = 1) -> None:
+    def __init__(
+        self,
+        spec: ComponentSpec,
+        paths: Mapping[int, Path],
+        threads: int = 1,
+        writer: WriterFactory = atomic_writer,
+    ) -> None:
         self.spec = spec
         self._ctx: dict[int, contextlib.AbstractContextManager[BinaryIO]] = {}
         self._fh: dict[int, BinaryIO] = {}
@@ -400,7 +454,7 @@ class PartsWriter:
         self._pool = ThreadPoolExecutor(self._threads) if self._threads > 1 else None
         try:
             for n in nums:
-                ctx = atomic_writer(paths[n])
+                ctx = writer(paths[n])
                 self._fh[n] = ctx.__enter__()
                 self._ctx[n] = ctx
                 head = spec.header(n).pack()

@@ -406,7 +406,7 @@ def _reseal_parts(
         return
     paths = {n: write_target(pkg.root, part_name(spec.path, n)) for n in rep.bad_parts}
     expected = {n: spec.part_digest(n) for n in rep.bad_parts}
-    done, failed = encode_parts(spec, stream, paths, None, expected)
+    done, failed = encode_parts(spec, stream, paths, None, expected=expected)
     out.rewritten += [part_name(spec.path, n) for n in sorted(done)]
     out.failed.update({part_name(spec.path, n): r for n, r in failed.items()})
 

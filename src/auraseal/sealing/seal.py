@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
-from auraseal._fs import atomic_write_bytes, atomic_writer, resolve_inside, walk_files
+from auraseal._fs import atomic_writer, fsync_dir, resolve_inside, walk_files
 from auraseal._time import utcnow
 from auraseal.errors import StorageError, UsageError
 from auraseal.integrity import sri_token
@@ -46,9 +46,12 @@ from auraseal.sealing.component import (
     ComponentSpec,
     PartsWriter,
     Plan,
+    WriterFactory,
+    fresh_writer,
     integrity_for,
     ordered_map,
     plan_component,
+    sync_tree,
 )
 from auraseal.sealing.erasure import get_engine
 from auraseal.sealing.format import FOOTER_SIZE, HEADER_SIZE, stripe_spans
@@ -84,15 +87,17 @@ class SealOptions:
         plan_component(0, self.part_size, self.coherence, self.engine)
 
 
-def _copy(data: Buffer, dst: Path) -> None:
+def _copy(data: Buffer, dst: Path, writer: WriterFactory = atomic_writer) -> None:
     view = memoryview(data)
     step = 8 << 20
-    with atomic_writer(dst) as fh:
+    with writer(dst) as fh:
         for off in range(0, len(view), step):
             fh.write(view[off : off + step])
 
 
-def _copy_and_hash(data: Buffer, dst: Path | None, algorithm: str) -> bytes:
+def _copy_and_hash(
+    data: Buffer, dst: Path | None, algorithm: str, writer: WriterFactory = atomic_writer
+) -> bytes:
     h = hashlib.new(algorithm)
     view = memoryview(data)
     step = 8 << 20
@@ -100,7 +105,7 @@ def _copy_and_hash(data: Buffer, dst: Path | None, algorithm: str) -> bytes:
         for off in range(0, len(view), step):
             h.update(view[off : off + step])
         return h.digest()
-    with atomic_writer(dst) as fh:
+    with writer(dst) as fh:
         for off in range(0, len(view), step):
             chunk = view[off : off + step]
             h.update(chunk)
@@ -148,7 +153,9 @@ def encode_parts(
     stream: Buffer,
     paths: Mapping[int, Path],
     pool: Executor | None = None,
+    *,
     expected: Mapping[int, bytes] | None = None,
+    writer: WriterFactory = atomic_writer,
 ) -> tuple[dict[int, bytes], dict[int, str]]:
     """Encode ``stream`` into the part files ``paths`` (number -> path), atomically.
 
@@ -164,10 +171,10 @@ def encode_parts(
         return engine.encode(k, m, view[off : off + length])
 
     threads = 2 if pool is not None else 1
-    with PartsWriter(spec, paths, threads) as writer:
+    with PartsWriter(spec, paths, threads, writer) as parts:
         for frags in ordered_map(pool, one, spec.spans()):
-            writer.add(frags)
-        return writer.finish(expected)
+            parts.add(frags)
+        return parts.finish(expected)
 
 
 def _read_source(
@@ -243,26 +250,30 @@ def seal_file(
     copy_original: bool = True,
     tmpdir: Path | None = None,
     digest: bytes | None = None,
+    writer: WriterFactory = atomic_writer,
 ) -> FileEntry:
     """Seal one component's bytes: write the original (optional) and its parts.
 
     ``digest`` is the bytes' digest under ``opts.algorithm`` if already known.
+    ``writer`` creates each file (default: atomic, fsynced; ``seal_tree`` uses
+    :func:`fresh_writer` inside its not-yet-visible temporary package).
     """
     opts.check()
     with contextlib.ExitStack() as stack:
         big = len(data) >= BIG and pool is not None
         dst = resolve_inside(out_root, rel) if copy_original else None
         if not big or pool is None:
-            digest = _copy_and_hash(data, dst, opts.algorithm)
+            digest = _copy_and_hash(data, dst, opts.algorithm, writer)
             codec, stream = _choose_stream(opts.codec, data, tmpdir or out_root, stack)
             plan = plan_component(len(stream), opts.part_size, opts.coherence, opts.engine)
             spec = _spec(rel, data, codec, digest, plan, opts)
-            digests, _ = encode_parts(spec, stream, _part_paths(out_root, spec))
+            paths = _part_paths(out_root, spec)
+            digests, _ = encode_parts(spec, stream, paths, writer=writer)
             return _entry(spec, digests)
         # Big component: hash the original while compressing and encoding; then
         # write the parts (two threads) while the original's copy is written.
         # The copy is mostly disk time: start it first, alongside the hash.
-        copy_future = pool.submit(_copy, data, dst) if dst else None
+        copy_future = pool.submit(_copy, data, dst, writer) if dst else None
         hash_future = (
             pool.submit(_copy_and_hash, data, None, opts.algorithm) if digest is None else None
         )
@@ -284,12 +295,12 @@ def seal_file(
         spec = _spec(rel, data, codec, digest, plan, opts)
         paths = _part_paths(out_root, spec)
         if encoded is None:
-            digests, _ = encode_parts(spec, stream, paths, pool)
+            digests, _ = encode_parts(spec, stream, paths, pool, writer=writer)
         else:
-            with PartsWriter(spec, paths, threads=2) as writer:
+            with PartsWriter(spec, paths, 2, writer) as parts:
                 for frags in encoded:
-                    writer.add(frags)
-                digests, _ = writer.finish()
+                    parts.add(frags)
+                digests, _ = parts.finish()
         if copy_future is not None:
             copy_future.result()
         return _entry(spec, digests)
@@ -401,7 +412,16 @@ def seal_tree(
                     data, digest = _read_source(
                         resolve_inside(src, rel), stack, rel, opts.algorithm
                     )
-                    entry = seal_file(data, rel, tmp, opts, stripes, tmpdir=tmp, digest=digest)
+                    entry = seal_file(
+                        data,
+                        rel,
+                        tmp,
+                        opts,
+                        stripes,
+                        tmpdir=tmp,
+                        digest=digest,
+                        writer=fresh_writer,
+                    )
                 if progress is not None:
                     progress(entry.size)
                 return entry
@@ -415,11 +435,14 @@ def seal_tree(
             expires=None if expires is None else created + expires,
             files=tuple(sorted(entries, key=lambda e: e.path)),
         )
-        atomic_write_bytes(tmp / MANIFEST_NAME, dump_signed(manifest, keys))
+        with fresh_writer(tmp / MANIFEST_NAME) as fh:
+            fh.write(dump_signed(manifest, keys))
+        sync_tree(tmp)  # every file durable before the package becomes visible
         os.chmod(tmp, 0o755)  # noqa: S103 - a package is served as static files
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
+        fsync_dir(out.parent)
         ok = True
     except OSError as exc:
         raise StorageError(f"cannot write package: {exc.strerror}", str(out)) from exc
