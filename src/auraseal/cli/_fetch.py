@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import platformdirs
 from rich.progress import (
@@ -25,8 +25,13 @@ from rich.progress import (
 from auraseal._time import parse_duration
 from auraseal.cli._core import trust_policy
 from auraseal.cli._output import emit, want_json
-from auraseal.client import DEFAULT_JOBS, fetch_package, rollback
-from auraseal.client.fetch import LedgerSink
+
+if TYPE_CHECKING:
+    from auraseal.client.fetch import LedgerSink
+
+#: Parallel downloads by default (kept in step with auraseal.client.DEFAULT_JOBS;
+#: the client is imported lazily so other commands start faster).
+DEFAULT_JOBS = 4
 
 __all__ = ["register"]
 
@@ -128,6 +133,8 @@ def _ledger(args: argparse.Namespace) -> Iterator[LedgerSink | None]:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
+    from auraseal.client import fetch_package  # noqa: PLC0415
+
     policy = trust_policy(args)
     cache_dir: Path | None = None
     if not args.no_cache:
@@ -154,6 +161,8 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    from auraseal.client import rollback  # noqa: PLC0415
+
     record = rollback(args.dir)
     cur = record.current
     text = (

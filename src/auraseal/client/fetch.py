@@ -55,7 +55,7 @@ __all__ = [
 
 DEFAULT_MANIFEST_TTL = timedelta(hours=1)
 DEFAULT_FILE_TTL = timedelta(hours=6)
-DEFAULT_JOBS = 8
+DEFAULT_JOBS = 4
 COPY_CHUNK = 1024 * 1024
 
 #: ``record(entry_type, data)`` — where verifications, recoveries and refusals go.
@@ -252,7 +252,7 @@ class _Fetch:
 
     # --- manifest ----------------------------------------------------------
 
-    def trust(self, data: bytes, where: str) -> Manifest:
+    def trust(self, data: bytes, where: str) -> tuple[Manifest, str]:
         m = load_manifest(
             data, where, policy=self.policy, state=None, now=self.now, name=self.url
         )
@@ -276,9 +276,9 @@ class _Fetch:
                 raise RollbackError(
                     f"version {m.version} of '{m.name}' differs from the installed one", where
                 )
-        return m
+        return m, digest
 
-    def manifest(self) -> tuple[Manifest, str]:
+    def manifest(self) -> tuple[Manifest, str, str]:
         primary = self.sources[0]
         cached = self.cache.manifest(primary.manifest_url) if self.cache is not None else None
         errors: list[AuraSealError] = []
@@ -286,7 +286,7 @@ class _Fetch:
             data, meta = cached
             if self.offline or self.now - meta.fetched_at < self.manifest_ttl:
                 try:
-                    return self.trust(data, f"{primary.manifest_url} (cached)"), "cache"
+                    return *self.trust(data, f"{primary.manifest_url} (cached)"), "cache"
                 except TrustError as exc:
                     if self.offline:
                         raise
@@ -296,18 +296,18 @@ class _Fetch:
         for i, src in enumerate(self.sources):
             try:
                 if i == 0 and cached is not None:
-                    got = self.fetcher.get_small(
-                        src.manifest_url, etag=cached[1].etag, last_modified=cached[1].last_modified
-                    )
+                    # ETag only: Last-Modified has one-second resolution, so a manifest
+                    # replaced within the second would be taken as unchanged
+                    got = self.fetcher.get_small(src.manifest_url, etag=cached[1].etag)
                 else:
                     got = self.fetcher.get_small(src.manifest_url)
                 self._net(len(got.data))
                 if got.status == 304 and cached is not None:
-                    m = self.trust(cached[0], src.manifest_url)
+                    m, digest = self.trust(cached[0], src.manifest_url)
                     if self.cache is not None:
                         self.cache.touch_manifest(primary.manifest_url, cached[1], self.now)
-                    return m, "revalidated"
-                m = self.trust(got.data, src.manifest_url)
+                    return m, digest, "revalidated"
+                m, digest = self.trust(got.data, src.manifest_url)
                 if self.cache is not None:
                     self.cache.store_manifest(
                         primary.manifest_url,
@@ -316,7 +316,7 @@ class _Fetch:
                         got.etag if i == 0 else None,
                         got.last_modified if i == 0 else None,
                     )
-                return m, src.label
+                return m, digest, src.label
             except (NetworkError, TrustError, InputError, IntegrityError) as exc:
                 errors.append(exc)
                 self.record(
@@ -324,9 +324,9 @@ class _Fetch:
                     {"url": src.manifest_url, "error": str(exc), "exit_code": exc.exit_code},
                 )
         if cached is not None and all(isinstance(e, NetworkError) for e in errors):
-            m = self.trust(cached[0], f"{primary.manifest_url} (cached)")
+            m, digest = self.trust(cached[0], f"{primary.manifest_url} (cached)")
             self.warnings.append("manifest: no source answered; used the cached copy")
-            return m, "stale cache"
+            return m, digest, "stale cache"
         for family in (TrustError, InputError, IntegrityError):
             for e in errors:
                 if isinstance(e, family):
@@ -608,9 +608,8 @@ class _Fetch:
 
     def run(self) -> FetchReport:
         t0 = time.monotonic()
-        manifest, msource = self.manifest()
+        manifest, digest, msource = self.manifest()
         self._blockhub = is_blockhub(manifest)
-        digest = manifest_digest(manifest)
         if self.cache is not None:
             self.cache.trust_state.record(manifest.name, manifest.version, digest)
         self.record(
@@ -655,7 +654,7 @@ class _Fetch:
         results: dict[str, FileReport] = {}
         with (
             ThreadPoolExecutor(self.jobs, thread_name_prefix="fetch") as files_pool,
-            ThreadPoolExecutor(self.jobs * 2, thread_name_prefix="part") as parts_pool,
+            ThreadPoolExecutor(self.jobs, thread_name_prefix="part") as parts_pool,
         ):
             futs = {
                 files_pool.submit(self.obtain, e, stage, parts_pool): e for e in manifest.files
