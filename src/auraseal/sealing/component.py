@@ -4,7 +4,6 @@ the stripe pipelines shared by seal, unseal, scrub and repair."""
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import hashlib
 import hmac
 import math
@@ -414,16 +413,28 @@ def fresh_writer(path: Path) -> Iterator[BinaryIO]:
                 os.unlink(path)
 
 
-def sync_tree(root: Path) -> None:
-    """Flush everything written below ``root`` to disk (``syncfs``; ``sync`` if absent)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fn = getattr(libc, "syncfs", None)
-    fd = os.open(root, os.O_RDONLY)
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
-        if fn is None or fn(fd) != 0:
-            os.sync()
+        os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def sync_tree(root: Path, threads: int = 16) -> None:
+    """fsync every file and directory below ``root`` (many at once, so the
+    file system batches them), before the tree is renamed into place."""
+    files: list[str] = []
+    dirs: list[str] = []
+    for dirpath, _dirnames, filenames in os.walk(root):
+        dirs.append(dirpath)
+        files += [os.path.join(dirpath, f) for f in filenames]
+    try:
+        with ThreadPoolExecutor(threads, thread_name_prefix="fsync") as pool:
+            list(pool.map(_fsync_path, files))
+            list(pool.map(_fsync_path, dirs))
+    except OSError as exc:
+        raise StorageError(f"cannot flush to disk: {exc.strerror}", str(root)) from exc
 
 
 class PartsWriter:
