@@ -9,10 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from auraseal import merkle
 from auraseal.ledger import open_checkpoint
 from auraseal.manifest import MANIFEST_NAME
+from auraseal.server import store as store_mod
 from auraseal.server.testing import run_server
 from auraseal.signing import load_public_key
 
@@ -187,3 +189,28 @@ def test_leftovers_of_a_crash_are_cleaned_at_start(root: Path, serve) -> None:  
     assert not staging.exists()
     assert uploads_empty(root)
     assert httpx.get(f"{url}/packages").json()["packages"][0]["version"] == 1
+
+
+def test_storage_fault_during_swap_leaves_old_version(
+    root: Path, serve, token: tuple[str, Path], site_zip: Callable[[int], bytes],  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Fault injection: the symlink swap fails (disk error): 503, v1 still served,
+    nothing half-installed left behind, and the next publish works."""
+    url = serve(root, healing=False)
+    real_replace = store_mod.os.replace
+
+    def failing_replace(src: object, dst: object) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(store_mod.os, "replace", failing_replace)
+    r = _put(url, site_zip(2), token[0])
+    assert r.status_code == 503
+    assert r.json()["error"]["type"] == "StorageError"
+    assert httpx.get(f"{url}/packages").json()["packages"][0]["version"] == 1
+    assert not (root / ".versions" / "site" / "2").exists()
+    assert uploads_empty(root)
+    assert not [p for p in root.iterdir() if p.name.startswith(".site.link-")]
+    monkeypatch.setattr(store_mod.os, "replace", real_replace)
+    assert _put(url, site_zip(2), token[0]).status_code == 201
+    assert httpx.get(f"{url}/packages").json()["packages"][0]["version"] == 2

@@ -267,19 +267,26 @@ class PackageStore:
             if link.is_symlink() and Path(os.path.realpath(link)) == target:
                 raise StorageError("version is already being served", f"{name} v{version}")
             shutil.rmtree(target)
-        os.rename(staging, target)
-        fsync_dir(vroot)
         tmp = self.real_root / f".{name}.link-{secrets.token_hex(6)}"
-        os.symlink(f"{VERSIONS_DIR}/{name}/{version}", tmp)
+        swapped = False
         try:
+            os.rename(staging, target)
+            fsync_dir(vroot)
+            os.symlink(f"{VERSIONS_DIR}/{name}/{version}", tmp)
             if link.is_symlink() or not link.exists():
                 os.replace(tmp, link)
             else:
                 self._replace_plain_dir(name, link, tmp, vroot)
+            swapped = True
+        except OSError as exc:
+            where = f"{name} v{version}"
+            raise StorageError(f"cannot install: {exc.strerror or exc}", where) from exc
         finally:
             with contextlib.suppress(OSError):
                 if tmp.is_symlink():
                     tmp.unlink()
+            if not swapped:  # the old version stays served; drop the half-installed one
+                shutil.rmtree(target, ignore_errors=True)
         fsync_dir(self.real_root)
         self._prune(name, version)
         return target
