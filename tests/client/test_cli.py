@@ -241,3 +241,42 @@ def test_real_ledger_records_verifications_and_refusals(
     assert types.count("fetch.verified") >= 3 + 2
     assert "fetch.installed" in types and "fetch.refused" in types
     assert "fetch.rejected" in types
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.total: tuple[int, int] | None = None
+        self.bytes = 0
+        self.files: list[tuple[str, str]] = []
+
+    def start(self, total_bytes: int, total_files: int) -> None:
+        self.total = (total_bytes, total_files)
+
+    def advance(self, nbytes: int) -> None:
+        self.bytes += nbytes
+
+    def file_done(self, path: str, source: str) -> None:
+        self.files.append((path, source))
+
+
+def test_progress_counts_bytes_and_files_even_after_a_failed_attempt(
+    client: Client, primary: FaultServer, mirror: FaultServer
+) -> None:
+    primary.fault("data/blob.bin", "flip")  # 200 kB streamed, then retracted
+    rec = Recorder()
+    client(primary.url, mirrors=[mirror.url], progress=rec)
+    size = sum(len(v) for v in FILES_V1.values())
+    assert rec.total == (size, 3)
+    assert rec.bytes == size
+    assert sorted(rec.files) == sorted(
+        [("index.html", "primary"), ("js/app.js", "primary"), ("data/blob.bin", "mirror 1")]
+    )
+
+
+def test_cli_prints_only_the_result_when_not_a_terminal(
+    primary: FaultServer, pub: Path, tmp_path: Path
+) -> None:
+    rc, out, err = run_cli("fetch", primary.url, "-o", str(tmp_path / "d"), "--trusted-key",
+                           str(pub), "--no-cache")
+    assert rc == 0 and err == ""
+    assert out.startswith("installed site v1 into ") and out.count("\n") == 1

@@ -301,7 +301,7 @@ class _Fetch:
                     got = self.fetcher.get_small(src.manifest_url, etag=cached[1].etag)
                 else:
                     got = self.fetcher.get_small(src.manifest_url)
-                self._net(len(got.data))
+                self._net_quiet(len(got.data))
                 if got.status == 304 and cached is not None:
                     m, digest = self.trust(cached[0], src.manifest_url)
                     if self.cache is not None:
