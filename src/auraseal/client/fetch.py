@@ -5,6 +5,7 @@ See ``docs/CLIENT.md`` for the order of sources and what each refusal means.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import threading
@@ -20,7 +21,7 @@ import httpx
 
 from auraseal._fs import resolve_inside
 from auraseal._time import format_time, utcnow
-from auraseal.client.blockhub import fallback_candidates, is_blockhub, make_source
+from auraseal.client.blockhub import fallback_candidates, make_source
 from auraseal.client.cache import Cache
 from auraseal.client.http import Fetcher, HttpConfig
 from auraseal.client.install import Installed, Staging, read_record, swap_in
@@ -206,14 +207,13 @@ class _Fetch:
         self.now = now or utcnow()
         cfg = http or HttpConfig()
         if cfg.max_connections < self.jobs * 2:
-            cfg = HttpConfig(**{**cfg.__dict__, "max_connections": self.jobs * 2})
+            cfg = dataclasses.replace(cfg, max_connections=self.jobs * 2)
         self.fetcher = Fetcher(cfg, transport)
         self.rebuild: RebuildFn = rebuild if rebuild is not None else rebuild_component
         self.warnings: list[str] = []
         self._lock = threading.Lock()
         self._downloaded = 0
         self._abort = threading.Event()
-        self._blockhub = False
         self._events: list[tuple[str, dict[str, Any]]] = []
 
     def close(self) -> None:
@@ -609,7 +609,6 @@ class _Fetch:
     def run(self) -> FetchReport:
         t0 = time.monotonic()
         manifest, digest, msource = self.manifest()
-        self._blockhub = is_blockhub(manifest)
         if self.cache is not None:
             self.cache.trust_state.record(manifest.name, manifest.version, digest)
         self.record(

@@ -181,6 +181,7 @@ class Staging:
 
     def __init__(self, dest: Path) -> None:
         self.dest = Path(dest).absolute()
+        self.consumed = False
         if self.dest.exists() and not self.dest.is_dir():
             raise StorageError("destination exists and is not a directory", str(dest))
         try:
@@ -203,7 +204,9 @@ class Staging:
         return p
 
     def discard(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        """Remove the staging directory (unless it was swapped in)."""
+        if not self.consumed:
+            shutil.rmtree(self.path, ignore_errors=True)
 
 
 def swap_in(stage: Staging, installed: Installed) -> InstallRecord:
@@ -214,6 +217,7 @@ def swap_in(stage: Staging, installed: Installed) -> InstallRecord:
     os.chmod(stage.path, 0o755)  # noqa: S103 - a package directory is world-readable
     if dest.exists():
         exchange(stage.path, dest)
+        stage.consumed = True  # stage.path now holds the old version: never discard it
         # stage.path now holds the old version: keep it as the previous one.
         shutil.rmtree(prev, ignore_errors=True)
         try:
@@ -227,6 +231,7 @@ def swap_in(stage: Staging, installed: Installed) -> InstallRecord:
             os.rename(stage.path, dest)
         except OSError as exc:
             raise StorageError(f"cannot install: {exc.strerror}", str(dest)) from exc
+        stage.consumed = True
         previous = None
     fsync_dir(dest.parent)
     record = InstallRecord(current=installed, previous=previous)
