@@ -323,3 +323,22 @@ def test_repair_replaces_a_symlink_pointing_outside_never_writes_through_it(
         assert repair(pkg).rewritten == ["one"]
     assert victim.read_bytes() == b"do not touch"
     assert not (sealed / "one").is_symlink() and (sealed / "one").read_bytes() == b"1"
+
+
+def test_big_text_compressed_while_read_is_resealed_byte_identical(tmp_path: Path) -> None:
+    """The zstd stream made while reading equals compress(): repair can re-seal it."""
+    data = b"".join(b"%d the quick brown fox %d\n" % (i, i * 7 % 1000) for i in range(700_000))
+    assert len(data) > 16 << 20
+    src = tmp_path / "src"
+    write_tree(src, {"big.txt": data})
+    manifest = seal_tree(src, tmp_path / "pkg")
+    rec = manifest.entry("big.txt").recovery
+    assert rec is not None and rec.codec == "zstd"
+    pkg_dir = tmp_path / "pkg"
+    want = {n: (pkg_dir / f"big.txt.part.{n}").read_bytes() for n in range(rec.k + rec.m)}
+    for n in range(rec.m + 1):
+        (pkg_dir / f"big.txt.part.{n}").unlink()
+    with open_package(pkg_dir) as pkg:
+        assert repair(pkg).exit_code == 0
+    for n, blob in want.items():
+        assert (pkg_dir / f"big.txt.part.{n}").read_bytes() == blob

@@ -36,9 +36,12 @@ from auraseal.manifest import (
 from auraseal.sealing._events import record
 from auraseal.sealing.codecs import (
     CODEC_NAMES,
+    FEED,
+    ZstdStream,
     compress,
     compress_stream,
     looks_incompressible,
+    sample_compresses,
 )
 from auraseal.sealing.component import (
     DEFAULT_COHERENCE,
@@ -66,6 +69,9 @@ Buffer = bytes | bytearray | memoryview
 MEMORY_LIMIT = 512 << 20
 #: Components at least this big use the stripe pool for hashing and coding.
 BIG = 4 << 20
+#: Smallest file compressed while it is read (below, compress after reading).
+_ZSTD_STREAM_MIN = 8 << 20
+_SAMPLE = 256 << 10
 _PART_RE = re.compile(r"^(.*)\.part\.(\d+)$")
 
 
@@ -177,46 +183,62 @@ def encode_parts(
         return parts.finish(expected)
 
 
+@dataclass
+class _Source:
+    """A source file's bytes, and what was computed while reading them."""
+
+    data: Buffer
+    digest: bytes | None = None
+    stream: tuple[str, Buffer] | None = None  # (codec, compressed stream)
+
+
 def _read_source(
-    path: Path, stack: contextlib.ExitStack, rel: str, algorithm: str | None = None
-) -> tuple[Buffer, bytes | None]:
+    path: Path,
+    stack: contextlib.ExitStack,
+    rel: str,
+    algorithm: str | None = None,
+    codec: str = "none",
+) -> _Source:
     """The file's bytes (read into memory, or memory-mapped above MEMORY_LIMIT).
 
     With ``algorithm``, a file of at least ``BIG`` bytes that is read into
     memory is hashed while it is read (a reader thread fills the buffer, this
-    thread hashes what has arrived), and its digest is returned too.
+    thread hashes what has arrived); with ``codec="zstd"`` it is also
+    compressed on the way if its first 256 KiB compress.
     """
     try:
         fh = stack.enter_context(open(path, "rb"))  # noqa: SIM115
         size = os.fstat(fh.fileno()).st_size
         if size == 0:
-            return b"", None
+            return _Source(b"")
         if size > MEMORY_LIMIT:
             mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-            return memoryview(mm), None
+            return _Source(memoryview(mm))
         buf = bytearray(size)
         if algorithm is None or size < BIG:
             got = fh.readinto(buf)
-            digest = None
+            src = _Source(buf)
         else:
-            got, digest = _read_and_hash(fh, buf, algorithm)
+            got, src = _read_and_hash(fh, buf, algorithm, codec)
         if got != size or fh.read(1):
             raise StorageError("file changed while being sealed", rel)
-        return buf, digest
+        return src
     except OSError as exc:
         raise StorageError(f"cannot read: {exc.strerror}", rel) from exc
 
 
-def _read_and_hash(fh: io.BufferedReader, buf: bytearray, algorithm: str) -> tuple[int, bytes]:
+def _read_and_hash(
+    fh: io.BufferedReader, buf: bytearray, algorithm: str, codec: str
+) -> tuple[int, _Source]:
     view = memoryview(buf)
-    step = 8 << 20
+    size = len(view)
     done: queue.Queue[int | BaseException] = queue.Queue()
 
     def reader() -> None:
         off = 0
         try:
-            while off < len(view):
-                n = fh.readinto(view[off : off + step])
+            while off < size:
+                n = fh.readinto(view[off : off + FEED])
                 if not n:
                     break
                 off += n
@@ -226,7 +248,9 @@ def _read_and_hash(fh: io.BufferedReader, buf: bytearray, algorithm: str) -> tup
         done.put(-1)
 
     h = hashlib.new(algorithm)
-    hashed = 0
+    hashed = fed = 0
+    zs: ZstdStream | None = None
+    undecided = codec == "zstd" and size >= _ZSTD_STREAM_MIN
     thread = threading.Thread(target=reader, name="seal-read")
     thread.start()
     try:
@@ -235,9 +259,20 @@ def _read_and_hash(fh: io.BufferedReader, buf: bytearray, algorithm: str) -> tup
                 raise item
             h.update(view[hashed:item])
             hashed = item
+            if undecided and hashed >= _SAMPLE:
+                undecided = False
+                zs = ZstdStream(size) if sample_compresses(view[:_SAMPLE]) else None
+            # zstd is fed in fixed FEED slices, exactly as compress() does
+            while zs is not None and (hashed - fed >= FEED or (hashed == size and fed < size)):
+                zs.feed(view[fed : fed + FEED])
+                fed = min(size, fed + FEED)
     finally:
         thread.join()
-    return hashed, h.digest()
+    src = _Source(buf, h.digest())
+    if zs is not None and fed == size == hashed:
+        out = zs.finish()
+        src.stream = ("zstd", out) if len(out) < size else ("none", buf)
+    return hashed, src
 
 
 def seal_file(
@@ -251,10 +286,12 @@ def seal_file(
     tmpdir: Path | None = None,
     digest: bytes | None = None,
     writer: WriterFactory = atomic_writer,
+    stream: tuple[str, Buffer] | None = None,
 ) -> FileEntry:
     """Seal one component's bytes: write the original (optional) and its parts.
 
-    ``digest`` is the bytes' digest under ``opts.algorithm`` if already known.
+    ``digest`` is the bytes' digest under ``opts.algorithm`` and ``stream``
+    the (codec, compressed stream) if already known.
     ``writer`` creates each file (default: atomic, fsynced; ``seal_tree`` uses
     :func:`fresh_writer` inside its not-yet-visible temporary package).
     """
@@ -264,11 +301,11 @@ def seal_file(
         dst = resolve_inside(out_root, rel) if copy_original else None
         if not big or pool is None:
             digest = _copy_and_hash(data, dst, opts.algorithm, writer)
-            codec, stream = _choose_stream(opts.codec, data, tmpdir or out_root, stack)
-            plan = plan_component(len(stream), opts.part_size, opts.coherence, opts.engine)
+            codec, body = stream or _choose_stream(opts.codec, data, tmpdir or out_root, stack)
+            plan = plan_component(len(body), opts.part_size, opts.coherence, opts.engine)
             spec = _spec(rel, data, codec, digest, plan, opts)
             paths = _part_paths(out_root, spec)
-            digests, _ = encode_parts(spec, stream, paths, writer=writer)
+            digests, _ = encode_parts(spec, body, paths, writer=writer)
             return _entry(spec, digests)
         # Big component: hash the original while compressing and encoding; then
         # write the parts (two threads) while the original's copy is written.
@@ -277,17 +314,19 @@ def seal_file(
         hash_future = (
             pool.submit(_copy_and_hash, data, None, opts.algorithm) if digest is None else None
         )
-        codec, stream = _choose_stream(opts.codec, data, tmpdir or out_root, stack)
-        plan = plan_component(len(stream), opts.part_size, opts.coherence, opts.engine)
+        if stream is None:
+            stream = _choose_stream(opts.codec, data, tmpdir or out_root, stack)
+        codec, body = stream
+        plan = plan_component(len(body), opts.part_size, opts.coherence, opts.engine)
         engine = get_engine(plan.engine)
-        view = memoryview(stream).cast("B") if len(stream) else memoryview(b"")
+        view = memoryview(body).cast("B") if len(body) else memoryview(b"")
         spans = stripe_spans(plan.compressed_size, plan.stripe_size)
 
         def one(span: tuple[int, int]) -> list[Buffer]:
             return engine.encode(plan.k, plan.m, view[span[0] : span[0] + span[1]])
 
         # Digest still being computed: encode the stripes meanwhile (in memory).
-        early = hash_future is not None and len(stream) <= MEMORY_LIMIT
+        early = hash_future is not None and len(body) <= MEMORY_LIMIT
         encoded = list(ordered_map(pool, one, spans)) if early else None
         if hash_future is not None:
             digest = hash_future.result()
@@ -295,7 +334,7 @@ def seal_file(
         spec = _spec(rel, data, codec, digest, plan, opts)
         paths = _part_paths(out_root, spec)
         if encoded is None:
-            digests, _ = encode_parts(spec, stream, paths, pool, writer=writer)
+            digests, _ = encode_parts(spec, body, paths, pool, writer=writer)
         else:
             with PartsWriter(spec, paths, 2, writer) as parts:
                 for frags in encoded:
@@ -409,18 +448,19 @@ def seal_tree(
 
             def one(rel: str) -> FileEntry:
                 with contextlib.ExitStack() as stack:
-                    data, digest = _read_source(
-                        resolve_inside(src, rel), stack, rel, opts.algorithm
+                    source = _read_source(
+                        resolve_inside(src, rel), stack, rel, opts.algorithm, opts.codec
                     )
                     entry = seal_file(
-                        data,
+                        source.data,
                         rel,
                         tmp,
                         opts,
                         stripes,
                         tmpdir=tmp,
-                        digest=digest,
+                        digest=source.digest,
                         writer=fresh_writer,
+                        stream=source.stream,
                     )
                 if progress is not None:
                     progress(entry.size)
