@@ -150,3 +150,12 @@ def test_manifest_with_inconsistent_recovery_is_refused(tmp_path: Path) -> None:
     pkg = _dir_pkg_with_manifest(tmp_path, bump)
     with open_package(pkg) as p, pytest.raises(AuraSealError, match="inconsistent"):
         scrub(p)
+
+
+def test_symlink_loop_in_the_source_is_a_typed_error(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write_tree(src, {"a.txt": b"x"})
+    (src / "loop").symlink_to(src / "loop")
+    with pytest.raises(UnsafePathError):
+        seal_tree(src, tmp_path / "pkg")
+    assert not (tmp_path / "pkg").exists()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from auraseal._fs import atomic_writer, fsync_dir, resolve_inside, walk_files
 from auraseal._time import utcnow
-from auraseal.errors import StorageError, UsageError
+from auraseal.errors import StorageError, UnsafePathError, UsageError
 from auraseal.integrity import sri_token
 from auraseal.manifest import (
     DEFAULT_EXPIRES,
@@ -429,7 +429,10 @@ def seal_tree(
         raise UsageError("output exists and is not an empty directory", str(out))
     if version < 0:
         raise UsageError("version must be >= 0", "version")
-    files = walk_files(src)
+    try:
+        files = walk_files(src)
+    except RuntimeError as exc:  # pathlib's "Symlink loop"
+        raise UnsafePathError(f"symlink loop in the source: {exc}", str(src)) from exc
     _check_names(files)
     sizes = {f: (src / f).stat().st_size for f in files}
     order = sorted(files, key=lambda f: -sizes[f])
