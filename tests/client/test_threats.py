@@ -31,7 +31,7 @@ from auraseal.manifest import MANIFEST_NAME, build_manifest, dump_signed, load_m
 from auraseal.signing import SigningKey, TrustPolicy, sign_envelope
 
 from .conftest import Client
-from .faultserver import FaultServer
+from .faultserver import FaultServer, fault_server
 from .helpers import FILES_V1, files_v2, no_leftovers, snapshot, write_package
 
 
@@ -388,3 +388,39 @@ def test_dump_signed_keeps_working(key: SigningKey, tmp_path: Path) -> None:
 
 def test_component_lost_has_exit_code_4() -> None:
     assert ComponentLostError("x").exit_code == 4
+
+
+def _server_layout(tmp_path: Path, key: SigningKey, with_versions: bool) -> Path:
+    """A static tree laid out like `auraseal serve` (docs/SERVER.md)."""
+    root = tmp_path / "layout"
+    write_package(root / "packages" / "site" / "files", FILES_V1, [key])
+    if with_versions:
+        write_package(root / "packages" / "site" / "versions" / "1" / "files", FILES_V1, [key])
+    return root
+
+
+def test_server_base_is_pinned_to_the_manifest_version(
+    client: Client, tmp_path: Path, key: SigningKey
+) -> None:
+    """A publish during the fetch (current files already v2) cannot mix versions:
+    files come from the immutable /versions/<v>/files/ base."""
+    root = _server_layout(tmp_path, key, with_versions=True)
+    with fault_server(root) as srv:
+        srv.fault("packages/site/files/js/app.js", "body", body=files_v2()["js/app.js"])
+        r = client(srv.url + "packages/site")
+        installed(client, FILES_V1)
+        assert r.sources() == {"primary": 3}
+        assert srv.hits["packages/site/versions/1/files/js/app.js"] == 1
+        assert srv.hits["packages/site/files/js/app.js"] == 0
+
+
+def test_hosts_without_kept_versions_use_the_plain_base(
+    client: Client, tmp_path: Path, key: SigningKey
+) -> None:
+    root = _server_layout(tmp_path, key, with_versions=False)
+    with fault_server(root) as srv:
+        r = client(srv.url + "packages/site/files/", jobs=1)
+        installed(client, FILES_V1)
+        assert r.sources() == {"primary": 3}
+        versioned = [p for p, n in srv.hits.items() if "/versions/" in p and n]
+        assert len(versioned) == 1  # one 404, then the plain base for everything

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
@@ -23,6 +23,7 @@ from auraseal.manifest import MANIFEST_NAME, FileEntry, Manifest, part_name
 __all__ = ["Source", "fallback_candidates", "is_blockhub", "make_source"]
 
 #: ``auraseal serve``'s package URL and its manifest alias (docs/SERVER.md).
+_SERVER_FILES = re.compile(r"^(.*/packages/[A-Za-z0-9][A-Za-z0-9._-]{0,127})/files/$")
 _SERVER_PACKAGE = re.compile(
     r"^(.*/packages/[A-Za-z0-9][A-Za-z0-9._-]{0,127})/?(?:integrity-manifest\.json)?$"
 )
@@ -30,21 +31,39 @@ _SERVER_PACKAGE = re.compile(
 
 @dataclass(frozen=True)
 class Source:
-    """One place a package can be fetched from: the primary or a mirror."""
+    """One place a package can be fetched from: the primary or a mirror.
+
+    ``pinned_base`` is set for ``auraseal serve`` bases once the manifest's
+    version is known: ``<server>/packages/<name>/versions/<v>/files/``, whose
+    bytes never change, so a publish during a fetch cannot switch files under
+    it (docs/SERVER.md). Hosts that do not serve it (404) use ``base``."""
 
     label: str
     base: str  # ends with "/"
     manifest_url: str
+    pinned_base: str | None = None
 
-    def file_url(self, entry: FileEntry, *, use_entry_url: bool) -> str:
+    def file_url(self, entry: FileEntry, *, use_entry_url: bool, pinned: bool = False) -> str:
         """The URL of ``entry``: its own (absolute or relative to the manifest)
         ``url`` on the primary, else the package base plus its path."""
         if use_entry_url and entry.url:
             return urljoin(self.manifest_url, entry.url)
-        return self.base + quote(entry.path)
+        return self._base(pinned) + quote(entry.path)
 
-    def part_url(self, entry: FileEntry, number: int) -> str:
-        return self.base + quote(part_name(entry.path, number))
+    def part_url(self, entry: FileEntry, number: int, *, pinned: bool = False) -> str:
+        return self._base(pinned) + quote(part_name(entry.path, number))
+
+    def _base(self, pinned: bool) -> str:
+        return self.pinned_base if pinned and self.pinned_base else self.base
+
+    def pinned(self, version: int) -> Source:
+        """This source with ``pinned_base`` for ``version`` if it is a server base."""
+        parts = urlsplit(self.base)
+        m = _SERVER_FILES.match(parts.path)
+        if m is None:
+            return self
+        path = f"{m.group(1)}/versions/{version}/files/"
+        return replace(self, pinned_base=urlunsplit((parts.scheme, parts.netloc, path, "", "")))
 
 
 def make_source(url: str, label: str) -> Source:

@@ -6,6 +6,7 @@ See ``docs/CLIENT.md`` for the order of sources and what each refusal means.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import os
 import threading
@@ -15,13 +16,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_c
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 import httpx
 
 from auraseal._fs import resolve_inside
 from auraseal._time import format_time, utcnow
-from auraseal.client.blockhub import fallback_candidates, make_source
+from auraseal.client.blockhub import Source, fallback_candidates, make_source
 from auraseal.client.cache import Cache
 from auraseal.client.http import Fetcher, HttpConfig
 from auraseal.client.install import Installed, Staging, read_record, swap_in
@@ -62,6 +63,7 @@ COPY_CHUNK = 1024 * 1024
 #: ``record(entry_type, data)`` — where verifications, recoveries and refusals go.
 LedgerSink = Callable[[str, dict[str, Any]], None]
 RebuildFn = Callable[[FileEntry, Mapping[int, bytes]], bytes]
+T = TypeVar("T")
 
 
 class FetchProgress(Protocol):
@@ -215,6 +217,7 @@ class _Fetch:
         self._downloaded = 0
         self._abort = threading.Event()
         self._events: list[tuple[str, dict[str, Any]]] = []
+        self._pin_ok = [True] * len(self.sources)
 
     def close(self) -> None:
         self.fetcher.close()
@@ -382,6 +385,22 @@ class _Fetch:
             raise
         return ver.digest()
 
+    def _via(self, i: int, make_url: Callable[[bool], str], get: Callable[[str], T]) -> T:
+        """``get`` from source ``i``'s pinned (versioned) URL, or from its plain
+        URL if it has none or the host does not serve kept versions (404)."""
+        if self.sources[i].pinned_base is not None and self._pin_ok[i]:
+            try:
+                return get(make_url(True))
+            except NetworkError as exc:
+                if "HTTP 404" not in exc.what:
+                    raise
+                self._pin_ok[i] = False
+        return get(make_url(False))
+
+    @staticmethod
+    def _part_url(src: Source, entry: FileEntry, number: int, pinned: bool) -> str:
+        return src.part_url(entry, number, pinned=pinned)
+
     def _fetch_part(self, entry: FileEntry, number: int) -> tuple[bytes | None, list[str]]:
         assert entry.recovery is not None
         info = entry.recovery.parts[number]
@@ -390,13 +409,18 @@ class _Fetch:
         for j in range(n):
             if self._abort.is_set():
                 break
-            src = self.sources[(number + j) % n]
-            url = src.part_url(entry, number)
-            buf = io.BytesIO()
-            try:
+            i = (number + j) % n
+            src = self.sources[i]
+
+            def get(url: str) -> bytes:
+                buf = io.BytesIO()
                 self.fetcher.download(url, buf, info.size, progress=self._net_quiet)
                 data = buf.getvalue()
                 verify_bytes(data, info.integrity, url)
+                return data
+
+            try:
+                data = self._via(i, functools.partial(self._part_url, src, entry, number), get)
             except AuraSealError as exc:
                 rejected.append(f"{src.label} part {number}: {exc.what}")
                 continue
@@ -523,13 +547,23 @@ class _Fetch:
                 stale_installed = path
         if not self.offline:
             # 3. the primary, then each mirror
-            for src in self.sources:
+            for i, src in enumerate(self.sources):
                 if self._abort.is_set():
                     raise _Aborted()
-                url = src.file_url(entry, use_entry_url=src.label == "primary")
+                used: list[str] = []
+
+                def url_for(pinned: bool, src: Source = src, i: int = i) -> str:
+                    return src.file_url(entry, use_entry_url=i == 0, pinned=pinned)
+
+                def get(url: str, used: list[str] = used) -> bytes:
+                    used.append(url)
+                    return self._download(url, target, entry)
+
                 try:
-                    digest = self._download(url, target, entry)
+                    digest = self._via(i, url_for, get)
+                    url = used[-1]
                 except (NetworkError, IntegrityError) as exc:
+                    url = used[-1] if used else url_for(False)
                     refuse(src.label, exc)
                     self.record(
                         "fetch.rejected",
@@ -609,6 +643,8 @@ class _Fetch:
     def run(self) -> FetchReport:
         t0 = time.monotonic()
         manifest, digest, msource = self.manifest()
+        self.sources = [s.pinned(manifest.version) for s in self.sources]
+        self._pin_ok = [True] * len(self.sources)
         if self.cache is not None:
             self.cache.trust_state.record(manifest.name, manifest.version, digest)
         self.record(
