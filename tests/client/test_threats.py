@@ -424,3 +424,48 @@ def test_hosts_without_kept_versions_use_the_plain_base(
         assert r.sources() == {"primary": 3}
         versioned = [p for p, n in srv.hits.items() if "/versions/" in p and n]
         assert len(versioned) == 1  # one 404, then the plain base for everything
+
+
+def test_manifest_unreachable_everywhere_uses_cached_copy_with_warning(
+    client: Client, primary: FaultServer, mirror: FaultServer
+) -> None:
+    client(primary.url)
+    primary.fault(MANIFEST_NAME, "status", status=503)
+    mirror.fault(MANIFEST_NAME, "stall")
+    r = client(primary.url, mirrors=[mirror.url], manifest_ttl=timedelta(0))
+    assert r.manifest_source == "stale cache"
+    assert any("cached copy" in w for w in r.warnings)
+    installed(client, FILES_V1)
+
+
+def test_corrupted_cache_entry_is_detected_and_replaced(
+    client: Client, primary: FaultServer
+) -> None:
+    client(primary.url)
+    blobs = [p for p in (client.cache / "files").rglob("*") if p.is_file()]
+    assert len(blobs) == 3
+    for p in blobs:
+        data = bytearray(p.read_bytes())
+        data[0] ^= 1
+        p.write_bytes(bytes(data))
+    other = client.dest.parent / "other"
+    r = client(primary.url, dest=other)
+    assert r.sources() == {"primary": 3}
+    assert all("cache" in f.rejected[0] for f in r.files)
+    assert snapshot(other) == FILES_V1
+
+
+def test_offline_with_only_a_fallback_folder(
+    client: Client, primary: FaultServer, tmp_path: Path
+) -> None:
+    client(primary.url, dest=tmp_path / "first")  # fills the cache; its files are removed below
+    fallback = tmp_path / "fb"
+    write_package(fallback, FILES_V1, [])
+    for p in (client.cache / "files").rglob("*"):
+        if p.is_file():
+            p.unlink()
+    primary.clear()
+    r = client(primary.url, offline=True, fallback_dir=fallback)
+    assert sum(primary.hits.values()) == 0
+    assert r.sources() == {"fallback": 3}
+    installed(client, FILES_V1)
