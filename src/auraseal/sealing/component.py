@@ -127,10 +127,13 @@ def plan_component(
     per_part = max(1, -(-compressed_size // k))
     pieces = -(-per_part // MAX_FRAGMENT_WIDTH)
     width = -(-per_part // pieces)
-    stripe_size = k * width
     name = choose_engine(width, engine)
     if compressed_size == 0:
         name = "zfec"  # ISA-L cannot code an empty stripe
+    if name == "isa_l" and width > 64:
+        # rows not a multiple of 64 bytes apart keep ISA-L fast (erasure._stride)
+        width += (40 - width % 64) % 64
+    stripe_size = k * width
     eng = get_engine(name)
     spans = stripe_spans(compressed_size, stripe_size)
     fragment_size = eng.fragment_size(k, m, stripe_size)

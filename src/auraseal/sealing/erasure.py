@@ -204,18 +204,21 @@ class IsalEngine:
             self._decoders[key] = tbls
         return tbls
 
-    def _run(
+    def _run(  # noqa: PLR0917 - private
         self,
         width: int,
         k: int,
         rows: int,
         tbls: bytearray,
         bufs: tuple[bytearray | memoryview, bytearray],
+        strides: tuple[int, int],
     ) -> None:
+        """ec_encode_data over ``k`` source rows and ``rows`` output rows, each
+        ``width`` bytes, laid out ``strides`` apart in ``bufs``."""
         src, dst = bufs
         sbase, dbase = _addr(src), _addr(dst)
-        sp = (ctypes.c_void_p * k)(*[sbase + i * width for i in range(k)])
-        dp = (ctypes.c_void_p * rows)(*[dbase + i * width for i in range(rows)])
+        sp = (ctypes.c_void_p * k)(*[sbase + i * strides[0] for i in range(k)])
+        dp = (ctypes.c_void_p * rows)(*[dbase + i * strides[1] for i in range(rows)])
         self._lib.ec_encode_data(
             ctypes.c_int(width),
             ctypes.c_int(k),
@@ -228,19 +231,23 @@ class IsalEngine:
     def encode(self, k: int, m: int, stripe: Buffer) -> list[Buffer]:
         n = len(stripe)
         w = self.fragment_size(k, m, n)
+        pstride = _stride(w)
         _mat, tbls = self._matrix(k, m)
+        view = memoryview(stripe).cast("B") if n else memoryview(b"")
         src: bytearray | memoryview
-        view = memoryview(stripe)
-        if n == k * w and not view.readonly and view.contiguous:
-            src = view.cast("B")  # zero copy: data fragments are views of the input
+        if n == k * w and not view.readonly and view.contiguous and w % 64 not in (0, 32):
+            src, sstride = view, w  # zero copy: data fragments are views of the input
         else:
-            src = bytearray(k * w)
-            src[:n] = stripe
-        parity = bytearray(m * w)
-        self._run(w, k, m, tbls, (src, parity))
+            sstride = pstride
+            src = bytearray(k * sstride)
+            for i in range(k):
+                chunk = view[i * w : (i + 1) * w]
+                src[i * sstride : i * sstride + len(chunk)] = chunk
+        parity = bytearray(m * pstride)
+        self._run(w, k, m, tbls, (src, parity), (sstride, pstride))
         sv, pv = memoryview(src), memoryview(parity)
-        out: list[Buffer] = [sv[i * w : (i + 1) * w] for i in range(k)]
-        out += [pv[i * w : (i + 1) * w] for i in range(m)]
+        out: list[Buffer] = [sv[i * sstride : i * sstride + w] for i in range(k)]
+        out += [pv[i * pstride : i * pstride + w] for i in range(m)]
         return out
 
     def decode(self, k: int, m: int, fragments: Mapping[int, Buffer], stripe_len: int) -> Buffer:
@@ -256,19 +263,33 @@ class IsalEngine:
         chosen = nums[:k]
         missing = [i for i in range(k) if i not in fragments]
         tbls = self._decode_tables(k, m, tuple(chosen), tuple(missing))
-        src = bytearray(k * w)
+        stride = _stride(w)
+        src = bytearray(k * stride)
         for r, idx in enumerate(chosen):
-            src[r * w : (r + 1) * w] = fragments[idx]
-        rec = bytearray(len(missing) * w)
-        self._run(w, k, len(missing), tbls, (src, rec))
+            src[r * stride : r * stride + w] = fragments[idx]
+        rec = bytearray(len(missing) * stride)
+        self._run(w, k, len(missing), tbls, (src, rec), (stride, stride))
         where = {i: r for r, i in enumerate(missing)}
         rv = memoryview(rec)
         parts = [
-            fragments[i] if i in fragments else rv[where[i] * w : (where[i] + 1) * w]
+            fragments[i] if i in fragments else rv[where[i] * stride : where[i] * stride + w]
             for i in range(k)
         ]
         out = b"".join(parts)
         return out[:stripe_len] if len(out) != stripe_len else out
+
+
+def _stride(width: int) -> int:
+    """Distance between rows handed to ISA-L: the width plus 1000 bytes.
+
+    With rows exactly a power of two (or a multiple of 64) apart, the k
+    source streams collide in the same cache sets and encoding drops to
+    ~0.6 GB/s; 1000 extra bytes (not a multiple of 64) keep it at ~2.6 GB/s
+    for every width measured here (64 KiB .. 256 KiB, k=244, m=12). Seal
+    picks ISA-L fragment widths with ``width % 64 == 40`` so a stripe already
+    in memory can be encoded in place at its natural stride.
+    """
+    return width + 1000
 
 
 class PyeclibEngine:
