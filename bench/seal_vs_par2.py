@@ -294,6 +294,11 @@ def main() -> None:
         for kind, tool, tc, tr in rows:
             cs, rs = mbps(size, tc), mbps(size, tr)
             print(f"{kind:7} {tool:22} {tc:9.2f} {cs:7.0f} {tr:9.2f} {rs:7.0f}")
+        print(
+            "note: auraseal seal writes a copy of the input plus its parts and fsyncs them\n"
+            "(random: 2.05x the input, text: 1.22x); par2 writes only its ~5% recovery files\n"
+            "and does not fsync. auraseal repair scrubs the whole package first."
+        )
         print("\nratios (auraseal speed / peer speed):")
         for kind in inputs:
             ours = next(r for r in rows if r[0] == kind and r[1].startswith("auraseal"))
