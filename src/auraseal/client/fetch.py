@@ -20,7 +20,7 @@ from typing import Any, BinaryIO, Protocol, TypeVar
 
 import httpx
 
-from auraseal._fs import resolve_inside
+from auraseal._fs import fsync_dir, resolve_inside
 from auraseal._time import format_time, utcnow
 from auraseal.client.blockhub import Source, fallback_candidates, make_source
 from auraseal.client.cache import Cache
@@ -354,8 +354,6 @@ class _Fetch:
                         f"size differs from the manifest's {entry.size} bytes", str(src)
                     )
                 ver.verify()
-                fo.flush()
-                os.fsync(fo.fileno())
             if keep_mtime is not None:
                 os.utime(target, (keep_mtime, keep_mtime))
         except OSError as exc:
@@ -376,8 +374,6 @@ class _Fetch:
                 with open(target, "wb") as fh:
                     self.fetcher.download(url, _VerifySink(fh, ver), entry.size, progress=count)
                     ver.verify()
-                    fh.flush()
-                    os.fsync(fh.fileno())
             except OSError as exc:
                 raise StorageError(f"cannot write: {exc.strerror}", str(target)) from exc
         except AuraSealError:
@@ -473,8 +469,6 @@ class _Fetch:
         try:
             with open(target, "wb") as fh:
                 fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
         except OSError as exc:
             raise StorageError(f"cannot write: {exc.strerror}", str(target)) from exc
         report.parts_used = len(good)
@@ -713,14 +707,31 @@ class _Fetch:
         return [results[e.path] for e in manifest.files]
 
     def _check_stage(self, manifest: Manifest, stage: Staging) -> None:
-        for e in manifest.files:
-            p = resolve_inside(stage.path, e.path)
+        """Check every assembled file's size and make it durable before the swap.
+
+        Files are fsynced here, together and in parallel, rather than one by
+        one as they arrive: concurrent fsyncs share journal commits."""
+
+        def one(e: FileEntry) -> None:
+            p = stage.path / e.path  # the stage is ours: names were checked on creation
             try:
-                size = p.stat().st_size
+                fd = os.open(p, os.O_RDONLY)
             except OSError as exc:
                 raise StorageError("missing after assembly", e.path) from exc
-            if size != e.size:
-                raise IntegrityError(f"assembled size {size} != {e.size}", e.path)
+            try:
+                size = os.fstat(fd).st_size
+                if size != e.size:
+                    raise IntegrityError(f"assembled size {size} != {e.size}", e.path)
+                os.fsync(fd)
+            except OSError as exc:
+                raise StorageError(f"cannot sync: {exc.strerror}", e.path) from exc
+            finally:
+                os.close(fd)
+
+        with ThreadPoolExecutor(self.jobs, thread_name_prefix="sync") as pool:
+            list(pool.map(one, manifest.files))
+        for d in {(stage.path / e.path).parent for e in manifest.files}:
+            fsync_dir(d)
 
 
 def fetch_package(
