@@ -49,7 +49,6 @@ from auraseal.ledger.checkpoint import (
 )
 from auraseal.ledger.jsonl import JsonlMirror, record_line
 from auraseal.ledger.stores._base import Store
-from auraseal.ledger.stores.postgres import PostgresStore
 from auraseal.ledger.stores.sqlite import SQLiteStore
 from auraseal.ledger.verify import ChainReport, verify_store
 
@@ -127,6 +126,9 @@ def open_store(url: str, *, durable: bool = False) -> Store:
     ``postgresql://...``.  ``durable`` makes SQLite fsync every commit
     (``synchronous=FULL``); PostgreSQL follows the server's ``synchronous_commit``."""
     if url.startswith(("postgresql://", "postgres://")):
+        # psycopg costs ~150 ms to import: only when a PostgreSQL ledger is used.
+        from auraseal.ledger.stores.postgres import PostgresStore  # noqa: PLC0415
+
         return PostgresStore(url)
     if url.startswith("sqlite://"):
         path = url[len("sqlite://") :]
