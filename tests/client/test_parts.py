@@ -4,14 +4,14 @@ from every source at once, against packages made by the real ``seal_tree``."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
 from auraseal.errors import ComponentLostError
-from auraseal.manifest import Manifest, part_name
-from auraseal.sealing import seal_tree
+from auraseal.manifest import FileEntry, Manifest, part_name
+from auraseal.sealing import rebuild_component, seal_tree
 from auraseal.signing import SigningKey
 
 from .conftest import Client
@@ -58,8 +58,10 @@ def test_corrupt_original_rebuilt_from_parts(
     assert snapshot(client.dest) == FILES
     f = {x.path: x for x in r.files}["r.bin"]
     assert f.source == "parts"
-    assert f.parts_used == k and f.bad_parts == 0
-    assert sum(a.hits[part_name("r.bin", i)] for i in range(k)) == k  # exactly k fetched
+    # one flipped byte spoils one data part; the other k - 1 are re-created
+    # from the downloaded copy and only the spoilt one is fetched
+    assert f.parts_used == k and f.bad_parts == 0 and f.parts_salvaged == k - 1
+    assert sum(a.hits[part_name("r.bin", i)] for i in range(k + _m)) == 1
     assert any(t == "fetch.recovered" for t, _ in client.events)
 
 
@@ -86,7 +88,7 @@ def test_missing_parts_within_parity_recovered(
 ) -> None:
     a, _ = servers
     k, m = _entry(sealed[2], "r.bin")
-    a.fault("r.bin", "truncate")
+    a.fault("r.bin", "status", status=404)  # nothing to salvage
     for i in range(m):  # lose exactly m data parts: still k good
         a.fault(part_name("r.bin", i), "status", status=404)
     r = client(a.url)
@@ -102,7 +104,7 @@ def test_too_few_parts_refused_exit_4_dir_unchanged(
     client(a.url)
     before = snapshot(client.dest)
     _k, m = _entry(sealed[2], "r.bin")
-    a.fault("r.bin", "flip")
+    a.fault("r.bin", "status", status=500)  # nothing to salvage
     for i in range(m + 1):
         a.fault(part_name("r.bin", i), "flip")
     other = client.dest.parent / "other"
@@ -113,3 +115,76 @@ def test_too_few_parts_refused_exit_4_dir_unchanged(
     assert not other.exists()
     assert snapshot(client.dest) == before
     no_leftovers(client.dest)
+
+
+def _region(data: bytes, start: int, length: int = 4096) -> bytes:
+    return data[:start] + bytes(b ^ 0xA5 for b in data[start : start + length]) + data[
+        start + length :
+    ]
+
+
+def test_damaged_region_salvaged_few_parts_fetched(
+    client: Client, servers: tuple[FaultServer, FaultServer], sealed: tuple[Path, Path, Manifest]
+) -> None:
+    a, _ = servers
+    k, m = _entry(sealed[2], "r.bin")
+    a.fault("r.bin", "body", body=_region(FILES["r.bin"], 20_000))  # a 4 KiB region overwritten
+    r = client(a.url)
+    assert snapshot(client.dest) == FILES
+    f = {x.path: x for x in r.files}["r.bin"]
+    fetched = sum(a.hits[part_name("r.bin", i)] for i in range(k + m))
+    assert f.source == "parts" and f.parts_used == k
+    assert 1 <= fetched <= 3  # the data parts the region falls in, not all k
+    assert f.parts_salvaged == k - fetched
+    assert any(t == "fetch.recovered" and d["parts_salvaged"] == k - fetched
+               for t, d in client.events)
+
+
+def test_truncated_original_salvages_its_prefix(
+    client: Client, servers: tuple[FaultServer, FaultServer], sealed: tuple[Path, Path, Manifest]
+) -> None:
+    a, _ = servers
+    k, m = _entry(sealed[2], "r.bin")
+    a.fault("r.bin", "truncate")  # half the bytes, then the connection drops
+    r = client(a.url)
+    assert snapshot(client.dest) == FILES
+    f = {x.path: x for x in r.files}["r.bin"]
+    assert f.source == "parts" and f.parts_used == k
+    assert 0 < f.parts_salvaged < k
+    assert sum(a.hits[part_name("r.bin", i)] for i in range(k + m)) == k - f.parts_salvaged
+
+
+def test_salvaged_candidate_that_does_not_verify_is_never_used(
+    client: Client, servers: tuple[FaultServer, FaultServer], sealed: tuple[Path, Path, Manifest]
+) -> None:
+    """A salvage that hands back wrong bytes (a bug, or a forged copy): every
+    candidate is checked against the manifest's part integrity first."""
+    a, _ = servers
+    k, m = _entry(sealed[2], "r.bin")
+    real = (sealed[0] / part_name("r.bin", 0)).read_bytes()
+    offered: list[int] = []
+
+    def bad_salvage(entry: FileEntry, data: bytes) -> dict[int, bytes]:
+        offered.append(len(data))
+        out = {n: bytes(len(real)) for n in range(1, k)}  # right size, wrong bytes
+        out[0] = real  # one genuine part
+        out[k + m + 5] = real  # no such part
+        return out
+
+    rebuilt_from: list[dict[int, bytes]] = []
+
+    def rebuild(entry: FileEntry, parts: Mapping[int, bytes]) -> bytes:
+        rebuilt_from.append(dict(parts))
+        return rebuild_component(entry, parts)
+
+    a.fault("r.bin", "flip")
+    r = client(a.url, salvage=bad_salvage, rebuild=rebuild)
+    assert snapshot(client.dest) == FILES
+    f = {x.path: x for x in r.files}["r.bin"]
+    assert offered and f.parts_salvaged == 1
+    assert a.hits[part_name("r.bin", 0)] == 0  # the genuine one was used, not fetched
+    assert sum(a.hits[part_name("r.bin", i)] for i in range(k + m)) == k - 1
+    (parts,) = rebuilt_from
+    assert all(p != bytes(len(real)) for p in parts.values())
+    for n, p in parts.items():
+        assert p == (sealed[0] / part_name("r.bin", n)).read_bytes()

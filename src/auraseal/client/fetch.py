@@ -40,8 +40,8 @@ from auraseal.errors import (
     UnrecoverableError,
 )
 from auraseal.integrity import StreamVerifier, parse_integrity, verify_bytes
-from auraseal.manifest import FileEntry, Manifest, load_manifest, manifest_digest
-from auraseal.sealing import rebuild_component
+from auraseal.manifest import FileEntry, Manifest, load_manifest, manifest_digest, part_name
+from auraseal.sealing import parts_from_original, rebuild_component
 from auraseal.signing import TrustPolicy
 
 __all__ = [
@@ -59,10 +59,14 @@ DEFAULT_MANIFEST_TTL = timedelta(hours=1)
 DEFAULT_FILE_TTL = timedelta(hours=6)
 DEFAULT_JOBS = 4
 COPY_CHUNK = 1024 * 1024
+#: damaged originals up to this size are salvaged (read whole into memory)
+SALVAGE_MAX = 256 << 20
 
 #: ``record(entry_type, data)`` — where verifications, recoveries and refusals go.
 LedgerSink = Callable[[str, dict[str, Any]], None]
 RebuildFn = Callable[[FileEntry, Mapping[int, bytes]], bytes]
+#: ``salvage(entry, damaged_copy)`` -> candidate part bytes by number (verified by the caller)
+SalvageFn = Callable[[FileEntry, bytes], Mapping[int, bytes]]
 T = TypeVar("T")
 
 
@@ -86,6 +90,7 @@ class FileReport:
     url: str | None = None
     parts_used: int = 0
     bad_parts: int = 0
+    parts_salvaged: int = 0
     rejected: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,6 +100,7 @@ class FileReport:
         if self.source == "parts":
             d["parts_used"] = self.parts_used
             d["bad_parts"] = self.bad_parts
+            d["parts_salvaged"] = self.parts_salvaged
         d["rejected"] = list(self.rejected)
         return d
 
@@ -191,6 +197,7 @@ class _Fetch:
         ledger: LedgerSink | None,
         now: datetime | None,
         rebuild: RebuildFn | None,
+        salvage: SalvageFn | None,
     ) -> None:
         self.url = url
         self.dest = Path(dest).absolute()
@@ -212,6 +219,7 @@ class _Fetch:
             cfg = dataclasses.replace(cfg, max_connections=self.jobs * 2)
         self.fetcher = Fetcher(cfg, transport)
         self.rebuild: RebuildFn = rebuild if rebuild is not None else rebuild_component
+        self.salvage: SalvageFn = salvage if salvage is not None else parts_from_original
         self.warnings: list[str] = []
         self._lock = threading.Lock()
         self._downloaded = 0
@@ -427,23 +435,57 @@ class _Fetch:
         with self._lock:
             self._downloaded += n
 
+    def _salvage(self, entry: FileEntry, target: Path, into: dict[int, bytes]) -> None:
+        """Add to ``into`` the parts the damaged copy at ``target`` still re-creates
+        exactly; each is checked against the manifest's part integrity here."""
+        rec = entry.recovery
+        if rec is None or entry.size > SALVAGE_MAX or len(into) >= rec.k:
+            return
+        try:
+            data = target.read_bytes()
+        except OSError:
+            return
+        if not data:
+            return
+        try:
+            cands = self.salvage(entry, data)
+        except AuraSealError:
+            return
+        for n, part in cands.items():
+            if n in into or not 0 <= n < len(rec.parts):
+                continue
+            try:
+                verify_bytes(part, rec.parts[n].integrity, part_name(entry.path, n))
+            except AuraSealError:
+                continue  # never use an unverified byte
+            into[n] = part
+
     def _from_parts(
-        self, entry: FileEntry, target: Path, pool: ThreadPoolExecutor, report: FileReport
+        self,
+        entry: FileEntry,
+        target: Path,
+        pool: ThreadPoolExecutor,
+        report: FileReport,
+        salvaged: Mapping[int, bytes] | None = None,
     ) -> None:
         rec = entry.recovery
         assert rec is not None
         total = len(rec.parts)
-        good: dict[int, bytes] = {}
+        good: dict[int, bytes] = dict(salvaged or {})
+        report.parts_salvaged = len(good)
+        # the data parts the salvage could not re-create first, then parity
+        order = [n for n in range(min(rec.k, total)) if n not in good]
+        order += [n for n in range(rec.k, total) if n not in good]
         pending: dict[Future[tuple[bytes | None, list[str]]], int] = {}
         nxt = 0
 
         def submit() -> None:
             nonlocal nxt
-            fut = pool.submit(self._fetch_part, entry, nxt)
-            pending[fut] = nxt
+            fut = pool.submit(self._fetch_part, entry, order[nxt])
+            pending[fut] = order[nxt]
             nxt += 1
 
-        while nxt < min(rec.k, total):
+        while nxt < len(order) and len(pending) < rec.k - len(good):
             submit()
         while pending and len(good) < rec.k:
             done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
@@ -453,7 +495,7 @@ class _Fetch:
                 report.rejected.extend(rejected)
                 report.bad_parts += len(rejected)
                 if data is None:
-                    if nxt < total:
+                    if nxt < len(order):
                         submit()
                 else:
                     good[number] = data
@@ -540,7 +582,9 @@ class _Fetch:
             else:
                 stale_installed = path
         if not self.offline:
-            # 3. the primary, then each mirror
+            # 3. the primary, then each mirror; what a damaged copy still
+            #    re-creates of the parts is kept for step 4
+            salvaged: dict[int, bytes] = {}
             for i, src in enumerate(self.sources):
                 if self._abort.is_set():
                     raise _Aborted()
@@ -563,18 +607,20 @@ class _Fetch:
                         "fetch.rejected",
                         {"path": entry.path, "url": url, "error": str(exc)},
                     )
+                    self._salvage(entry, target, salvaged)
                     continue
                 self._store(target, entry, digest)
                 return done(src.label, url, counted=True)
             # 4. parts from all sources at once
             if entry.recovery is not None:
                 try:
-                    self._from_parts(entry, target, pool, report)
+                    self._from_parts(entry, target, pool, report, salvaged)
                     self._store(target, entry, self._digest_of(entry))
                     self.record(
                         "fetch.recovered",
                         {"path": entry.path, "parts_used": report.parts_used,
-                         "bad_parts": report.bad_parts},
+                         "bad_parts": report.bad_parts,
+                         "parts_salvaged": report.parts_salvaged},
                     )
                     return done("parts")
                 except AuraSealError as exc:
@@ -752,6 +798,7 @@ def fetch_package(
     ledger: LedgerSink | None = None,
     now: datetime | None = None,
     rebuild: RebuildFn | None = None,
+    salvage: SalvageFn | None = None,
 ) -> FetchReport:
     """Fetch the package at ``url`` into ``dest``: verify, repair, install atomically.
 
@@ -764,7 +811,7 @@ def fetch_package(
         url, dest, mirrors=mirrors, policy=policy, cache_dir=cache_dir,
         fallback_dir=fallback_dir, manifest_ttl=manifest_ttl, file_ttl=file_ttl,
         offline=offline, jobs=jobs, progress=progress, transport=transport, http=http,
-        ledger=ledger, now=now, rebuild=rebuild,
+        ledger=ledger, now=now, rebuild=rebuild, salvage=salvage,
     )
     try:
         return f.run()

@@ -35,7 +35,13 @@ from auraseal.sealing.scrub import (
     scrub,
 )
 from auraseal.sealing.seal import SealOptions, seal_tree
-from auraseal.sealing.unseal import UnsealReport, rebuild_component, unseal, verify_part
+from auraseal.sealing.unseal import (
+    UnsealReport,
+    parts_from_original,
+    rebuild_component,
+    unseal,
+    verify_part,
+)
 
 __all__ = [
     "CODEC_NAMES",
@@ -58,6 +64,7 @@ __all__ = [
     "extract_zip",
     "open_package",
     "parse_part",
+    "parts_from_original",
     "plan_component",
     "rebuild_component",
     "repair",

@@ -3,6 +3,7 @@ and :func:`rebuild_component` for parts that arrived some other way (HTTP)."""
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -13,7 +14,7 @@ from typing import Any
 from auraseal.errors import AuraSealError, ComponentLostError, InputError, IntegrityError
 from auraseal.integrity import verify_bytes
 from auraseal.manifest import FileEntry, part_name
-from auraseal.sealing.codecs import iter_decompress
+from auraseal.sealing.codecs import compress, iter_decompress
 from auraseal.sealing.component import (
     ComponentSpec,
     ReadRange,
@@ -23,8 +24,9 @@ from auraseal.sealing.component import (
 )
 from auraseal.sealing.package import Package, write_target
 from auraseal.sealing.scrub import BIG, check_component, write_verified
+from auraseal.sealing.seal import encode_parts
 
-__all__ = ["UnsealReport", "rebuild_component", "unseal", "verify_part"]
+__all__ = ["UnsealReport", "parts_from_original", "rebuild_component", "unseal", "verify_part"]
 
 Progress = Callable[[int], None] | None
 Buffer = bytes | bytearray | memoryview
@@ -62,6 +64,53 @@ def rebuild_component(entry: FileEntry, parts: Mapping[int, Buffer]) -> bytes:
     out = b"".join(iter_decompress(spec.codec, iter_stripes(spec, sources), spec.size, spec.path))
     verify_bytes(out, entry.integrity, entry.path)
     return out
+
+
+class _MemWriter:
+    """A ``WriterFactory`` result that keeps a part's bytes in memory."""
+
+    def __init__(self, out: dict[str, bytes], key: str) -> None:
+        self._out = out
+        self._key = key
+        self._buf = io.BytesIO()
+
+    def __enter__(self) -> io.BytesIO:
+        return self._buf
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: object) -> None:
+        if t is None:
+            self._out[self._key] = self._buf.getvalue()
+
+
+def parts_from_original(entry: FileEntry, data: Buffer) -> dict[int, bytes]:
+    """The data parts (numbers below ``k``) that a possibly damaged copy of
+    the original re-creates byte for byte, keyed by number.
+
+    ``data`` is compressed and encoded exactly as sealing does (the same path
+    as repair's re-seal, :func:`~auraseal.sealing.seal.encode_parts`); a part
+    is returned only if its whole-file SHA-256 equals the manifest's, so a
+    damaged region costs just the parts it falls in. A copy of another length
+    (padded with zeros if shorter), or one whose re-compression differs in
+    length from the sealed stream, gives nothing.
+    """
+    spec = ComponentSpec.from_entry(entry)
+    if len(data) > spec.size:
+        return {}
+    if len(data) < spec.size:
+        data = bytes(data) + bytes(spec.size - len(data))
+    stream = compress(spec.codec, data)
+    if len(stream) != spec.plan.compressed_size:
+        return {}
+    nums = range(min(spec.k, spec.total))
+    got: dict[str, bytes] = {}
+
+    def writer(path: Path) -> _MemWriter:
+        return _MemWriter(got, path.name)
+
+    paths = {n: Path(str(n)) for n in nums}
+    expected = {n: spec.part_digest(n) for n in nums}
+    done, _failed = encode_parts(spec, stream, paths, None, expected=expected, writer=writer)
+    return {n: got[str(n)] for n in done}
 
 
 @dataclass
