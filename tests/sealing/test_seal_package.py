@@ -342,3 +342,67 @@ def test_big_text_compressed_while_read_is_resealed_byte_identical(tmp_path: Pat
         assert repair(pkg).exit_code == 0
     for n, blob in want.items():
         assert (pkg_dir / f"big.txt.part.{n}").read_bytes() == blob
+
+
+def _text(n: int) -> bytes:
+    return b"".join(b"line %d of a compressible file\n" % i for i in range(n))
+
+
+@pytest.mark.parametrize("kernel_copy", [True, False])
+def test_big_file_copied_in_kernel_then_hashed_and_compressed_from_the_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel_copy: bool
+) -> None:
+    if not kernel_copy:  # file systems without copy_file_range: plain copy
+
+        def refuse(*_a: object, **_k: object) -> int:
+            raise OSError(18, "Invalid cross-device link")
+
+        monkeypatch.setattr(os, "copy_file_range", refuse)
+    data = _text(400_000)  # ~13 MiB: the copy + mmap + zstd-while-hashing path
+    assert len(data) >= 8 << 20
+    src = tmp_path / "src"
+    write_tree(src, {"big.txt": data, "small.txt": b"x" * 1000})
+    manifest = seal_tree(src, tmp_path / "pkg")
+    entry = manifest.entry("big.txt")
+    rec = entry.recovery
+    assert rec is not None and rec.codec == "zstd"
+    assert parse_integrity(entry.integrity).digests[0] == hashlib.sha512(data).digest()
+    assert rec.compressed_size == len(seal_mod.compress("zstd", data))
+    assert (tmp_path / "pkg" / "big.txt").read_bytes() == data
+    assert oct((tmp_path / "pkg" / "big.txt").stat().st_mode & 0o777) == "0o644"
+    # repair re-creates the same stream from the original: drop every parity part
+    for n in range(rec.k, rec.k + rec.m):
+        (tmp_path / "pkg" / f"big.txt.part.{n}").unlink()
+    with open_package(tmp_path / "pkg") as pkg:
+        assert repair(pkg).exit_code == 0
+        assert scrub(pkg).exit_code == 0
+
+
+def test_every_file_and_directory_is_fsynced_before_the_package_appears(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: set[str] = set()
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        synced.add(os.readlink(f"/proc/self/fd/{fd}"))
+
+    seen: list[str] = []
+
+    def replace(a: str | Path, b: str | Path) -> None:
+        if Path(a).name.startswith(".pkg.seal."):
+            for dirpath, _dirs, files in os.walk(a):
+                assert dirpath in synced, dirpath
+                for f in files:
+                    assert os.path.join(dirpath, f) in synced, f
+                    seen.append(f)
+        real_replace(a, b)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    src = tmp_path / "src"
+    write_tree(src, {"big.txt": _text(400_000), "rand.bin": os.urandom(5 << 20), "d/s.txt": b"s"})
+    seal_tree(src, tmp_path / "pkg")
+    assert "big.txt" in seen and "rand.bin" in seen and "s.txt" in seen
+    assert MANIFEST_NAME in seen and len(seen) > 256

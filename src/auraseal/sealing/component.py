@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import math
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -48,6 +49,7 @@ __all__ = [
     "ComponentSpec",
     "PartsWriter",
     "Plan",
+    "SyncingWriter",
     "WriterFactory",
     "check_part_bytes",
     "coherence_parity",
@@ -424,20 +426,74 @@ def _fsync_path(path: str) -> None:
         os.close(fd)
 
 
-def sync_tree(root: Path, threads: int = 16) -> None:
+def sync_tree(root: Path, threads: int = 16, skip: frozenset[str] = frozenset()) -> None:
     """fsync every file and directory below ``root`` (many at once, so the
-    file system batches them), before the tree is renamed into place."""
+    file system batches them), before the tree is renamed into place.
+
+    Files named in ``skip`` (as ``str`` paths) were already fsynced after
+    their last write (:class:`SyncingWriter`) and are not synced again.
+    """
     files: list[str] = []
     dirs: list[str] = []
     for dirpath, _dirnames, filenames in os.walk(root):
         dirs.append(dirpath)
-        files += [os.path.join(dirpath, f) for f in filenames]
+        files += [p for f in filenames if (p := os.path.join(dirpath, f)) not in skip]
     try:
         with ThreadPoolExecutor(threads, thread_name_prefix="fsync") as pool:
             list(pool.map(_fsync_path, files))
             list(pool.map(_fsync_path, dirs))
     except OSError as exc:
         raise StorageError(f"cannot flush to disk: {exc.strerror}", str(root)) from exc
+
+
+class SyncingWriter:
+    """A :func:`fresh_writer` that fsyncs big files in the background as soon
+    as they are closed, so the disk writes overlap the hashing and coding of
+    the rest of the package instead of all waiting for :func:`sync_tree`.
+
+    :meth:`wait` returns the files synced this way (each after its last
+    write); the caller still syncs every other file and every directory
+    before the tree becomes visible, so the durability guarantee is the same.
+    """
+
+    def __init__(self, threads: int = 4, min_size: int = 1 << 20) -> None:
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="fsync-early")
+        self._min = min_size
+        self._lock = threading.Lock()
+        self._futures: list[tuple[str, Future[None]]] = []
+
+    def sync_soon(self, path: Path) -> None:
+        """fsync ``path`` in the background (it must not be written again)."""
+        fut = self._pool.submit(_fsync_path, str(path))
+        with self._lock:
+            self._futures.append((str(path), fut))
+
+    @contextlib.contextmanager
+    def _open(self, path: Path) -> Iterator[BinaryIO]:
+        with fresh_writer(path) as fh:
+            yield fh
+            big = fh.tell() >= self._min
+        if big:
+            self.sync_soon(path)
+
+    def __call__(self, path: Path) -> contextlib.AbstractContextManager[BinaryIO]:
+        return self._open(path)
+
+    def wait(self) -> frozenset[str]:
+        """Wait for every background fsync; the paths synced (raises StorageError)."""
+        with self._lock:
+            futures = list(self._futures)
+        done: set[str] = set()
+        for path, fut in futures:
+            try:
+                fut.result()
+            except OSError as exc:
+                raise StorageError(f"cannot flush to disk: {exc.strerror}", path) from exc
+            done.add(path)
+        return frozenset(done)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
 
 
 class PartsWriter:

@@ -49,6 +49,7 @@ from auraseal.sealing.component import (
     ComponentSpec,
     PartsWriter,
     Plan,
+    SyncingWriter,
     WriterFactory,
     fresh_writer,
     integrity_for,
@@ -275,6 +276,63 @@ def _read_and_hash(
     return hashed, src
 
 
+def _clone(src: Path, dst: Path, rel: str) -> int:
+    """Copy ``src`` to the new file ``dst`` inside the kernel (``copy_file_range``:
+    no user-space copy; plain reads and writes where it is not supported).
+    Returns the bytes copied."""
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with open(src, "rb") as fi, open(dst, "xb") as fo:
+            os.fchmod(fo.fileno(), 0o644)  # served as static files, whatever the umask
+            size = os.fstat(fi.fileno()).st_size
+            done = 0
+            with contextlib.suppress(OSError):  # EXDEV, ENOSYS, EINVAL...: fall back
+                while done < size:
+                    n = os.copy_file_range(fi.fileno(), fo.fileno(), size - done)
+                    if n <= 0:
+                        break
+                    done += n
+            if done < size:
+                fi.seek(done)
+                fo.seek(done)
+                fo.truncate()
+                shutil.copyfileobj(fi, fo, 8 << 20)
+            return fo.tell()
+    except OSError as exc:
+        raise StorageError(f"cannot copy: {exc.strerror}", rel) from exc
+
+
+def _map(path: Path, rel: str) -> memoryview:
+    """Map our own copy of a file (never written through: writable only so that
+    ISA-L can take its address without copying), pages populated up front."""
+    try:
+        with open(path, "r+b") as fh:
+            if os.fstat(fh.fileno()).st_size == 0:
+                return memoryview(b"")
+            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+            mm = mmap.mmap(fh.fileno(), 0, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    except OSError as exc:
+        raise StorageError(f"cannot read: {exc.strerror}", rel) from exc
+    return memoryview(mm)
+
+
+def _hash_and_compress(
+    data: memoryview, algorithm: str, pool: Executor
+) -> tuple[bytes | None, tuple[str, Buffer] | None]:
+    """When the first 256 KiB of ``data`` compress: its digest (in a pool
+    thread) and its zstd stream (made here meanwhile, fed in FEED slices
+    exactly as :func:`compress` does); else ``(None, None)``."""
+    if len(data) < _ZSTD_STREAM_MIN or not sample_compresses(data[:_SAMPLE]):
+        return None, None  # seal_file hashes it while it codes it
+    hash_future = pool.submit(_copy_and_hash, data, None, algorithm)
+    zs = ZstdStream(len(data))
+    for off in range(0, len(data), FEED):
+        zs.feed(data[off : off + FEED])
+    out = zs.finish()
+    stream = ("zstd", out) if len(out) < len(data) else ("none", data)
+    return hash_future.result(), stream
+
+
 def seal_file(
     data: Buffer,
     rel: str,
@@ -443,6 +501,7 @@ def seal_tree(
     except OSError as exc:
         raise StorageError(f"cannot create output: {exc.strerror}", str(out)) from exc
     ok = False
+    writer = SyncingWriter()
     try:
         with (
             ThreadPoolExecutor(n_jobs, thread_name_prefix="seal") as comps,
@@ -450,6 +509,8 @@ def seal_tree(
         ):
 
             def one(rel: str) -> FileEntry:
+                if sizes[rel] >= BIG and sizes[rel] <= MEMORY_LIMIT:
+                    return one_big(rel)
                 with contextlib.ExitStack() as stack:
                     source = _read_source(
                         resolve_inside(src, rel), stack, rel, opts.algorithm, opts.codec
@@ -462,9 +523,37 @@ def seal_tree(
                         stripes,
                         tmpdir=tmp,
                         digest=source.digest,
-                        writer=fresh_writer,
+                        writer=writer,
                         stream=source.stream,
                     )
+                if progress is not None:
+                    progress(entry.size)
+                return entry
+
+            def one_big(rel: str) -> FileEntry:
+                # The original is copied in the kernel first and fsynced in the
+                # background; everything else is computed from that copy (so the
+                # package's original is exactly the bytes hashed and coded).
+                copy = resolve_inside(tmp, rel)
+                _clone(resolve_inside(src, rel), copy, rel)
+                writer.sync_soon(copy)
+                data = _map(copy, rel)
+                digest: bytes | None = None
+                stream: tuple[str, Buffer] | None = None
+                if opts.codec == "zstd":
+                    digest, stream = _hash_and_compress(data, opts.algorithm, stripes)
+                entry = seal_file(
+                    data,
+                    rel,
+                    tmp,
+                    opts,
+                    stripes,
+                    copy_original=False,
+                    tmpdir=tmp,
+                    digest=digest,
+                    writer=writer,
+                    stream=stream,
+                )
                 if progress is not None:
                     progress(entry.size)
                 return entry
@@ -480,7 +569,9 @@ def seal_tree(
         )
         with fresh_writer(tmp / MANIFEST_NAME) as fh:
             fh.write(dump_signed(manifest, keys))
-        sync_tree(tmp)  # every file durable before the package becomes visible
+        # every file durable before the package becomes visible: big ones were
+        # fsynced in the background as they were finished, the rest here
+        sync_tree(tmp, skip=writer.wait())
         os.chmod(tmp, 0o755)  # noqa: S103 - a package is served as static files
         if out.exists():
             out.rmdir()
@@ -490,6 +581,7 @@ def seal_tree(
     except OSError as exc:
         raise StorageError(f"cannot write package: {exc.strerror}", str(out)) from exc
     finally:
+        writer.close()
         if not ok:
             shutil.rmtree(tmp, ignore_errors=True)
     if zip_path is not None:
