@@ -257,26 +257,43 @@ class IsalEngine:
         for i in nums:
             if len(fragments[i]) != w:
                 raise PartFormatError(f"fragment {i} is {len(fragments[i])} bytes, not {w}")
-        if all(i in fragments for i in range(k)):
-            out = b"".join(fragments[i] for i in range(k))
-            return out[:stripe_len] if len(out) != stripe_len else out
-        chosen = nums[:k]
+        # One copy per fragment: data fragments go straight to their row of the
+        # output stripe, missing rows are rebuilt in place there (ISA-L takes
+        # any row addresses), and the stripe is returned writable, so
+        # re-encoding it (repair) needs no copy either.
+        out = bytearray(k * w)
+        ov = memoryview(out)
+        for i in nums:
+            if i < k:
+                ov[i * w : (i + 1) * w] = fragments[i]
         missing = [i for i in range(k) if i not in fragments]
-        tbls = self._decode_tables(k, m, tuple(chosen), tuple(missing))
-        stride = _stride(w)
-        src = bytearray(k * stride)
-        for r, idx in enumerate(chosen):
-            src[r * stride : r * stride + w] = fragments[idx]
-        rec = bytearray(len(missing) * stride)
-        self._run(w, k, len(missing), tbls, (src, rec), (stride, stride))
-        where = {i: r for r, i in enumerate(missing)}
-        rv = memoryview(rec)
-        parts = [
-            fragments[i] if i in fragments else rv[where[i] * stride : where[i] * stride + w]
-            for i in range(k)
-        ]
-        out = b"".join(parts)
-        return out[:stripe_len] if len(out) != stripe_len else out
+        if missing:
+            chosen = nums[:k]
+            tbls = self._decode_tables(k, m, tuple(chosen), tuple(missing))
+            extra = [i for i in chosen if i >= k]
+            stride = _stride(w)
+            par = bytearray(len(extra) * stride)
+            for r, idx in enumerate(extra):
+                par[r * stride : r * stride + w] = fragments[idx]
+            base, pbase = _addr(out), _addr(par)
+            rows = {idx: pbase + r * stride for r, idx in enumerate(extra)}
+            srcs = [base + i * w if i < k else rows[i] for i in chosen]
+            dsts = [base + i * w for i in missing]
+            self._run_ptrs(w, tbls, srcs, dsts)
+        return ov[:stripe_len] if len(out) != stripe_len else out
+
+    def _run_ptrs(self, width: int, tbls: bytearray, srcs: list[int], dsts: list[int]) -> None:
+        """ec_encode_data from the rows at ``srcs`` into the rows at ``dsts``."""
+        sp = (ctypes.c_void_p * len(srcs))(*srcs)
+        dp = (ctypes.c_void_p * len(dsts))(*dsts)
+        self._lib.ec_encode_data(
+            ctypes.c_int(width),
+            ctypes.c_int(len(srcs)),
+            ctypes.c_int(len(dsts)),
+            ctypes.c_void_p(_addr(tbls)),
+            sp,
+            dp,
+        )
 
 
 def _stride(width: int) -> int:
