@@ -4,6 +4,7 @@ the stripe pipelines shared by seal, unseal, scrub and repair."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import hmac
 import math
@@ -57,6 +58,7 @@ __all__ = [
     "integrity_for",
     "ordered_map",
     "plan_component",
+    "start_writeback",
     "sync_tree",
 ]
 
@@ -64,6 +66,8 @@ DEFAULT_PART_SIZE = 5120
 DEFAULT_COHERENCE = 0.954
 #: Widest fragment of one stripe: bounds memory to k * 256 KiB per stripe.
 MAX_FRAGMENT_WIDTH = 256 << 10
+#: Fragments at least this big are pushed towards the disk as soon as written.
+_KICK = 64 << 10
 
 Buffer = bytes | bytearray | memoryview
 T = TypeVar("T")
@@ -418,6 +422,33 @@ def fresh_writer(path: Path) -> Iterator[BinaryIO]:
                 os.unlink(path)
 
 
+def _load_sync_file_range() -> Callable[[int, int, int], None] | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+
+    def start(fd: int, offset: int, length: int) -> None:
+        fn(fd, offset, length, 2)  # SYNC_FILE_RANGE_WRITE: start writeback, don't wait
+
+    return start
+
+
+_SYNC_FILE_RANGE = _load_sync_file_range()
+
+
+def start_writeback(fd: int, offset: int = 0, length: int = 0) -> None:
+    """Ask the kernel to start writing ``length`` bytes at ``offset`` of ``fd``
+    to disk now, without waiting (Linux ``sync_file_range``; a no-op
+    elsewhere). Not a durability point: the final fsync still is; it only
+    lets the disk work while we compute, so that fsync has less left to do."""
+    if _SYNC_FILE_RANGE is not None:
+        _SYNC_FILE_RANGE(fd, offset, length)
+
+
 def _fsync_path(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -552,7 +583,11 @@ class PartsWriter:
         def one(n: int) -> None:
             frag = fragments[n]
             self._hash[n].update(frag)
-            self._fh[n].write(frag)
+            fh = self._fh[n]
+            fh.write(frag)
+            if len(frag) >= _KICK:
+                fh.flush()
+                start_writeback(fh.fileno())
 
         self._each(one)
 

@@ -27,6 +27,7 @@ from auraseal.sealing.component import (
     check_part_stream,
     lost_error,
     ordered_map,
+    start_writeback,
 )
 from auraseal.sealing.package import Package, extract_zip, open_package, write_target
 from auraseal.sealing.seal import encode_parts, write_zip
@@ -44,6 +45,7 @@ __all__ = [
 Progress = Callable[[int], None] | None
 Buffer = bytes | bytearray | memoryview
 BIG = 4 << 20
+_KICK = 16 << 20
 
 
 @dataclass
@@ -297,16 +299,22 @@ def write_verified(
     integ = parse_integrity(integrity, where)
     h = hashlib.new(integ.algorithm)
     with atomic_writer(dest) as fh:
+        pending = 0
+
+        def sink(chunk: Buffer) -> None:
+            nonlocal pending
+            h.update(chunk)
+            fh.write(chunk)
+            pending += len(chunk)
+            if pending >= _KICK:  # let the disk work while we decode the rest
+                fh.flush()
+                start_writeback(fh.fileno())
+                pending = 0
+
         if not threaded:
             for chunk in chunks:
-                h.update(chunk)
-                fh.write(chunk)
+                sink(chunk)
         else:
-
-            def sink(chunk: Buffer) -> None:
-                h.update(chunk)
-                fh.write(chunk)
-
             _pipe(chunks, sink)
         if not integ.matches(h.digest()):
             raise IntegrityError("rebuilt bytes do not match the manifest", where)
