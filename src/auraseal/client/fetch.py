@@ -59,6 +59,8 @@ DEFAULT_MANIFEST_TTL = timedelta(hours=1)
 DEFAULT_FILE_TTL = timedelta(hours=6)
 DEFAULT_JOBS = 4
 COPY_CHUNK = 1024 * 1024
+#: threads fsyncing finished files while others still download
+SYNC_THREADS = 2
 #: damaged originals up to this size are salvaged (read whole into memory)
 SALVAGE_MAX = 256 << 20
 
@@ -726,8 +728,13 @@ class _Fetch:
         return report
 
     def _all_files(self, manifest: Manifest, stage: Staging) -> list[FileReport]:
+        """Obtain every file; each one's fsync starts in the background as soon
+        as it is complete (overlapping the downloads still running), and all of
+        them have finished, sizes checked, before this returns."""
         results: dict[str, FileReport] = {}
+        synced: dict[str, Future[None]] = {}
         with (
+            ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="sync") as sync_pool,
             ThreadPoolExecutor(self.jobs, thread_name_prefix="fetch") as files_pool,
             ThreadPoolExecutor(self.jobs, thread_name_prefix="part") as parts_pool,
         ):
@@ -748,36 +755,39 @@ class _Fetch:
                             f.cancel()
                     continue
                 results[r.path] = r
+                e = futs[fut]
+                synced[e.path] = sync_pool.submit(_sync_file, stage.path / e.path, e)
             if first is not None:
+                for sf in synced.values():
+                    sf.cancel()
                 raise first
+            for e in manifest.files:  # re-raise the first failed sync, in manifest order
+                synced[e.path].result()
         return [results[e.path] for e in manifest.files]
 
     def _check_stage(self, manifest: Manifest, stage: Staging) -> None:
-        """Check every assembled file's size and make it durable before the swap.
-
-        Files are fsynced here, together and in parallel, rather than one by
-        one as they arrive: concurrent fsyncs share journal commits."""
-
-        def one(e: FileEntry) -> None:
-            p = stage.path / e.path  # the stage is ours: names were checked on creation
-            try:
-                fd = os.open(p, os.O_RDONLY)
-            except OSError as exc:
-                raise StorageError("missing after assembly", e.path) from exc
-            try:
-                size = os.fstat(fd).st_size
-                if size != e.size:
-                    raise IntegrityError(f"assembled size {size} != {e.size}", e.path)
-                os.fsync(fd)
-            except OSError as exc:
-                raise StorageError(f"cannot sync: {exc.strerror}", e.path) from exc
-            finally:
-                os.close(fd)
-
-        with ThreadPoolExecutor(self.jobs, thread_name_prefix="sync") as pool:
-            list(pool.map(one, manifest.files))
+        """Make the directories durable before the swap (every file was checked
+        and fsynced by :meth:`_all_files`)."""
         for d in {(stage.path / e.path).parent for e in manifest.files}:
             fsync_dir(d)
+
+
+def _sync_file(p: Path, e: FileEntry) -> None:
+    """Check an assembled file's size and fsync it (the stage is ours: names
+    were checked when it was created)."""
+    try:
+        fd = os.open(p, os.O_RDONLY)
+    except OSError as exc:
+        raise StorageError("missing after assembly", e.path) from exc
+    try:
+        size = os.fstat(fd).st_size
+        if size != e.size:
+            raise IntegrityError(f"assembled size {size} != {e.size}", e.path)
+        os.fsync(fd)
+    except OSError as exc:
+        raise StorageError(f"cannot sync: {exc.strerror}", e.path) from exc
+    finally:
+        os.close(fd)
 
 
 def fetch_package(
