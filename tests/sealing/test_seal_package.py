@@ -406,3 +406,45 @@ def test_every_file_and_directory_is_fsynced_before_the_package_appears(
     seal_tree(src, tmp_path / "pkg")
     assert "big.txt" in seen and "rand.bin" in seen and "s.txt" in seen
     assert MANIFEST_NAME in seen and len(seen) > 256
+
+
+@pytest.mark.parametrize("kind", ["text", "random"])
+@pytest.mark.parametrize("original", ["good", "corrupt", "missing"])
+def test_repair_of_a_big_component_rebuilds_parts_while_the_original_is_checked(
+    tmp_path: Path, kind: str, original: str
+) -> None:
+    data = _text(300_000) if kind == "text" else os.urandom(6 << 20)
+    src = tmp_path / "src"
+    write_tree(src, {"big.bin": data})
+    manifest = seal_tree(src, tmp_path / "pkg")
+    rec = manifest.entry("big.bin").recovery
+    assert rec is not None
+    pkg_dir = tmp_path / "pkg"
+    assert rec.m >= 2
+    lost = [1]  # a data part lost, a parity part corrupt: m >= 2 bad parts
+    for n in lost:
+        (pkg_dir / f"big.bin.part.{n}").unlink()
+    (pkg_dir / f"big.bin.part.{rec.k}").write_bytes(b"garbage")
+    before = (pkg_dir / "big.bin").stat().st_ino
+    if original == "corrupt":
+        with open(pkg_dir / "big.bin", "r+b") as fh:
+            fh.seek(len(data) // 2)
+            fh.write(b"\0" * 1000)
+    elif original == "missing":
+        (pkg_dir / "big.bin").unlink()
+    with open_package(pkg_dir) as pkg:
+        report = repair(pkg)
+    assert report.exit_code == 0
+    parts = sorted(f"big.bin.part.{n}" for n in [*lost, rec.k])
+    if original == "good":
+        assert sorted(report.rewritten) == parts
+        assert (pkg_dir / "big.bin").stat().st_ino == before  # not rewritten
+    else:
+        assert report.rewritten[0] == "big.bin"
+        assert sorted(report.rewritten[1:]) == parts
+    (comp,) = report.components
+    assert comp.state_before == "recoverable"
+    assert comp.coherence_before == f"{rec.k + rec.m - 2}/{rec.k + rec.m}"
+    assert (pkg_dir / "big.bin").read_bytes() == data
+    with open_package(pkg_dir) as pkg:
+        assert scrub(pkg).exit_code == 0

@@ -46,6 +46,8 @@ Progress = Callable[[int], None] | None
 Buffer = bytes | bytearray | memoryview
 BIG = 4 << 20
 _KICK = 16 << 20
+#: Largest component whose decoded stream repair keeps in memory (overlapped repair).
+_KEEP_LIMIT = 512 << 20
 
 
 @dataclass
@@ -348,13 +350,19 @@ def _pipe(chunks: Iterator[Buffer], sink: Callable[[Buffer], object]) -> None:
         raise errors[0]
 
 
-def _decode_and_rebuild(
+def _decode_and_rebuild(  # noqa: PLR0917 - private
     pkg: Package,
     spec: ComponentSpec,
     rep: ComponentReport,
     pool: Executor | None,
     out: ComponentRepair,
+    keep: list[Buffer] | None = None,
 ) -> None:
+    """Rebuild the bad parts (and the original if bad) from ``k`` good parts.
+
+    With ``keep``, the original is not touched: the decoded stripes are
+    appended to ``keep`` instead (see :func:`_repair_overlapped`).
+    """
     assert pkg.root is not None
     sources = _sources(pkg, spec, rep.good_parts)
     if len(sources) < spec.k:
@@ -381,7 +389,9 @@ def _decode_and_rebuild(
                     writer.add(frags)
                 yield stripe
 
-        if rep.original != "good":
+        if keep is not None:
+            keep.extend(stripes())
+        elif rep.original != "good":
             data = iter_decompress(spec.codec, stripes(), spec.size, spec.path)
             write_verified(
                 write_target(pkg.root, spec.path),
@@ -419,10 +429,52 @@ def _reseal_parts(
     out.failed.update({part_name(spec.path, n): r for n, r in failed.items()})
 
 
+def _repair_overlapped(pkg: Package, entry: FileEntry, pool: Executor) -> ComponentRepair | None:
+    """Repair of a big component whose parts need rebuilding: the bad parts are
+    decoded and rewritten while the original is still being hashed (the two
+    run on both cores), keeping the decoded stream in memory; the original is
+    then rewritten from it only if its check failed. ``None`` when this does
+    not apply (no bad part, or fewer than ``k`` good ones)."""
+    assert pkg.root is not None
+    fut = pool.submit(_check_original, pkg, entry)
+    spec = ComponentSpec.from_entry(entry)
+    rep = ComponentReport(entry.path, entry.size, "good", k=spec.k, total=spec.total)
+    for n in range(spec.total):
+        reason = _check_part(pkg, spec, n)
+        if reason:
+            rep.bad_parts[n] = reason
+        else:
+            rep.good_parts.append(n)
+    if not rep.bad_parts or rep.good < spec.k:
+        fut.result()
+        return None
+    out = ComponentRepair(entry.path, "recoverable", rep.coherence)
+    kept: list[Buffer] = []
+    try:
+        _decode_and_rebuild(pkg, spec, rep, pool, out, keep=kept)
+        rep.original, rep.original_reason = fut.result()
+        if rep.original != "good":
+            data = iter_decompress(spec.codec, iter(kept), spec.size, spec.path)
+            write_verified(
+                write_target(pkg.root, spec.path), data, spec.integrity, spec.path, threaded=True
+            )
+            out.rewritten.insert(0, spec.path)
+    except (AuraSealError, OSError) as exc:
+        out.failed[entry.path] = getattr(exc, "what", str(exc))
+    finally:
+        fut.cancel()  # only matters after an error: the hash is not waited for
+    return out
+
+
 def repair_component(
     pkg: Package, entry: FileEntry, pool: Executor | None = None
 ) -> ComponentRepair:
     """Rebuild whatever of one file and its parts is missing or corrupt, in place."""
+    overlap = pool is not None and entry.recovery is not None and pkg.root is not None
+    if overlap and pool is not None and BIG <= entry.size <= _KEEP_LIMIT:
+        done = _repair_overlapped(pkg, entry, pool)
+        if done is not None:
+            return done
     rep = check_component(pkg, entry, pool)
     out = ComponentRepair(entry.path, rep.state, rep.coherence)
     if rep.state == "intact":
