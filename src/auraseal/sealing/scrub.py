@@ -303,9 +303,8 @@ def write_verified(
     with atomic_writer(dest) as fh:
         pending = 0
 
-        def sink(chunk: Buffer) -> None:
+        def write(chunk: Buffer) -> None:
             nonlocal pending
-            h.update(chunk)
             fh.write(chunk)
             pending += len(chunk)
             if pending >= _KICK:  # let the disk work while we decode the rest
@@ -315,19 +314,22 @@ def write_verified(
 
         if not threaded:
             for chunk in chunks:
-                sink(chunk)
+                h.update(chunk)
+                write(chunk)
         else:
-            _pipe(chunks, sink)
+            _pipe(chunks, [h.update, write])
         if not integ.matches(h.digest()):
             raise IntegrityError("rebuilt bytes do not match the manifest", where)
 
 
-def _pipe(chunks: Iterator[Buffer], sink: Callable[[Buffer], object]) -> None:
-    """Feed ``chunks`` to ``sink`` in another thread (bounded queue); re-raise its error."""
-    q: queue.Queue[Buffer | None] = queue.Queue(maxsize=8)
+def _pipe(chunks: Iterator[Buffer], sinks: list[Callable[[Buffer], object]]) -> None:
+    """Feed every chunk to each sink, one thread per sink (bounded queues), so
+    hashing and writing run on different cores while this thread produces the
+    chunks; re-raise the first sink error."""
+    queues: list[queue.Queue[Buffer | None]] = [queue.Queue(maxsize=8) for _ in sinks]
     errors: list[BaseException] = []
 
-    def consume() -> None:
+    def consume(q: queue.Queue[Buffer | None], sink: Callable[[Buffer], object]) -> None:
         while (item := q.get()) is not None:
             if errors:
                 continue
@@ -336,16 +338,23 @@ def _pipe(chunks: Iterator[Buffer], sink: Callable[[Buffer], object]) -> None:
             except BaseException as exc:  # handed to the producer below
                 errors.append(exc)
 
-    worker = threading.Thread(target=consume, name="write-verified")
-    worker.start()
+    workers = [
+        threading.Thread(target=consume, args=(q, sink), name="write-verified")
+        for q, sink in zip(queues, sinks, strict=True)
+    ]
+    for w in workers:
+        w.start()
     try:
         for chunk in chunks:
             if errors:
                 break
-            q.put(chunk)
+            for q in queues:
+                q.put(chunk)
     finally:
-        q.put(None)
-        worker.join()
+        for q in queues:
+            q.put(None)
+        for w in workers:
+            w.join()
     if errors:
         raise errors[0]
 
