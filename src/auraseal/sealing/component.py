@@ -627,7 +627,13 @@ class PartsWriter:
             self._close(n, True)
             done[n] = digest
 
-        self._each(one)
+        if len(todo) > 1:
+            # committing is mostly waiting (atomic_writer: fsync, rename, fsync
+            # of the directory): many at once, so the file system batches them
+            with ThreadPoolExecutor(min(16, len(todo)), thread_name_prefix="commit") as ex:
+                list(ex.map(one, sorted(todo)))
+        else:
+            self._each(one)
         if self._pool is not None:
             self._pool.shutdown()
         return dict(sorted(done.items())), dict(sorted(failed.items()))
