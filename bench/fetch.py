@@ -8,11 +8,19 @@
    fresh process, and `fetch_package` in this process) vs one `curl`
    process fetching the same files one after another over one connection.
    Target: within 1.2x of curl.
-2. Corrupts every original file in a copy of the tree and serves that copy
+2. Corrupts every original file in copies of the tree and serves each copy
    with nginx (`auraseal nginx-conf`; our server repairs damaged files from
    parity before serving them, so it never hands out a corrupt copy): every
-   file must be rebuilt from parts by the client. Compared with curl
-   fetching the intact files from the same nginx. Target: within 3x.
+   file must be rebuilt from parts by the client. Two kinds of damage, each
+   its own row:
+   * "region": in every original, one 4 KiB region at a random offset
+     (seeded) is overwritten with random bytes — a bad sector / torn write.
+     The client salvages the data parts the downloaded copy still re-creates
+     (those matching the manifest) and fetches only the rest.
+   * "replaced": every original is replaced by random bytes of the same size,
+     so nothing can be salvaged and k parts of every file are fetched.
+   Compared with curl fetching the intact files from another nginx on the
+   same tree. Target: within 3x.
 
 Installs curl and nginx-light with apt-get if missing. Prints times (best of
 --runs) and ratios.
@@ -165,17 +173,22 @@ def main() -> int:
         procs[-1].wait(20)
 
         # 2. every original corrupt: rebuilt from parts (nginx serves raw bytes)
-        bad = work / "badroot"
         good_site = (work / "root" / "site").resolve()
-        shutil.copytree(good_site, bad / "site", symlinks=False)
+        rnd = random.Random(7)
+        bad_region, bad_replaced = work / "bad-region", work / "bad-replaced"
+        for bad in (bad_region, bad_replaced):
+            shutil.copytree(good_site, bad / "site", symlinks=False)
         for e in m.files:
-            p = bad / "site" / e.path
+            p = bad_region / "site" / e.path
             data = bytearray(p.read_bytes())
-            data[len(data) // 2] ^= 0xFF
+            off = rnd.randrange(0, max(1, len(data) - 4096))
+            data[off : off + 4096] = rnd.randbytes(len(data[off : off + 4096]))
             p.write_bytes(bytes(data))
+            (bad_replaced / "site" / e.path).write_bytes(rnd.randbytes(e.size))
         shutil.copytree(good_site, work / "goodroot" / "site")
-        ngx_port_bad, ngx_port_good = free_port(), free_port()
-        for root, port_n in ((bad, ngx_port_bad), (work / "goodroot", ngx_port_good)):
+        ngx_port_region, ngx_port_repl, ngx_port_good = free_port(), free_port(), free_port()
+        for root, port_n in ((bad_region, ngx_port_region), (bad_replaced, ngx_port_repl),
+                             (work / "goodroot", ngx_port_good)):
             d = work / f"nginx-{port_n}"
             d.mkdir()
             conf = d / "nginx.conf"
@@ -186,26 +199,40 @@ def main() -> int:
             procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL))
             wait_port(port_n)
-        bad_base = f"http://127.0.0.1:{ngx_port_bad}/packages/site/files/"
+        region_base = f"http://127.0.0.1:{ngx_port_region}/packages/site/files/"
+        repl_base = f"http://127.0.0.1:{ngx_port_repl}/packages/site/files/"
         good_base = f"http://127.0.0.1:{ngx_port_good}/packages/site/files/"
         t_curl_n = best(lambda: curl_all(good_base, m, work / "curl-n"), args.runs)
         t_clean_n, _ = best(lambda: lib_fetch(good_base, work / "out-n", policy, args.jobs),
                             args.runs)
         runs_rb = max(1, args.runs - 1)
-        t_rb, src_rb = best(lambda: lib_fetch(bad_base, work / "out-rb", policy, args.jobs),
+        t_rg, src_rg = best(lambda: lib_fetch(region_base, work / "out-rg", policy, args.jobs),
                             runs_rb)
-        t_rb_cli = best(lambda: cli_fetch(bad_base, work / "out-rb-cli", pub, args.jobs), runs_rb)
+        assert same_tree(work / "curl-n", work / "out-rg", m)
+        assert src_rg == {"parts": len(m.files)}, src_rg
+        t_rg_cli = best(lambda: cli_fetch(region_base, work / "out-rg-cli", pub, args.jobs),
+                        runs_rb)
+        t_rb, src_rb = best(lambda: lib_fetch(repl_base, work / "out-rb", policy, args.jobs),
+                            runs_rb)
+        t_rb_cli = best(lambda: cli_fetch(repl_base, work / "out-rb-cli", pub, args.jobs), runs_rb)
         assert same_tree(work / "curl-n", work / "out-rb", m)
         assert src_rb == {"parts": len(m.files)}, src_rb
         print("\nfrom nginx (auraseal nginx-conf, 2 workers):")
         print(f"  curl, intact files               {t_curl_n:7.2f} s")
         print(f"  fetch_package, intact            {t_clean_n:7.2f} s   "
               f"{t_clean_n / t_curl_n:5.2f}x curl")
-        print(f"  fetch_package, all rebuilt       {t_rb:7.2f} s   {t_rb / t_curl_n:5.2f}x curl"
+        print("  every original with a 4 KiB region overwritten (salvage + missing parts):")
+        print(f"    fetch_package, all rebuilt     {t_rg:7.2f} s   {t_rg / t_curl_n:5.2f}x curl"
               "   target <= 3x")
-        print(f"  auraseal fetch (CLI), rebuilt    {t_rb_cli:7.2f} s   "
+        print(f"    auraseal fetch (CLI)           {t_rg_cli:7.2f} s   "
+              f"{t_rg_cli / t_curl_n:5.2f}x curl")
+        print("  every original replaced by random bytes (nothing to salvage, k parts each):")
+        print(f"    fetch_package, all rebuilt     {t_rb:7.2f} s   {t_rb / t_curl_n:5.2f}x curl"
+              "   target <= 3x")
+        print(f"    auraseal fetch (CLI)           {t_rb_cli:7.2f} s   "
               f"{t_rb_cli / t_curl_n:5.2f}x curl")
-        print(f"  (rebuilding downloads each corrupt original, then k of its {nparts} parts)")
+        print(f"  (each rebuild downloads the corrupt original, then the parts it lacks of "
+              f"k; {nparts} parts in all)")
         return 0
     finally:
         for p in procs:
