@@ -409,7 +409,7 @@ def test_every_file_and_directory_is_fsynced_before_the_package_appears(
 
 
 @pytest.mark.parametrize("kind", ["text", "random"])
-@pytest.mark.parametrize("original", ["good", "corrupt", "missing"])
+@pytest.mark.parametrize("original", ["good", "corrupt", "last_byte", "longer", "missing"])
 def test_repair_of_a_big_component_rebuilds_parts_while_the_original_is_checked(
     tmp_path: Path, kind: str, original: str
 ) -> None:
@@ -430,6 +430,13 @@ def test_repair_of_a_big_component_rebuilds_parts_while_the_original_is_checked(
         with open(pkg_dir / "big.bin", "r+b") as fh:
             fh.seek(len(data) // 2)
             fh.write(b"\0" * 1000)
+    elif original == "last_byte":
+        with open(pkg_dir / "big.bin", "r+b") as fh:
+            fh.seek(len(data) - 1)
+            fh.write(bytes([data[-1] ^ 1]))
+    elif original == "longer":
+        with open(pkg_dir / "big.bin", "ab") as fh:
+            fh.write(b"x")
     elif original == "missing":
         (pkg_dir / "big.bin").unlink()
     with open_package(pkg_dir) as pkg:
