@@ -48,7 +48,7 @@ def published(root: Path, serve, token: tuple[str, Path],  # type: ignore[no-unt
 @pytest.fixture
 def nginx_url(published: tuple[Path, str], tmp_path: Path) -> Iterator[str]:
     if not Path(NGINX).exists():
-        pytest.skip("nginx is not installed (scripts/setup installs nginx-light)")
+        pytest.fail("nginx is not installed: run scripts/setup (installs nginx-light)", pytrace=False)
     root, _ = published
     port = free_port()
     d = tmp_path / "nginx"
@@ -160,7 +160,7 @@ def test_nginx_in_front_with_upstream(published: tuple[Path, str], tmp_path: Pat
                                       site_zip: Callable[[int], bytes]) -> None:
     """nginx serves the static tree and proxies publish, archive, ledger to Python."""
     if not Path(NGINX).exists():
-        pytest.skip("nginx is not installed")
+        pytest.fail("nginx is not installed: run scripts/setup", pytrace=False)
     root, py_url = published
     port = free_port()
     d = tmp_path / "nginx-up"
