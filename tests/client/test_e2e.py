@@ -142,7 +142,7 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 10) ->
 def nginx(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     """A function-scoped nginx serving ``tmp_path/root`` via ``auraseal nginx-conf``."""
     if not Path(NGINX).exists():
-        pytest.fail("nginx is not installed: run scripts/setup (installs nginx-light)", pytrace=False)
+        pytest.fail("nginx is not installed: run scripts/setup", pytrace=False)
     root = tmp_path / "root"
     d = tmp_path / "nginx"
     d.mkdir()

@@ -48,7 +48,7 @@ def published(root: Path, serve, token: tuple[str, Path],  # type: ignore[no-unt
 @pytest.fixture
 def nginx_url(published: tuple[Path, str], tmp_path: Path) -> Iterator[str]:
     if not Path(NGINX).exists():
-        pytest.fail("nginx is not installed: run scripts/setup (installs nginx-light)", pytrace=False)
+        pytest.fail("nginx is not installed: run scripts/setup", pytrace=False)
     root, _ = published
     port = free_port()
     d = tmp_path / "nginx"
