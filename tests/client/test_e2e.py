@@ -8,12 +8,7 @@ import contextlib
 import io
 import json
 import math
-import os
 import random
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,12 +17,10 @@ import pytest
 from auraseal.cli import main as cli_main
 from auraseal.manifest import Manifest, part_name
 from auraseal.sealing import ComponentSpec, seal_tree
-from auraseal.server.testing import free_port, run_server
+from auraseal.server.testing import free_port, run_nginx, run_server
 from auraseal.signing import SigningKey
 
 from .helpers import no_leftovers, snapshot
-
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
 def _source_tree(root: Path) -> dict[str, bytes]:
@@ -125,24 +118,9 @@ def test_e2e_our_server_recovers_byte_exact(
     assert rep["version"] == 1
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            err = proc.stderr.read() if proc.stderr else b""
-            raise AssertionError(f"nginx exited: {err!r}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise AssertionError("nginx did not start")
-
-
 @pytest.fixture
 def nginx(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     """A function-scoped nginx serving ``tmp_path/root`` via ``auraseal nginx-conf``."""
-    if not Path(NGINX).exists():
-        pytest.fail("nginx is not installed: run scripts/setup", pytrace=False)
     root = tmp_path / "root"
     d = tmp_path / "nginx"
     d.mkdir()
@@ -151,20 +129,8 @@ def nginx(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     rc = cli_main(["nginx-conf", str(root), "--listen", f"127.0.0.1:{port}",
                    "--standalone", str(d), "-o", str(conf)])
     assert rc == 0
-    cmd = [NGINX, "-p", str(d), "-c", str(conf)]
-    if os.geteuid() == 0:
-        cmd += ["-g", "user root;"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        _wait_port(port, proc)
-        yield root, f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    with run_nginx(conf, port) as url:
+        yield root, url
 
 
 @pytest.mark.nginx

@@ -3,11 +3,6 @@ Python server on the same tree: status, headers, ranges and bytes."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,23 +10,11 @@ import httpx
 import pytest
 
 from auraseal.cli import main as cli_main
-from auraseal.server.testing import free_port
+from auraseal.errors import NetworkError
+from auraseal.server.testing import free_port, run_nginx
 
 pytestmark = pytest.mark.nginx
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"nginx exited: {proc.stderr.read() if proc.stderr else ''!r}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise AssertionError("nginx did not start")
 
 
 @pytest.fixture
@@ -47,8 +30,6 @@ def published(root: Path, serve, token: tuple[str, Path],  # type: ignore[no-unt
 
 @pytest.fixture
 def nginx_url(published: tuple[Path, str], tmp_path: Path) -> Iterator[str]:
-    if not Path(NGINX).exists():
-        pytest.fail("nginx is not installed: run scripts/setup", pytrace=False)
     root, _ = published
     port = free_port()
     d = tmp_path / "nginx"
@@ -57,20 +38,8 @@ def nginx_url(published: tuple[Path, str], tmp_path: Path) -> Iterator[str]:
     rc = cli_main(["nginx-conf", str(root), "--listen", f"127.0.0.1:{port}",
                    "--standalone", str(d), "-o", str(conf)])
     assert rc == 0
-    cmd = [NGINX, "-p", str(d), "-c", str(conf)]
-    if os.geteuid() == 0:
-        cmd += ["-g", "user root;"]  # workers must read the pytest tmp tree (mode 0700)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        _wait_port(port, proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    with run_nginx(conf, port) as url:
+        yield url
 
 
 SAME = ("content-type", "cache-control", "access-control-allow-origin",
@@ -159,8 +128,6 @@ def test_nginx_in_front_with_upstream(published: tuple[Path, str], tmp_path: Pat
                                       token: tuple[str, Path],
                                       site_zip: Callable[[int], bytes]) -> None:
     """nginx serves the static tree and proxies publish, archive, ledger to Python."""
-    if not Path(NGINX).exists():
-        pytest.fail("nginx is not installed: run scripts/setup", pytrace=False)
     root, py_url = published
     port = free_port()
     d = tmp_path / "nginx-up"
@@ -168,13 +135,7 @@ def test_nginx_in_front_with_upstream(published: tuple[Path, str], tmp_path: Pat
     conf = d / "nginx.conf"
     assert cli_main(["nginx-conf", str(root), "--listen", f"127.0.0.1:{port}",
                      "--upstream", py_url, "--standalone", str(d), "-o", str(conf)]) == 0
-    cmd = [NGINX, "-p", str(d), "-c", str(conf)]
-    if os.geteuid() == 0:
-        cmd += ["-g", "user root;"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        _wait_port(port, proc)
-        ng = f"http://127.0.0.1:{port}"
+    with run_nginx(conf, port) as ng:
         assert httpx.get(f"{ng}/packages").json()["packages"][0]["version"] == 2
         r = httpx.put(f"{ng}/packages/site", content=site_zip(3),
                       headers={"authorization": f"Bearer {token[0]}"}, timeout=60)
@@ -185,6 +146,10 @@ def test_nginx_in_front_with_upstream(published: tuple[Path, str], tmp_path: Pat
         z = httpx.get(f"{ng}/packages/site", timeout=30)
         assert z.status_code == 200 and z.content[:4] == b"PK\x03\x04"
         assert httpx.put(f"{ng}/packages/site", content=b"x").status_code == 401
-    finally:
-        proc.terminate()
-        proc.wait(10)
+
+
+def test_run_nginx_reports_a_bad_config(tmp_path: Path) -> None:
+    conf = tmp_path / "nginx.conf"
+    conf.write_text("this is not nginx syntax\n")
+    with pytest.raises(NetworkError, match="nginx exited"), run_nginx(conf, free_port()):
+        pass

@@ -9,7 +9,10 @@ Other parts' tests (client, web) use this to run against the real server.
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -19,11 +22,11 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
-from auraseal.errors import NetworkError
+from auraseal.errors import ConfigError, NetworkError
 from auraseal.server.app import create_app
 from auraseal.server.config import ServerConfig
 
-__all__ = ["free_port", "run_app", "run_server"]
+__all__ = ["free_port", "run_app", "run_nginx", "run_server"]
 
 
 def free_port() -> int:
@@ -71,3 +74,39 @@ def run_server(root: Path, **config: Any) -> Iterator[str]:
     app = create_app(cfg)
     with run_app(app) as url:
         yield url
+
+
+@contextlib.contextmanager
+def run_nginx(conf: Path, port: int, timeout: float = 10.0) -> Iterator[str]:
+    """Run Debian's nginx in the foreground with ``conf`` (written by
+    ``auraseal nginx-conf --standalone DIR --listen 127.0.0.1:PORT``); yield
+    ``http://127.0.0.1:<port>``; stop it when the block ends."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(nginx).exists():
+        raise ConfigError("nginx is not installed (scripts/setup installs nginx-light)", nginx)
+    cmd = [nginx, "-p", str(Path(conf).parent), "-c", str(conf)]
+    if os.geteuid() == 0:
+        cmd += ["-g", "user root;"]  # workers must read pytest's tmp tree (mode 0700)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                raise NetworkError(f"nginx exited: {err.strip()}", str(conf))
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline:
+                raise NetworkError("nginx did not start listening", f"127.0.0.1:{port}")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        if proc.stderr:
+            proc.stderr.close()
