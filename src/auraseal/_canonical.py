@@ -42,7 +42,7 @@ def _fast_path_ok(obj: Any) -> bool:
             return False
         if t is dict:
             for k, x in v.items():
-                if type(k) is not str or (k and max(k) > "\ud7ff"):
+                if type(k) is not str or not (k.isascii() or max(k, default="") <= "\ud7ff"):
                     return False
                 push(x)
             continue

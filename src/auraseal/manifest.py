@@ -39,6 +39,7 @@ from auraseal.errors import (
 )
 from auraseal.integrity import (
     auraseal_string,
+    check_integrity,
     hash_file,
     parse_integrity,
     sri_token,
@@ -99,7 +100,7 @@ class PartInfo:
             raise ManifestFormatError("part must be an object", where)
         number = _int(d, "number", where)
         integ = _str(d, "integrity", where)
-        parse_integrity(integ, f"{where}.integrity")
+        check_integrity(integ, f"{where}.integrity")
         return cls(number=number, integrity=integ, size=_int(d, "size", where))
 
 
@@ -253,7 +254,7 @@ class Manifest:
             if not isinstance(fd, dict):
                 raise ManifestFormatError("file entry must be an object", fw)
             integ = _str(fd, "integrity", fw)
-            parse_integrity(integ, fw)
+            check_integrity(integ, fw)
             rec = fd.get("recovery")
             recovery = None if rec is None else RecoveryInfo.from_dict(rec, f"{fw}.recovery")
             url = fd.get("url")
@@ -303,7 +304,7 @@ class Manifest:
             if not isinstance(fd, dict):
                 raise ManifestFormatError("entry must be an object", fw)
             integ = _str(fd, "integrity", fw)
-            parse_integrity(integ, fw)
+            check_integrity(integ, fw)
             extra = {k: v for k, v in fd.items() if k not in ("integrity", "size")}
             entries.append(FileEntry(path, _int(fd, "size", fw), integ, extra=extra))
         return cls(

@@ -18,6 +18,7 @@ from auraseal.integrity import (
     SRIMetadata,
     StreamVerifier,
     auraseal_string,
+    check_integrity,
     hash_bytes,
     hash_file,
     parse_auraseal,
@@ -187,3 +188,46 @@ def test_parser_never_crashes_untyped(text: str) -> None:
         assert str(exc) and "\n" not in str(exc)
         return
     assert parsed.digests
+
+
+def _agrees(text: str) -> None:
+    try:
+        parse_integrity(text)
+        ok = True
+    except MalformedIntegrityError:
+        ok = False
+    try:
+        check_integrity(text)
+        assert ok, f"check_integrity accepted what parse_integrity refuses: {text!r}"
+    except MalformedIntegrityError:
+        assert not ok, f"check_integrity refused what parse_integrity accepts: {text!r}"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    alg=st.sampled_from(["sha256", "sha384", "sha512"]),
+    a=st.binary(max_size=8),
+    b=st.binary(max_size=8),
+    form=st.sampled_from(["sri", "single", "dual", "sri-dual", "options", "trunc", "md5"]),
+    cut=st.integers(0, 200),
+)
+def test_check_integrity_agrees_with_parse(
+    alg: str, a: bytes, b: bytes, form: str, cut: int
+) -> None:
+    da, db = hash_bytes(a, alg), hash_bytes(b, alg)
+    text = {
+        "sri": sri_token(alg, da),
+        "single": auraseal_string(da, None, alg),
+        "dual": auraseal_string(da, db, alg),
+        "sri-dual": sri_token(alg, da) + "-" + base64.b64encode(db).decode(),
+        "options": sri_token(alg, da) + "?x=1",
+        "trunc": auraseal_string(da, db, alg)[:cut],
+        "md5": "md5-" + base64.b64encode(da[:16]).decode(),
+    }[form]
+    _agrees(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ash2561-+/=ABCxyz09 ?", max_size=100))
+def test_check_integrity_agrees_on_noise(text: str) -> None:
+    _agrees(text)
