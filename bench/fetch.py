@@ -32,7 +32,6 @@ import argparse
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,7 +42,7 @@ from auraseal.client import fetch_package
 from auraseal.manifest import Manifest
 from auraseal.sealing import seal_tree
 from auraseal.server.nginx import render_nginx_conf
-from auraseal.server.testing import free_port
+from auraseal.server.testing import free_port, wait_listening
 from auraseal.signing import SigningKey, TrustPolicy
 
 VENV_BIN = Path(sys.executable).parent
@@ -53,16 +52,6 @@ def ensure_tools() -> None:
     missing = [p for p, b in (("curl", "curl"), ("nginx-light", "nginx")) if not shutil.which(b)]
     if missing:
         subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True)
-
-
-def wait_port(port: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing listening on {port}")
 
 
 def make_tree(root: Path, total: int, count: int) -> None:
@@ -155,7 +144,7 @@ def main() -> int:
              "--port", str(port), "--workers", "2", "--scrub-interval", "100000"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         ))
-        wait_port(port)
+        wait_listening(port, 60)
         base = f"http://127.0.0.1:{port}/packages/site/files/"
         curl_all(base, m, work / "warm")  # warm the server's caches
         t_curl = best(lambda: curl_all(base, m, work / "curl"), args.runs)
@@ -198,7 +187,7 @@ def main() -> int:
                 cmd += ["-g", "user root;"]
             procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL))
-            wait_port(port_n)
+            wait_listening(port_n, 60)
         region_base = f"http://127.0.0.1:{ngx_port_region}/packages/site/files/"
         repl_base = f"http://127.0.0.1:{ngx_port_repl}/packages/site/files/"
         good_base = f"http://127.0.0.1:{ngx_port_good}/packages/site/files/"

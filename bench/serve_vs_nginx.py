@@ -16,7 +16,6 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 
 from auraseal.sealing import seal_tree
 from auraseal.server.nginx import render_nginx_conf
-from auraseal.server.testing import free_port
+from auraseal.server.testing import free_port, wait_listening
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -34,16 +33,6 @@ def ensure_tools() -> None:
     missing = [p for p, b in (("nginx-light", "nginx"), ("wrk", "wrk")) if not shutil.which(b)]
     if missing:
         subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True)
-
-
-def wait_port(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing listening on {port}")
 
 
 def wrk(url: str, connections: int, duration: int, threads: int = 2) -> tuple[float, float]:
@@ -81,7 +70,7 @@ def run_ours(root: Path, workers: int, server: str) -> tuple[subprocess.Popen[by
     cmd = [str(VENV_BIN / "auraseal"), "serve", str(root), "--port", str(port),
            "--workers", str(workers), "--server", server]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_port(port)
+    wait_listening(port)
     time.sleep(1.0)
     return proc, port
 
@@ -96,7 +85,7 @@ def run_nginx(root: Path, d: Path) -> tuple[subprocess.Popen[bytes], int]:
     if os.geteuid() == 0:
         cmd += ["-g", "user root;"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_port(port)
+    wait_listening(port)
     return proc, port
 
 

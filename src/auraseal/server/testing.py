@@ -26,7 +26,7 @@ from auraseal.errors import ConfigError, NetworkError
 from auraseal.server.app import create_app
 from auraseal.server.config import ServerConfig
 
-__all__ = ["free_port", "run_app", "run_nginx", "run_server"]
+__all__ = ["free_port", "run_app", "run_nginx", "run_server", "wait_listening"]
 
 
 def free_port() -> int:
@@ -34,6 +34,29 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def wait_listening(
+    port: int, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Return once something accepts connections on 127.0.0.1:``port``.
+
+    Raises :class:`NetworkError` after ``timeout`` seconds, or as soon as
+    ``proc`` (the process expected to listen) has exited, with its stderr.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None and proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            argv = proc.args if isinstance(proc.args, list | tuple) else [proc.args]
+            name = os.path.basename(str(argv[0]))
+            raise NetworkError(f"{name} exited: {err.strip()}", f"127.0.0.1:{port}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if time.monotonic() > deadline:
+            raise NetworkError("nothing started listening", f"127.0.0.1:{port}")
+        time.sleep(0.05)
 
 
 @contextlib.contextmanager
@@ -89,17 +112,7 @@ def run_nginx(conf: Path, port: int, timeout: float = 10.0) -> Iterator[str]:
         cmd += ["-g", "user root;"]  # workers must read pytest's tmp tree (mode 0700)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                raise NetworkError(f"nginx exited: {err.strip()}", str(conf))
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if time.monotonic() > deadline:
-                raise NetworkError("nginx did not start listening", f"127.0.0.1:{port}")
-            time.sleep(0.05)
+        wait_listening(port, timeout, proc)
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
