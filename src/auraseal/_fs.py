@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import secrets
+import shutil
 import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -19,9 +21,13 @@ __all__ = [
     "MAX_NAME_BYTES",
     "atomic_write_bytes",
     "atomic_writer",
+    "clean_stale_temps",
     "fsync_dir",
+    "is_temp_name",
+    "make_temp_dir",
     "resolve_inside",
     "safe_relpath",
+    "temp_name",
     "walk_files",
 ]
 
@@ -120,6 +126,81 @@ def walk_files(root: Path, *, exclude: frozenset[str] = frozenset()) -> list[str
     return out
 
 
+#: Every temp file or directory AuraSeal creates is named
+#: ``.<stem>.auraseal-tmp-<kind>-<pid>-<random>`` so that (a) each command can
+#: remove the leftovers of a killed run of its own kind when it starts, and
+#: (b) verification can tell them apart from package files.
+TEMP_MARK = ".auraseal-tmp-"
+_TEMP_RE = re.compile(r"^\..*\.auraseal-tmp-([a-z][a-z0-9]*)-([0-9]+)-[0-9a-f]+(?:\.[a-z]+)?$")
+
+
+def temp_name(stem: str, kind: str) -> str:
+    """A fresh temp name for ``stem`` owned by this process (see :data:`TEMP_MARK`)."""
+    if not kind.isalnum() or not kind.islower():
+        raise ValueError(f"temp kind must be lower-case alphanumeric: {kind!r}")
+    return f".{stem}{TEMP_MARK}{kind}-{os.getpid()}-{secrets.token_hex(6)}"
+
+
+def is_temp_name(name: str) -> bool:
+    """True if the last segment of ``name`` is an AuraSeal temp name."""
+    return _TEMP_RE.match(name.rsplit("/", 1)[-1]) is not None
+
+
+def make_temp_dir(parent: Path, stem: str, kind: str) -> Path:
+    """Create and return an empty temp directory in ``parent`` named by :func:`temp_name`."""
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        path = parent / temp_name(stem, kind)
+        path.mkdir(mode=0o700)
+    except OSError as exc:
+        raise StorageError(f"cannot create temp directory: {exc.strerror}", str(parent)) from exc
+    return path
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def clean_stale_temps(parent: Path, kinds: frozenset[str] | set[str] | None = None) -> list[str]:
+    """Remove temp entries in ``parent`` (not recursive) left by dead processes.
+
+    Only names made by :func:`temp_name` are considered, only of the given
+    ``kinds`` (all kinds if None), and only when the process that made them
+    no longer exists: a temp of a running command (this one included) is never
+    touched. Returns the names removed. Errors are ignored: cleaning is best
+    effort and must never make a command fail.
+    """
+    removed: list[str] = []
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return removed
+    for name in names:
+        m = _TEMP_RE.match(name)
+        if m is None or (kinds is not None and m.group(1) not in kinds):
+            continue
+        if _pid_alive(int(m.group(2))):
+            continue
+        p = parent / name
+        try:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+        except OSError:
+            continue
+        removed.append(name)
+    return sorted(removed)
+
+
 def fsync_dir(path: Path) -> None:
     """fsync a directory so a rename inside it is durable (best effort)."""
     try:
@@ -146,7 +227,8 @@ def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
     parent = path.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+        tmp = str(parent / temp_name(path.name, "write"))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise StorageError(f"cannot create temp file: {exc.strerror}", str(parent)) from exc
     ok = False
