@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from auraseal._fs import is_temp_name
 from auraseal.manifest import FileEntry
 from auraseal.sealing.seal import SealOptions, seal_file
 
@@ -30,5 +31,5 @@ def leftovers(root: Path) -> list[str]:
     """Temp files (``.name.xxx.tmp``) left anywhere below ``root``."""
     out = []
     for dirpath, _dirs, files in os.walk(root):
-        out += [os.path.join(dirpath, f) for f in files if f.endswith(".tmp")]
+        out += [os.path.join(dirpath, f) for f in files if f.endswith(".tmp") or is_temp_name(f)]
     return out
