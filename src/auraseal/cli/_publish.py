@@ -1,0 +1,66 @@
+"""``auraseal publish``: upload a sealed package to a server (docs/SERVER.md)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from auraseal.cli._output import emit, progress_bar
+from auraseal.errors import UsageError
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "publish",
+        help="upload a sealed package (directory or zip) to an auraseal server",
+        description=(
+            "Upload PACKAGE (a sealed package directory or its zip) to SERVER "
+            "(e.g. http://127.0.0.1:8000) as PUT /packages/<name>. The token comes from "
+            "--token-file or $AURASEAL_TOKEN. Publishing the version the server already "
+            "serves with the same content is a no-op (exit 0). Exit 2 refused as malformed "
+            "or too large, 3 bad token / signatures / version not newer, 5 network."
+        ),
+    )
+    p.add_argument("package", type=Path, metavar="PACKAGE")
+    p.add_argument("server", metavar="SERVER_URL")
+    p.add_argument("--token-file", type=Path, metavar="F",
+                   help="file whose first line is the publish token (else $AURASEAL_TOKEN)")
+    p.add_argument("--retries", type=int, default=3,
+                   help="retries after a connection error or 502/503/504 (default 3)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per network operation")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_publish)
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from auraseal.client.publish import load_token, publish_package  # noqa: PLC0415 - lazy
+
+    if args.retries < 0:
+        raise UsageError("--retries must be >= 0", "--retries")
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be > 0", "--timeout")
+    token = load_token(args.token_file, os.environ.get("AURASEAL_TOKEN"))
+    total = args.package.stat().st_size if args.package.is_file() else None
+    with progress_bar(args, "publish", total) as advance:
+        result = publish_package(
+            args.package,
+            args.server,
+            token,
+            progress=advance,
+            retries=args.retries,
+            timeout=args.timeout,
+        )
+    if result.status == "unchanged":
+        text = f"unchanged: {result.package} v{result.version} is already served at {result.url}"
+    else:
+        text = (
+            f"published {result.package} v{result.version} ({result.bytes} bytes) "
+            f"to {result.url}"
+        )
+        if result.ledger_entry is not None:
+            text += f"; ledger entry {result.ledger_entry}"
+    emit(args, {"ok": True, **result.to_dict()}, text)
+    return 0

@@ -1,0 +1,287 @@
+"""Upload a sealed package to an ``auraseal serve`` (``PUT /packages/{name}``).
+
+The publisher side of the workflow (docs/SERVER.md, "Publishing"): the
+package is a sealed directory or its zip; a directory is zipped into a temp
+file first (the same ``write_zip`` sealing uses). The upload streams from
+disk with a byte-progress callback, is retried on transient failures
+(connection errors, 502/503/504) with back-off, and maps the server's
+answers to one exception each:
+
+* 201 published;
+* 409 with the same manifest already served: nothing to do (idempotent);
+* 409 otherwise: :class:`~auraseal.errors.RollbackError` (exit 3);
+* 401 / 403: :class:`PublishAuthError` (exit 3);
+* 413: :class:`~auraseal.server.publish.PayloadTooLargeError`-like
+  :class:`PublishTooLargeError` (exit 2);
+* other 4xx: :class:`PublishRefusedError` (exit 2);
+* 5xx after the retries, or no connection: :class:`~auraseal.errors.NetworkError` (exit 5).
+
+The library never prints and reads no environment: the token is passed in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import shutil
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from auraseal._fs import clean_stale_temps, make_temp_dir, walk_files
+from auraseal.errors import (
+    InputError,
+    ManifestFormatError,
+    NetworkError,
+    NotFoundError,
+    RollbackError,
+    StorageError,
+    TrustError,
+    UsageError,
+)
+from auraseal.manifest import MANIFEST_NAME, load_manifest, manifest_digest
+
+__all__ = [
+    "PublishAuthError",
+    "PublishRefusedError",
+    "PublishResult",
+    "PublishTooLargeError",
+    "package_url",
+    "publish_package",
+]
+
+CHUNK = 1 << 20
+TRANSIENT = frozenset({502, 503, 504})
+
+
+class PublishAuthError(TrustError):
+    """The server refused the token (401) or the package's signatures (403)."""
+
+
+class PublishTooLargeError(InputError):
+    """The server's upload limit is smaller than the package (413)."""
+
+
+class PublishRefusedError(InputError):
+    """The server refused the package as malformed or unsafe (400 / 422)."""
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """What a publish did: ``published`` or ``unchanged`` (same manifest already served)."""
+
+    package: str
+    version: int
+    status: str
+    url: str
+    bytes: int
+    ledger_entry: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "package": self.package,
+            "version": self.version,
+            "status": self.status,
+            "url": self.url,
+            "bytes": self.bytes,
+            "ledger_entry": self.ledger_entry,
+        }
+
+
+def package_url(server: str, name: str) -> str:
+    """``SERVER/packages/NAME`` (``server`` may already end with ``/packages/NAME``)."""
+    base = server.rstrip("/")
+    if base.endswith(f"/packages/{name}"):
+        return base
+    if base.endswith("/packages"):
+        return f"{base}/{name}"
+    return f"{base}/packages/{name}"
+
+
+def _read_manifest_of(zip_path: Path) -> bytes:
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            info = zf.getinfo(MANIFEST_NAME)
+            if info.file_size > 64 << 20:
+                raise ManifestFormatError("manifest too large", f"{zip_path}:{MANIFEST_NAME}")
+            return zf.read(info)
+    except KeyError as exc:
+        raise ManifestFormatError("no manifest in the zip", str(zip_path)) from exc
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InputError(f"not a readable zip: {exc}", str(zip_path)) from exc
+
+
+@contextlib.contextmanager
+def _as_zip(source: Path) -> Iterator[Path]:
+    """``source`` itself if it is a zip, else a temp zip of the package directory."""
+    if source.is_file():
+        yield source
+        return
+    if not source.is_dir():
+        raise NotFoundError("no such package directory or zip", str(source))
+    if not (source / MANIFEST_NAME).is_file():
+        raise UsageError(f"not a sealed package (no {MANIFEST_NAME})", str(source))
+    from auraseal.sealing.seal import write_zip  # noqa: PLC0415 - heavy: only when zipping
+
+    parent = Path(tempfile.gettempdir())
+    clean_stale_temps(parent, {"publish"})
+    tmp = make_temp_dir(parent, "package", "publish")
+    try:
+        out = tmp / "package.zip"
+        write_zip(source, walk_files(source), out)
+        yield out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _error_text(resp: httpx.Response) -> str:
+    try:
+        doc = resp.json()
+        msg = doc["error"]["message"]
+        if isinstance(msg, str) and msg:
+            return msg.splitlines()[0][:300]
+    except (ValueError, KeyError, TypeError):
+        pass
+    return f"HTTP {resp.status_code}"
+
+
+def _body(path: Path, progress: Callable[[int], None] | None) -> Iterator[bytes]:
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            if progress is not None:
+                progress(len(chunk))
+            yield chunk
+
+
+def publish_package(
+    source: Path,
+    server: str,
+    token: str,
+    *,
+    client: httpx.Client | None = None,
+    progress: Callable[[int], None] | None = None,
+    restart: Callable[[], None] | None = None,
+    retries: int = 3,
+    backoff: float = 0.5,
+    timeout: float = 60.0,
+) -> PublishResult:
+    """Upload the package at ``source`` to ``server``; see the module docstring.
+
+    ``progress(nbytes)`` is called as bytes are sent; ``restart()`` before a
+    retry re-sends from the start (so a progress bar can be reset).
+    """
+    source = Path(source)
+    if not token or any(c.isspace() for c in token):
+        raise UsageError("empty or malformed publish token", "token")
+    with _as_zip(source) as zip_path:
+        manifest_bytes = _read_manifest_of(zip_path)
+        manifest = load_manifest(manifest_bytes, str(source))
+        url = package_url(server, manifest.name)
+        size = zip_path.stat().st_size
+        own = httpx.Client(timeout=timeout) if client is None else None
+        http = client or own
+        assert http is not None
+        try:
+            resp = _put_with_retries(
+                http, url, token, zip_path, size,
+                progress=progress, restart=restart, retries=retries, backoff=backoff,
+            )
+            if resp.status_code in (200, 201):
+                entry = None
+                with contextlib.suppress(ValueError, AttributeError):
+                    value = resp.json().get("ledger_entry")
+                    entry = value if isinstance(value, int) else None
+                return PublishResult(
+                    manifest.name, manifest.version, "published", url, size, entry
+                )
+            if resp.status_code == 409:
+                if _served_manifest_is(http, url, manifest_digest(manifest)):
+                    return PublishResult(manifest.name, manifest.version, "unchanged", url, 0)
+                raise RollbackError(_error_text(resp), url)
+            if resp.status_code in (401, 403):
+                raise PublishAuthError(_error_text(resp), url)
+            if resp.status_code == 413:
+                raise PublishTooLargeError(_error_text(resp), url)
+            if 400 <= resp.status_code < 500:
+                raise PublishRefusedError(_error_text(resp), url)
+            raise NetworkError(f"server answered {resp.status_code}: {_error_text(resp)}", url)
+        finally:
+            if own is not None:
+                own.close()
+
+
+def _put_with_retries(
+    http: httpx.Client,
+    url: str,
+    token: str,
+    zip_path: Path,
+    size: int,
+    *,
+    progress: Callable[[int], None] | None,
+    restart: Callable[[], None] | None,
+    retries: int,
+    backoff: float,
+) -> httpx.Response:
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Content-Type": "application/zip",
+        "Content-Length": str(size),
+    }
+    last = ""
+    for attempt in range(retries + 1):
+        if attempt:
+            time.sleep(backoff * (2 ** (attempt - 1)))
+            if restart is not None:
+                restart()
+        try:
+            resp = http.put(url, content=_body(zip_path, progress), headers=headers)
+        except httpx.TransportError as exc:
+            last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            continue
+        except OSError as exc:
+            raise StorageError(f"cannot read: {exc.strerror}", str(zip_path)) from exc
+        if resp.status_code in TRANSIENT:
+            last = f"server answered {resp.status_code}"
+            continue
+        return resp
+    raise NetworkError(f"publish failed after {retries + 1} attempts: {last}", url)
+
+
+def _served_manifest_is(http: httpx.Client, url: str, digest: str) -> bool:
+    """True if the server already serves a manifest with this digest."""
+    try:
+        resp = http.get(f"{url}/files/{MANIFEST_NAME}")
+    except httpx.TransportError:
+        return False
+    if resp.status_code != 200:
+        return False
+    try:
+        served = load_manifest(resp.content, url)
+    except (ManifestFormatError, InputError, json.JSONDecodeError):
+        return False
+    return hmac.compare_digest(manifest_digest(served), digest)
+
+
+def load_token(path: Path | None, env_value: str | None) -> str:
+    """The token from ``path`` (first non-empty line) or the given environment value."""
+    if path is not None:
+        try:
+            text = Path(path).read_text("utf-8")
+        except OSError as exc:
+            raise StorageError(f"cannot read token file: {exc.strerror}", str(path)) from exc
+        for line in text.splitlines():
+            if line.strip():
+                return line.strip()
+        raise UsageError("token file is empty", str(path))
+    if env_value:
+        return env_value.strip()
+    raise UsageError("no publish token: give --token-file F or set AURASEAL_TOKEN", "token")
+
+
