@@ -36,6 +36,7 @@ from auraseal.errors import (
     StorageError,
     ThresholdError,
     TreeMismatchError,
+    UsageError,
 )
 from auraseal.integrity import (
     auraseal_string,
@@ -695,3 +696,50 @@ def with_files(manifest: Manifest, files: Iterable[FileEntry]) -> Manifest:
     """A copy of ``manifest`` with ``files`` (sorted by path)."""
     return replace(manifest, files=tuple(sorted(files, key=lambda e: e.path)))
 
+
+
+def resign_manifest(
+    data: bytes,
+    keys: Sequence[SigningKey],
+    where: str = "manifest",
+    *,
+    version: int | None = None,
+    expires: timedelta | None = DEFAULT_EXPIRES,
+    now: datetime | None = None,
+    require_own_signature: bool = True,
+) -> tuple[Manifest, bytes]:
+    """A new version of a signed manifest: the same files, a fresh expiry, new signatures.
+
+    This is how a publisher keeps a package fresh without re-sealing it.
+    The version goes up (default: by one; an explicit ``version`` must be
+    greater), ``created`` is ``now`` and ``expires`` is ``now + expires``.
+    With ``require_own_signature`` (the default) the input must carry a valid
+    signature by at least one of ``keys`` (an expired manifest is fine), so a
+    publisher never vouches by mistake for a file list someone else wrote.
+    Returns the new manifest and its signed envelope bytes.
+    """
+    if not keys:
+        raise UsageError("resigning needs at least one signing key", where)
+    doc = parse_json(data, where)
+    if detect_format(doc) != "native" or "signed" not in doc:
+        if require_own_signature:
+            raise ThresholdError("manifest is not signed; nothing to re-sign", where)
+        signed = doc.get("signed", doc) if isinstance(doc, dict) else doc
+    elif require_own_signature:
+        signed = verify_envelope(doc, TrustPolicy([k.public for k in keys], 1), where)
+    else:
+        signed = doc["signed"]
+    manifest = Manifest.from_dict(signed, where)
+    new_version = manifest.version + 1 if version is None else version
+    if new_version <= manifest.version:
+        raise UsageError(
+            f"new version {new_version} must be greater than {manifest.version}", where
+        )
+    moment = now or utcnow()
+    new = replace(
+        manifest,
+        version=new_version,
+        created=moment,
+        expires=None if expires is None else moment + expires,
+    )
+    return new, dump_signed(new, keys)

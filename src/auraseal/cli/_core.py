@@ -10,7 +10,7 @@ from pathlib import Path
 from auraseal._fs import atomic_write_bytes
 from auraseal._time import format_time, parse_duration
 from auraseal.cli._output import emit, progress_bar
-from auraseal.errors import StorageError, TreeMismatchError, UsageError
+from auraseal.errors import NotFoundError, StorageError, TreeMismatchError, UsageError
 from auraseal.integrity import (
     ALGORITHMS,
     auraseal_string,
@@ -27,6 +27,7 @@ from auraseal.manifest import (
     dump_manifest,
     manifest_digest,
     read_manifest_file,
+    resign_manifest,
     verify_tree,
 )
 from auraseal.signing import (
@@ -79,6 +80,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     b.add_argument("--jobs", type=int, default=None, help="hashing threads (default: all cores)")
     b.add_argument("--json", action="store_true")
     b.set_defaults(handler=cmd_manifest_build)
+
+    r = sub.add_parser(
+        "resign",
+        help="a new manifest version with the same files, a fresh expiry and new signatures",
+        description=(
+            "Re-sign MANIFEST (a manifest file or a package directory holding one) with "
+            "--key: version +1 (or --version N), created now, expires after --expires. "
+            "The input must already carry a valid signature by one of the keys "
+            "(--accept-foreign-manifest to re-sign a file list you did not sign). "
+            "Written atomically in place, or to -o OUT."
+        ),
+    )
+    r.add_argument("manifest", type=Path, metavar="MANIFEST")
+    r.add_argument("--key", type=Path, action="append", default=[], required=True,
+                   help="sign with KEY (repeat)")
+    r.add_argument("--expires", default="30d", help="validity from now, e.g. 30d, or 'never'")
+    r.add_argument("--version", type=int, default=None, help="new version (default: +1)")
+    r.add_argument("-o", "--output", type=Path, help="write here instead of in place")
+    r.add_argument("--accept-foreign-manifest", action="store_true",
+                   help="re-sign even if none of the keys signed the input (unsafe)")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(handler=cmd_resign)
 
     v = m.add_parser("verify", help="verify a tree against its manifest")
     v.add_argument("dir", type=Path)
@@ -232,4 +255,43 @@ def cmd_manifest_verify(args: argparse.Namespace) -> int:
     if state is not None:
         state.record(manifest.name, manifest.version, manifest_digest(manifest))
     emit(args, data, f"{root}: OK ({report.checked} files, {manifest.name} v{manifest.version})")
+    return 0
+
+
+def cmd_resign(args: argparse.Namespace) -> int:
+    src: Path = args.manifest
+    path = src / MANIFEST_NAME if src.is_dir() else src
+    if args.version is not None and args.version < 0:
+        raise UsageError("--version must be >= 0", "--version")
+    expires = None if args.expires == "never" else parse_duration(args.expires, "--expires")
+    keys = [load_signing_key(k) for k in args.key]
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise NotFoundError("no such manifest", str(path)) from exc
+    except OSError as exc:
+        raise StorageError(f"cannot read manifest: {exc.strerror}", str(path)) from exc
+    manifest, out = resign_manifest(
+        data,
+        keys,
+        str(path),
+        version=args.version,
+        expires=expires,
+        require_own_signature=not args.accept_foreign_manifest,
+    )
+    target: Path = args.output or path
+    atomic_write_bytes(target, out)
+    emit(
+        args,
+        {
+            "manifest": str(target),
+            "name": manifest.name,
+            "version": manifest.version,
+            "expires": None if manifest.expires is None else format_time(manifest.expires),
+            "signed_by": [k.key_id for k in keys],
+        },
+        f"wrote {target}: {manifest.name} v{manifest.version}, expires "
+        f"{'never' if manifest.expires is None else format_time(manifest.expires)}, "
+        f"{len(keys)} signature(s)",
+    )
     return 0
