@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -130,6 +132,26 @@ def test_killed_repair_leftovers_are_ignored_by_verify_and_removed_by_the_next_r
     assert _cli("manifest", "verify", str(pkg)).returncode == 0
     assert _cli("scrub", str(pkg)).returncode == 0
     assert (pkg / "blob.bin").read_bytes() == (source / "blob.bin").read_bytes()
+
+
+def test_killed_zip_repair_leftovers_are_removed_by_the_next_repair(
+    source: Path, tmp_path: Path
+) -> None:
+    pkg, zpath = tmp_path / "pkg", tmp_path / "pkg.zip"
+    seal_tree(source, pkg, zip_path=zpath)
+    shutil.rmtree(pkg)
+    with zipfile.ZipFile(zpath) as zf:
+        kept = {n: zf.read(n) for n in zf.namelist() if n != "text.txt.part.0"}
+    with zipfile.ZipFile(zpath, "w") as zf:
+        for n, data in kept.items():
+            zf.writestr(n, data)
+    _killed_at("os:fsync", "repair", str(zpath))  # while the zip is extracted
+    stale = [n for n in os.listdir(tmp_path) if n != "pkg.zip"]
+    assert len(stale) == 1 and is_temp_name(stale[0]), stale
+    done = _cli("repair", str(zpath))
+    assert done.returncode == 0, done.stderr
+    assert sorted(os.listdir(tmp_path)) == ["pkg.zip"]
+    assert _cli("scrub", str(zpath)).returncode == 0
 
 
 def test_killed_unseal_leftovers_are_removed_by_the_next_unseal(
@@ -256,6 +278,8 @@ def test_unseal_and_repair_with_an_unreadable_part_exit_5_too_few_parts_4(
     elif blocker == "directory":
         part.mkdir()
     code = 4 if blocker == "missing" else 5
+    rc, _ = _run(capsys, "scrub", str(pkg))
+    assert rc == code
     rc, err = _run(capsys, "unseal", str(pkg), "-o", str(tmp_path / "out"))
     assert rc == code, err
     assert (str(part) in err) == (code == 5)

@@ -112,6 +112,7 @@ class ComponentReport:
             "good_parts": self.good,
             "coherence": self.coherence,
             "bad_parts": {str(n): r for n, r in sorted(self.bad_parts.items())},
+            "unreadable": dict(sorted(self.unreadable.items())),
         }
 
 
@@ -125,8 +126,12 @@ class ScrubReport:
 
     @property
     def exit_code(self) -> int:
-        if self.by_state("lost"):
-            return 4
+        """4 if a file has too few intact parts, 5 if too few could be *read*
+        (an unreadable member: I/O, not lost data), 1 if damaged but
+        recoverable, else 0."""
+        lost = self.by_state("lost")
+        if lost:
+            return 5 if any(c.unreadable for c in lost) else 4
         if self.by_state("recoverable"):
             return 1
         return 0
