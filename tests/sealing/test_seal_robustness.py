@@ -25,7 +25,8 @@ import pytest
 
 from auraseal._fs import is_temp_name
 from auraseal.cli import main
-from auraseal.sealing import open_package, seal_tree
+from auraseal.errors import StorageError
+from auraseal.sealing import open_package, seal_tree, unseal
 
 from .helpers import leftovers, write_tree
 
@@ -231,6 +232,9 @@ def test_unseal_rebuild_into_a_directory_in_the_way_exits_5(
     assert err.startswith("auraseal: error: ") and str(out / "blob.bin") in err
     assert (out / "text.txt").read_bytes() == TEXT  # the others are written
     assert not _temps(out)
+    with open_package(pkg) as p, pytest.raises(StorageError) as info:
+        unseal(p, out)  # the library, strict: the same failure as a typed error
+    assert info.value.exit_code == 5 and info.value.where == str(out / "blob.bin")
 
 
 @pytest.mark.parametrize("where", ["part", "original"])
