@@ -216,8 +216,11 @@ def fsync_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
+def atomic_writer(path: Path, mode: int = 0o644, *, kind: str = "write") -> Iterator[BinaryIO]:
     """Write ``path`` through a temp file in the same directory.
+
+    The temp file is named by :func:`temp_name` with ``kind`` (the command
+    writing it, so that the command can remove its own stale leftovers).
 
     The temp file is flushed, fsynced, given ``mode`` and renamed over
     ``path`` only if the block exits normally; on any exception it is
@@ -227,7 +230,7 @@ def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
     parent = path.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = str(parent / temp_name(path.name, "write"))
+        tmp = str(parent / temp_name(path.name, kind))
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise StorageError(f"cannot create temp file: {exc.strerror}", str(parent)) from exc

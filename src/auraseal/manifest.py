@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from auraseal._canonical import canonical_sha256
-from auraseal._fs import resolve_inside, safe_relpath, walk_files
+from auraseal._fs import is_temp_name, resolve_inside, safe_relpath, walk_files
 from auraseal._time import format_time, parse_time, utcnow
 from auraseal.errors import (
     AuraSealError,
@@ -655,7 +655,12 @@ def verify_tree(
     exclude: frozenset[str] = frozenset({MANIFEST_NAME}),
 ) -> TreeReport:
     """Compare ``root`` with ``manifest``: report every modified, missing and
-    unexpected file (part files listed in the manifest are checked too)."""
+    unexpected file (part files listed in the manifest are checked too).
+
+    AuraSeal's own temp files (:func:`~auraseal._fs.is_temp_name`, in any
+    directory, e.g. left by a killed ``repair``) are not reported as
+    unexpected: the command that made them removes them on its next run.
+    """
     root = Path(root)
     present = set(walk_files(root, exclude=exclude))
     expected: dict[str, str] = {}
@@ -666,7 +671,9 @@ def verify_tree(
                 expected[part_name(f.path, p.number)] = p.integrity
     report = TreeReport()
     report.missing = sorted(set(expected) - present)
-    report.unexpected = sorted(present - set(expected))
+    report.unexpected = sorted(
+        p for p in present - set(expected) if not any(map(is_temp_name, p.split("/")))
+    )
     todo = sorted(set(expected) & present)
     real = root.resolve()
 

@@ -112,6 +112,21 @@ def test_verify_reports_every_difference(tmp_path: Path) -> None:
         check_tree(root, m)
 
 
+def test_verify_ignores_temp_files_left_by_a_killed_command(tmp_path: Path) -> None:
+    root = _tree(tmp_path)
+    m = build_manifest(root, name="t")
+    # what a killed repair / unseal / seal leaves: temp files and a temp directory
+    (root / ".a.txt.auraseal-tmp-repair-999999-0123456789ab").write_bytes(b"half")
+    (root / "d" / ".b.bin.auraseal-tmp-write-999999-abcdef012345").write_bytes(b"half")
+    tmpdir = root / ".pkg.auraseal-tmp-seal-999999-aaaaaaaaaaaa"
+    (tmpdir / "sub").mkdir(parents=True)
+    (tmpdir / "sub" / "x.part.0").write_bytes(b"part")
+    assert verify_tree(root, m).ok
+    # a look-alike that is not a temp name is still reported
+    (root / ".a.txt.auraseal-tmp-repair").write_bytes(b"x")
+    assert verify_tree(root, m).unexpected == [".a.txt.auraseal-tmp-repair"]
+
+
 def test_symlink_out_of_tree_refused(tmp_path: Path) -> None:
     root = _tree(tmp_path)
     secret = tmp_path / "secret"

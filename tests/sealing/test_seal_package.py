@@ -391,7 +391,7 @@ def test_every_file_and_directory_is_fsynced_before_the_package_appears(
     seen: list[str] = []
 
     def replace(a: str | Path, b: str | Path) -> None:
-        if Path(a).name.startswith(".pkg.seal."):
+        if Path(a).name.startswith(".pkg.auraseal-tmp-seal-"):
             for dirpath, _dirs, files in os.walk(a):
                 assert dirpath in synced, dirpath
                 for f in files:

@@ -149,16 +149,31 @@ def cmd_seal(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finish(
+    args: argparse.Namespace, data: dict[str, Any], text: str, errors: dict[str, str]
+) -> int:
+    """Print the report; I/O errors end as one ``auraseal: error:`` line (exit 5)
+    naming the first path (with ``--json`` the report carries them all)."""
+    if errors and not args.json:
+        emit(args, data, text)
+        first = sorted(errors)[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise StorageError(f"{errors[first]}{more}", first)
+    emit(args, data, text)
+    return int(data["exit_code"])
+
+
 def cmd_unseal(args: argparse.Namespace) -> int:
     with _open(args) as pkg, progress_bar(args, "unsealing", pkg.manifest.total_size) as adv:
         report = unseal(pkg, args.output, jobs=args.jobs, progress=adv, strict=False)
     lines = [f"lost {p}: {why}" for p, why in sorted(report.lost.items())]
+    lines += [f"I/O error: {w}: {e}" for w, e in sorted(report.errors.items())]
     lines.append(
         f"unsealed {len(report.copied) + len(report.rebuilt)} files into {args.output} "
-        f"({len(report.rebuilt)} rebuilt from parts, {len(report.lost)} lost)"
+        f"({len(report.rebuilt)} rebuilt from parts, {len(report.lost)} lost"
+        + (f", {len(report.errors)} I/O errors)" if report.errors else ")")
     )
-    emit(args, report.to_dict(), "\n".join(lines))
-    return report.exit_code
+    return _finish(args, report.to_dict(), "\n".join(lines), report.errors)
 
 
 def cmd_scrub(args: argparse.Namespace) -> int:
@@ -176,8 +191,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
         report = repair_path(
             args.package, jobs=args.jobs, progress=adv, policy=trust_policy(args), state=state
         )
-    emit(args, report.to_dict(), report.summary())
-    return report.exit_code
+    return _finish(args, report.to_dict(), report.summary(), report.errors)
 
 
 def _inspect_part(path: Path) -> tuple[dict[str, Any], str]:

@@ -206,7 +206,10 @@ class Package:
                 assert fd is not None
 
                 def read_zip(off: int, length: int) -> bytes:
-                    return os.pread(fd, min(length, max(0, info.file_size - off)), base + off)
+                    try:
+                        return os.pread(fd, min(length, max(0, info.file_size - off)), base + off)
+                    except OSError as exc:
+                        raise StorageError(f"cannot read: {exc.strerror}", name) from exc
 
                 return read_zip
 
@@ -221,6 +224,28 @@ class Package:
             return _FileReader(p)
         except OSError:
             return None
+
+    def unreadable(self, name: str) -> str | None:
+        """Why member ``name`` is there but cannot be read as a regular file
+        (a directory, FIFO or device in its place, a failing ``stat``), or
+        ``None`` (readable, absent, or outside the tree). A read failure is
+        an I/O problem (exit 5), not damaged data."""
+        if self._zf is not None or self.root is None:
+            return None
+        try:
+            p = resolve_inside(self.root, name)
+        except (UnsafePathError, OSError, RuntimeError):
+            return None
+        try:
+            st = os.stat(p)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return f"cannot stat: {exc.strerror}"
+        if stat.S_ISREG(st.st_mode):
+            return None
+        what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        return f"cannot read: {what}"
 
     def iter_chunks(self, name: str, chunk: int = 8 << 20) -> Iterator[bytes]:
         """Member ``name`` in chunks (raises :class:`NotFoundError` if missing)."""
@@ -251,17 +276,22 @@ class Package:
 
 
 class _FileReader:
-    """``read(offset, length)`` over one open file; closes it when dropped."""
+    """``read(offset, length)`` over one open file; closes it when dropped.
+    A failing read raises :class:`~auraseal.errors.StorageError` naming the file."""
 
     def __init__(self, path: Path) -> None:
+        self.path = str(path)
         self.fd = os.open(path, os.O_RDONLY)
         self.size = os.fstat(self.fd).st_size
 
     def __call__(self, off: int, length: int) -> bytes:
-        return os.pread(self.fd, min(length, max(0, self.size - off)), off)
+        try:
+            return os.pread(self.fd, min(length, max(0, self.size - off)), off)
+        except OSError as exc:
+            raise StorageError(f"cannot read: {exc.strerror}", self.path) from exc
 
     def __del__(self) -> None:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, AttributeError):  # AttributeError: open failed
             os.close(self.fd)
 
 

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import queue
 import shutil
-import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from auraseal._fs import atomic_writer, walk_files
-from auraseal.errors import AuraSealError, IntegrityError, StorageError, UsageError
+from auraseal._fs import atomic_writer, clean_stale_temps, make_temp_dir, walk_files
+from auraseal.errors import (
+    AuraSealError,
+    IntegrityError,
+    IOFailure,
+    StorageError,
+    UsageError,
+)
 from auraseal.integrity import parse_integrity
 from auraseal.manifest import FileEntry, part_name
 from auraseal.sealing._events import record
@@ -33,10 +39,12 @@ from auraseal.sealing.package import Package, extract_zip, open_package, write_t
 from auraseal.sealing.seal import encode_parts, write_zip
 
 __all__ = [
+    "REPAIR_KIND",
     "ComponentReport",
     "RepairReport",
     "ScrubReport",
     "check_component",
+    "clean_package_temps",
     "repair",
     "repair_path",
     "scrub",
@@ -48,6 +56,9 @@ BIG = 4 << 20
 _KICK = 16 << 20
 #: Largest component whose decoded stream repair keeps in memory (overlapped repair).
 _KEEP_LIMIT = 512 << 20
+#: Temp files of repair are named with this kind (see :func:`~auraseal._fs.temp_name`).
+REPAIR_KIND = "repair"
+_repair_writer = functools.partial(atomic_writer, kind=REPAIR_KIND)
 
 
 @dataclass
@@ -62,6 +73,9 @@ class ComponentReport:
     total: int = 0
     good_parts: list[int] = field(default_factory=list)
     bad_parts: dict[int, str] = field(default_factory=dict)
+    #: members that are there but could not be read (where -> what): an I/O
+    #: failure, not damaged data
+    unreadable: dict[str, str] = field(default_factory=dict)
 
     @property
     def sealed(self) -> bool:
@@ -98,6 +112,7 @@ class ComponentReport:
             "good_parts": self.good,
             "coherence": self.coherence,
             "bad_parts": {str(n): r for n, r in sorted(self.bad_parts.items())},
+            "unreadable": dict(sorted(self.unreadable.items())),
         }
 
 
@@ -111,8 +126,12 @@ class ScrubReport:
 
     @property
     def exit_code(self) -> int:
-        if self.by_state("lost"):
-            return 4
+        """4 if a file has too few intact parts, 5 if too few could be *read*
+        (an unreadable member: I/O, not lost data), 1 if damaged but
+        recoverable, else 0."""
+        lost = self.by_state("lost")
+        if lost:
+            return 5 if any(c.unreadable for c in lost) else 4
         if self.by_state("recoverable"):
             return 1
         return 0
@@ -148,36 +167,74 @@ class ScrubReport:
         return "\n".join(lines)
 
 
-def _check_original(pkg: Package, entry: FileEntry) -> tuple[str, str]:
+#: An I/O failure met while checking a member: (where, what), or None.
+IOProblem = tuple[str, str] | None
+
+
+def _member_where(pkg: Package, name: str) -> str:
+    return str(pkg.root / name) if pkg.root is not None else f"{pkg.where}: {name}"
+
+
+def _io_problem(pkg: Package, name: str, exc: BaseException) -> IOProblem:
+    """(where, what) if ``exc`` is a read failure (I/O, exit 5), else None."""
+    if isinstance(exc, IOFailure):
+        return exc.where or _member_where(pkg, name), exc.what
+    if isinstance(exc, OSError):
+        return exc.filename or _member_where(pkg, name), f"cannot read: {exc.strerror or exc}"
+    return None
+
+
+def _check_original(pkg: Package, entry: FileEntry) -> tuple[str, str, IOProblem]:
     size = pkg.size(entry.path)
     if size is None:
-        return "missing", "missing"
+        why = pkg.unreadable(entry.path)
+        if why is None:
+            return "missing", "missing", None
+        return "corrupt", why, (_member_where(pkg, entry.path), why)
     if size != entry.size:
-        return "corrupt", f"{size} bytes, manifest says {entry.size}"
+        return "corrupt", f"{size} bytes, manifest says {entry.size}", None
     integ = parse_integrity(entry.integrity, entry.path)
     h = hashlib.new(integ.algorithm)
     try:
         for chunk in pkg.iter_chunks(entry.path):
             h.update(chunk)
     except (AuraSealError, OSError) as exc:
-        return "corrupt", f"unreadable: {exc}"
+        return "corrupt", f"unreadable: {exc}", _io_problem(pkg, entry.path, exc)
     if not integ.matches(h.digest()):
-        return "corrupt", "digest mismatch"
-    return "good", ""
+        return "corrupt", "digest mismatch", None
+    return "good", "", None
 
 
-def _check_part(pkg: Package, spec: ComponentSpec, n: int) -> str:
+def _check_part(pkg: Package, spec: ComponentSpec, n: int) -> tuple[str, IOProblem]:
     name = part_name(spec.path, n)
     size = pkg.size(name)
     if size is None:
-        return "missing"
+        why = pkg.unreadable(name)
+        return ("missing", None) if why is None else (why, (_member_where(pkg, name), why))
     if size != spec.parts[n].size:
-        return f"{size} bytes, manifest says {spec.parts[n].size}"
+        return f"{size} bytes, manifest says {spec.parts[n].size}", None
     try:
         check_part_stream(spec, n, pkg.iter_chunks(name), name)
     except (AuraSealError, OSError) as exc:
-        return getattr(exc, "what", str(exc))
-    return ""
+        return getattr(exc, "what", str(exc)), _io_problem(pkg, name, exc)
+    return "", None
+
+
+def _check_parts(pkg: Package, spec: ComponentSpec, rep: ComponentReport) -> None:
+    for n in range(spec.total):
+        reason, problem = _check_part(pkg, spec, n)
+        if reason:
+            rep.bad_parts[n] = reason
+        else:
+            rep.good_parts.append(n)
+        if problem is not None:
+            rep.unreadable[problem[0]] = problem[1]
+
+
+def _set_original(rep: ComponentReport, result: tuple[str, str, IOProblem]) -> None:
+    rep.original, rep.original_reason, problem = result
+    if problem is not None:
+        rep.unreadable[problem[0]] = problem[1]
 
 
 def check_component(
@@ -190,13 +247,8 @@ def check_component(
     if entry.recovery is not None:
         spec = ComponentSpec.from_entry(entry)
         rep.k, rep.total = spec.k, spec.total
-        for n in range(spec.total):
-            reason = _check_part(pkg, spec, n)
-            if reason:
-                rep.bad_parts[n] = reason
-            else:
-                rep.good_parts.append(n)
-    rep.original, rep.original_reason = fut.result() if fut else _check_original(pkg, entry)
+        _check_parts(pkg, spec, rep)
+    _set_original(rep, fut.result() if fut else _check_original(pkg, entry))
     return rep
 
 
@@ -233,6 +285,17 @@ class ComponentRepair:
     coherence_before: str
     rewritten: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    #: I/O failures (where -> what): a read or write of local storage failed
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def note(self, exc: BaseException) -> None:
+        """Record a failure: I/O ones in ``errors``, the rest in ``failed``."""
+        if isinstance(exc, IOFailure):
+            self.errors[exc.where or self.path] = exc.what
+        elif isinstance(exc, OSError):
+            self.errors[str(exc.filename or self.path)] = str(exc.strerror or exc)
+        else:
+            self.failed[self.path] = getattr(exc, "what", str(exc))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -241,6 +304,7 @@ class ComponentRepair:
             "coherence_before": self.coherence_before,
             "rewritten": self.rewritten,
             "failed": self.failed,
+            "errors": self.errors,
         }
 
 
@@ -258,7 +322,16 @@ class RepairReport:
         return {n: r for c in self.components for n, r in c.failed.items()}
 
     @property
+    def errors(self) -> dict[str, str]:
+        """I/O failures (where -> what); see :attr:`exit_code`."""
+        return {w: e for c in self.components for w, e in c.errors.items()}
+
+    @property
     def exit_code(self) -> int:
+        """5 if reading or writing local storage failed, else 4 if something
+        could not be rebuilt (too few intact parts), else 0."""
+        if self.errors:
+            return 5
         return 4 if self.failed else 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -266,6 +339,7 @@ class RepairReport:
             "package": self.package,
             "rewritten": self.rewritten,
             "failed": self.failed,
+            "errors": self.errors,
             "exit_code": self.exit_code,
             "components": [c.to_dict() for c in self.components if c.state_before != "intact"],
         }
@@ -273,7 +347,11 @@ class RepairReport:
     def summary(self) -> str:
         lines = [f"rewrote {n}" for n in self.rewritten]
         lines += [f"could not rebuild {n}: {r}" for n, r in self.failed.items()]
-        lines.append(f"{len(self.rewritten)} files rewritten, {len(self.failed)} not rebuildable")
+        lines += [f"I/O error: {w}: {e}" for w, e in self.errors.items()]
+        lines.append(
+            f"{len(self.rewritten)} files rewritten, {len(self.failed)} not rebuildable"
+            + (f", {len(self.errors)} I/O errors" if self.errors else "")
+        )
         return "\n".join(lines)
 
 
@@ -286,21 +364,23 @@ def _sources(pkg: Package, spec: ComponentSpec, good: list[int]) -> dict[int, Re
     return out
 
 
-def write_verified(
+def write_verified(  # noqa: PLR0917 - kept positional for callers
     dest: Path,
     chunks: Iterator[Buffer],
     integrity: str,
     where: str,
     threaded: bool = False,
+    kind: str = "write",
 ) -> None:
     """Stream ``chunks`` to ``dest`` atomically; rename only if they match ``integrity``.
 
     With ``threaded``, hashing and writing run in a second thread while the
-    caller's thread produces the chunks (decoding, decompressing).
+    caller's thread produces the chunks (decoding, decompressing). ``kind``
+    names the temp file's owner (:func:`~auraseal._fs.temp_name`).
     """
     integ = parse_integrity(integrity, where)
     h = hashlib.new(integ.algorithm)
-    with atomic_writer(dest) as fh:
+    with atomic_writer(dest, kind=kind) as fh:
         pending = 0
 
         def write(chunk: Buffer) -> None:
@@ -390,7 +470,8 @@ def _decode_and_rebuild(  # noqa: PLR0917 - private
 
     paths = {n: write_target(pkg.root, part_name(spec.path, n)) for n in missing}
     expected = {n: spec.part_digest(n) for n in missing}
-    with PartsWriter(spec, paths, 2 if pool is not None and spec.size >= BIG else 1) as writer:
+    threads = 2 if pool is not None and spec.size >= BIG else 1
+    with PartsWriter(spec, paths, threads, _repair_writer) as writer:
 
         def stripes() -> Iterator[Buffer]:
             for stripe, frags in ordered_map(pool, one, range(len(spans))):
@@ -408,6 +489,7 @@ def _decode_and_rebuild(  # noqa: PLR0917 - private
                 spec.integrity,
                 spec.path,
                 threaded=spec.size >= BIG,
+                kind=REPAIR_KIND,
             )
             out.rewritten.append(spec.path)
         else:
@@ -433,7 +515,7 @@ def _reseal_parts(
         return
     paths = {n: write_target(pkg.root, part_name(spec.path, n)) for n in rep.bad_parts}
     expected = {n: spec.part_digest(n) for n in rep.bad_parts}
-    done, failed = encode_parts(spec, stream, paths, None, expected=expected)
+    done, failed = encode_parts(spec, stream, paths, None, expected=expected, writer=_repair_writer)
     out.rewritten += [part_name(spec.path, n) for n in sorted(done)]
     out.failed.update({part_name(spec.path, n): r for n, r in failed.items()})
 
@@ -448,12 +530,7 @@ def _repair_overlapped(pkg: Package, entry: FileEntry, pool: Executor) -> Compon
     fut = pool.submit(_check_original, pkg, entry)
     spec = ComponentSpec.from_entry(entry)
     rep = ComponentReport(entry.path, entry.size, "good", k=spec.k, total=spec.total)
-    for n in range(spec.total):
-        reason = _check_part(pkg, spec, n)
-        if reason:
-            rep.bad_parts[n] = reason
-        else:
-            rep.good_parts.append(n)
+    _check_parts(pkg, spec, rep)
     if not rep.bad_parts or rep.good < spec.k:
         fut.result()
         return None
@@ -461,15 +538,20 @@ def _repair_overlapped(pkg: Package, entry: FileEntry, pool: Executor) -> Compon
     kept: list[Buffer] = []
     try:
         _decode_and_rebuild(pkg, spec, rep, pool, out, keep=kept)
-        rep.original, rep.original_reason = fut.result()
+        _set_original(rep, fut.result())
         if rep.original != "good":
             data = iter_decompress(spec.codec, iter(kept), spec.size, spec.path)
             write_verified(
-                write_target(pkg.root, spec.path), data, spec.integrity, spec.path, threaded=True
+                write_target(pkg.root, spec.path),
+                data,
+                spec.integrity,
+                spec.path,
+                threaded=True,
+                kind=REPAIR_KIND,
             )
             out.rewritten.insert(0, spec.path)
     except (AuraSealError, OSError) as exc:
-        out.failed[entry.path] = getattr(exc, "what", str(exc))
+        out.note(exc)
     finally:
         fut.cancel()  # only matters after an error: the hash is not waited for
     return out
@@ -489,6 +571,10 @@ def repair_component(
     if rep.state == "intact":
         return out
     if rep.state == "lost":
+        if rep.unreadable:
+            # too few parts could be *read*: an I/O failure, not lost data
+            out.errors.update(rep.unreadable)
+            return out
         why = f"lost: coherence {rep.coherence}, {rep.k} needed" if rep.sealed else "lost"
         out.failed[entry.path] = why
         for n in rep.bad_parts:
@@ -501,16 +587,45 @@ def repair_component(
         else:
             _reseal_parts(pkg, spec, rep, out)
     except (AuraSealError, OSError) as exc:
-        out.failed[entry.path] = getattr(exc, "what", str(exc))
+        out.note(exc)
     return out
 
 
+def _member_dirs(root: Path, names: Iterable[str]) -> set[Path]:
+    dirs = set()
+    for name in names:
+        try:
+            dirs.add(write_target(root, name).parent)
+        except (AuraSealError, OSError):
+            continue
+    return dirs
+
+
+def clean_package_temps(root: Path, names: Iterable[str], kind: str) -> list[str]:
+    """Remove the stale temp files of ``kind`` (left by killed runs, see
+    :func:`~auraseal._fs.clean_stale_temps`) from every directory of ``root``
+    that holds one of ``names``; returns what was removed (relative names)."""
+    removed = []
+    real = root.resolve()
+    for d in sorted(_member_dirs(root, names)):
+        for name in clean_stale_temps(d, {kind}):
+            removed.append((d / name).relative_to(real).as_posix())
+    return removed
+
+
 def repair(pkg: Package, *, jobs: int | None = None, progress: Progress = None) -> RepairReport:
-    """Repair a package directory in place (see :func:`repair_path` for zips)."""
+    """Repair a package directory in place (see :func:`repair_path` for zips).
+
+    The temp files of killed repairs are removed first. Each file is rebuilt
+    through a temp file (kind ``repair``) renamed into place only when it
+    matches the manifest. A read or write failure of local storage is
+    reported in ``errors`` (exit 5), never as lost data (exit 4).
+    """
     if pkg.root is None:
         raise UsageError(
             "repair works on a package directory (use repair_path for a zip)", pkg.where
         )
+    clean_package_temps(pkg.root, pkg.manifest.paths(), REPAIR_KIND)
 
     def one(entry: FileEntry, pool: Executor) -> ComponentRepair:
         r = repair_component(pkg, entry, pool)
@@ -531,14 +646,15 @@ def repair_path(
     with open_package(path, **open_kw) as pkg:
         if not pkg.is_zip:
             return repair(pkg, jobs=jobs, progress=progress)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.repair.", dir=path.parent))
+        clean_stale_temps(path.parent, {REPAIR_KIND})
+        tmp = make_temp_dir(path.parent, path.name, REPAIR_KIND)
         try:
             extract_zip(pkg, tmp)
             with open_package(tmp, **open_kw) as inner:
                 report = repair(inner, jobs=jobs, progress=progress)
             report.package = str(path)
             if report.rewritten:
-                write_zip(tmp, walk_files(tmp), path)
+                write_zip(tmp, walk_files(tmp), path, kind=REPAIR_KIND)
             return report
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

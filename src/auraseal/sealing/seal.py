@@ -11,7 +11,6 @@ import os
 import queue
 import re
 import shutil
-import tempfile
 import threading
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
@@ -20,7 +19,15 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
-from auraseal._fs import atomic_writer, fsync_dir, resolve_inside, walk_files
+from auraseal._fs import (
+    atomic_writer,
+    clean_stale_temps,
+    fsync_dir,
+    make_temp_dir,
+    resolve_inside,
+    temp_name,
+    walk_files,
+)
 from auraseal._time import utcnow
 from auraseal.errors import StorageError, UnsafePathError, UsageError
 from auraseal.integrity import sri_token
@@ -143,7 +150,11 @@ def _choose_stream(
     if size <= MEMORY_LIMIT:
         out = compress(codec, data)
         return (codec, out) if len(out) < size else ("none", data)
-    fd, name = tempfile.mkstemp(prefix=".compress.", dir=tmpdir)
+    name = tmpdir / temp_name("stream", "seal")
+    try:
+        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StorageError(f"cannot create temp file: {exc.strerror}", str(tmpdir)) from exc
     stack.callback(os.unlink, name)
     with os.fdopen(fd, "w+b") as fh:
         compress_stream(codec, _ViewReader(data), fh, size)  # type: ignore[arg-type]
@@ -440,9 +451,13 @@ def _check_names(files: list[str]) -> None:
             raise UsageError(f"name collides with a part of {mt.group(1)!r}", f)
 
 
-def write_zip(root: Path, names: Sequence[str], zip_path: Path) -> None:
-    """Write ``names`` under ``root`` as a ZIP_STORED archive, atomically."""
-    with atomic_writer(zip_path) as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as zf:
+def write_zip(root: Path, names: Sequence[str], zip_path: Path, *, kind: str = "write") -> None:
+    """Write ``names`` under ``root`` as a ZIP_STORED archive, atomically
+    (through a temp file of ``kind``, see :func:`~auraseal._fs.temp_name`)."""
+    with (
+        atomic_writer(zip_path, kind=kind) as fh,
+        zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as zf,
+    ):
         for name in sorted(names):
             src = resolve_inside(root, name)
             info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
@@ -471,8 +486,11 @@ def seal_tree(
 ) -> Manifest:
     """Seal every regular file below ``src`` into the package directory ``out``.
 
-    The package is built in a temporary directory next to ``out`` and renamed
-    into place at the end, so ``out`` never holds a half-written package.
+    The package is built in a temporary directory next to ``out`` (named by
+    :func:`~auraseal._fs.temp_name`, kind ``seal``) and renamed into place at
+    the end, so ``out`` never holds a half-written package. On start, the
+    temporaries of killed seals (whose process is gone) next to ``out`` (and
+    next to ``zip_path``) are removed.
     ``out`` must not exist or be an empty directory, and must not overlap ``src``.
     """
     opts = SealOptions(part_size, coherence, codec, engine, algorithm)
@@ -495,11 +513,10 @@ def seal_tree(
     sizes = {f: (src / f).stat().st_size for f in files}
     order = sorted(files, key=lambda f: -sizes[f])
     n_jobs = max(1, jobs or os.cpu_count() or 1)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.seal.", dir=out.parent))
-    except OSError as exc:
-        raise StorageError(f"cannot create output: {exc.strerror}", str(out)) from exc
+    clean_stale_temps(out.parent, {"seal"})
+    if zip_path is not None:
+        clean_stale_temps(Path(zip_path).parent, {"seal"})
+    tmp = make_temp_dir(out.parent, out.name, "seal")
     ok = False
     writer = SyncingWriter()
     try:
@@ -580,6 +597,12 @@ def seal_tree(
         ok = True
     except OSError as exc:
         raise StorageError(f"cannot write package: {exc.strerror}", str(out)) from exc
+    except StorageError as exc:
+        # name the package's path, not the temporary directory's
+        for prefix in (str(tmp.resolve()), str(tmp)):
+            if exc.where.startswith(prefix):
+                raise StorageError(exc.what, str(out) + exc.where[len(prefix) :]) from exc
+        raise
     finally:
         writer.close()
         if not ok:
@@ -589,7 +612,7 @@ def seal_tree(
         for e in manifest.files:
             names.append(e.path)
             names.extend(e.part_names())
-        write_zip(out, names, Path(zip_path))
+        write_zip(out, names, Path(zip_path), kind="seal")
     record(
         "package.seal",
         {

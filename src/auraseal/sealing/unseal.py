@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from auraseal.errors import AuraSealError, ComponentLostError, InputError, IntegrityError
+from auraseal.errors import (
+    AuraSealError,
+    ComponentLostError,
+    InputError,
+    IntegrityError,
+    IOFailure,
+    StorageError,
+)
 from auraseal.integrity import verify_bytes
 from auraseal.manifest import FileEntry, part_name
 from auraseal.sealing.codecs import compress, iter_decompress
@@ -25,13 +32,15 @@ from auraseal.sealing.component import (
     lost_error,
 )
 from auraseal.sealing.package import Package, write_target
-from auraseal.sealing.scrub import BIG, check_component, write_verified
+from auraseal.sealing.scrub import BIG, check_component, clean_package_temps, write_verified
 from auraseal.sealing.seal import encode_parts
 
 __all__ = ["UnsealReport", "parts_from_original", "rebuild_component", "unseal", "verify_part"]
 
 Progress = Callable[[int], None] | None
 Buffer = bytes | bytearray | memoryview
+#: Temp files of unseal are named with this kind (see :func:`~auraseal._fs.temp_name`).
+UNSEAL_KIND = "unseal"
 
 
 def verify_part(entry: FileEntry, number: int, data: Buffer) -> None:
@@ -130,9 +139,15 @@ class UnsealReport:
     copied: list[str] = field(default_factory=list)
     rebuilt: list[str] = field(default_factory=list)
     lost: dict[str, str] = field(default_factory=dict)
+    #: I/O failures (where -> what): reading the package or writing ``out`` failed
+    errors: dict[str, str] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
+        """5 if reading or writing local storage failed, else 4 if a file
+        had too few intact parts, else 0."""
+        if self.errors:
+            return 5
         return 4 if self.lost else 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,6 +157,7 @@ class UnsealReport:
             "copied": self.copied,
             "rebuilt": self.rebuilt,
             "lost": self.lost,
+            "errors": self.errors,
             "exit_code": self.exit_code,
         }
 
@@ -149,15 +165,39 @@ class UnsealReport:
 def _unseal_one(
     pkg: Package, entry: FileEntry, out: Path, pool: Executor, report: UnsealReport
 ) -> None:
+    try:
+        _unseal_component(pkg, entry, out, pool, report)
+    except IOFailure as exc:
+        report.errors[exc.where or entry.path] = exc.what
+    except OSError as exc:
+        report.errors[str(exc.filename or entry.path)] = str(exc.strerror or exc)
+
+
+def _unseal_component(
+    pkg: Package, entry: FileEntry, out: Path, pool: Executor, report: UnsealReport
+) -> None:
+    """Copy or rebuild one file; I/O failures are raised (exit 5), lost data
+    goes to ``report.lost`` (exit 4)."""
     dest = write_target(out, entry.path)
+    io_error: IOFailure | OSError | None = None
     if pkg.size(entry.path) == entry.size:
         try:
-            write_verified(dest, pkg.iter_chunks(entry.path), entry.integrity, entry.path)
+            write_verified(
+                dest, pkg.iter_chunks(entry.path), entry.integrity, entry.path, kind=UNSEAL_KIND
+            )
             report.copied.append(entry.path)
             return
-        except (IntegrityError, OSError):
+        except IntegrityError:
             pass  # fall back to the parts
+        except (IOFailure, OSError) as exc:
+            io_error = exc  # fall back to the parts (a write failure recurs there)
+    else:
+        why = pkg.unreadable(entry.path)
+        if why is not None:
+            io_error = StorageError(why, str(pkg.root / entry.path) if pkg.root else entry.path)
     if entry.recovery is None:
+        if io_error is not None:
+            raise io_error
         report.lost[entry.path] = "damaged and not sealed (no parts)"
         return
     rep = check_component(pkg, entry, pool)
@@ -168,11 +208,20 @@ def _unseal_one(
         if r is not None:
             sources[n] = r
     if len(sources) < spec.k:
+        if io_error is not None:
+            raise io_error
+        if rep.unreadable:  # too few parts could be *read*: I/O, not lost data
+            where, what = sorted(rep.unreadable.items())[0]
+            raise StorageError(what, where)
         report.lost[entry.path] = lost_error(spec, len(sources), entry.path).what
         return
     try:
         data = iter_decompress(spec.codec, iter_stripes(spec, sources, pool), spec.size, spec.path)
-        write_verified(dest, data, entry.integrity, entry.path, threaded=entry.size >= BIG)
+        write_verified(
+            dest, data, entry.integrity, entry.path, threaded=entry.size >= BIG, kind=UNSEAL_KIND
+        )
+    except IOFailure:
+        raise
     except AuraSealError as exc:
         report.lost[entry.path] = exc.what
         return
@@ -193,9 +242,18 @@ def unseal(
     its good parts. Files that cannot be rebuilt are left out of ``out``; with
     ``strict`` (the default) a :class:`~auraseal.errors.ComponentLostError`
     naming them and their coherence is raised after all others are written.
+    A failure to read the package or to write ``out`` (a directory in the
+    way, a full disk) goes to ``report.errors`` (exit 5); with ``strict`` a
+    :class:`~auraseal.errors.StorageError` naming the first path is raised.
+    Each file is written through a temp file (kind ``unseal``); those of
+    killed unseals are removed from ``out`` first.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create output: {exc.strerror}", str(out)) from exc
+    clean_package_temps(out, pkg.manifest.paths(), UNSEAL_KIND)
     report = UnsealReport(pkg.where, str(out))
     n = max(1, jobs or os.cpu_count() or 1)
     entries = sorted(pkg.manifest.files, key=lambda e: -e.size)
@@ -212,6 +270,10 @@ def unseal(
         list(comps.map(one, entries))
     report.copied.sort()
     report.rebuilt.sort()
+    if strict and report.errors:
+        first = sorted(report.errors)[0]
+        more = f" (and {len(report.errors) - 1} more)" if len(report.errors) > 1 else ""
+        raise StorageError(f"{report.errors[first]}{more}", first)
     if strict and report.lost:
         first = sorted(report.lost)[0]
         more = f" (and {len(report.lost) - 1} more)" if len(report.lost) > 1 else ""
