@@ -51,8 +51,9 @@ def main() -> None:
         from auraseal.signing import TrustPolicy, load_public_key  # noqa: PLC0415
 
         policy = TrustPolicy([load_public_key(Path(a["pub"]))])
+        hook = {} if a["kill_at"] < 0 else {"step": step}
         fetch_package(
-            a["url"], dest, policy=policy, cache_dir=Path(a["cache"]), step=step,
+            a["url"], dest, policy=policy, cache_dir=Path(a["cache"]), **hook,
             http=HttpConfig(timeout=60.0, min_rate=1, grace=60.0, trust_env=False),
             manifest_ttl=timedelta(0),
         )

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from auraseal._fs import is_temp_name
 from auraseal.client import fetch_package, install, rollback
 from auraseal.client.cache import Cache
 from auraseal.client.install import (
@@ -347,7 +348,10 @@ def test_fetch_killed_mid_download_leaves_no_temp_trees(
             while srv.hits["js/app.js"] == 0 and time.monotonic() < deadline:
                 time.sleep(0.02)
             time.sleep(0.2)  # other files land in the staging tree
-            stages = [p for p in client.dest.parent.iterdir() if "tmp-fetch" in p.name]
+            stages = [
+                p for p in client.dest.parent.iterdir()
+                if "auraseal-stage" in p.name or is_temp_name(p.name)
+            ]
             assert stages, "no staging tree while the fetch runs"
         finally:
             os.kill(proc.pid, signal.SIGKILL)
