@@ -372,7 +372,7 @@ import sys
 from pathlib import Path
 from auraseal.client.cache import Cache
 root, who = Path(sys.argv[1]), sys.argv[2]
-for i in range(40):
+for i in range(25):
     Cache(root).trust_state.record(f"{who}-{i}", 1, "ab" * 32)
 """
 
@@ -386,7 +386,7 @@ def test_concurrent_trust_records_in_one_cache_are_not_lost(tmp_path: Path) -> N
     for p in procs:
         assert p.wait(120) == 0
     state = Cache(tmp_path / "c").trust_state
-    missing = [f"p{n}-{i}" for n in range(4) for i in range(40) if state.get(f"p{n}-{i}") is None]
+    missing = [f"p{n}-{i}" for n in range(4) for i in range(25) if state.get(f"p{n}-{i}") is None]
     assert missing == []
 
 

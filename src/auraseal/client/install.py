@@ -420,6 +420,8 @@ def _apply(dest: Path, rec: InstallRecord, step: StepHook) -> InstallRecord:
     assert pend is not None
     parent = dest.parent
     prev = prev_dir(dest)
+    if pend.source != prev.name and not is_temp_name(pend.source):
+        raise StorageError("install record 'pending' names a foreign tree", str(dest))
     source = parent / pend.source
     swap = parent / pend.swap
     places = [dest, source, swap, prev]
