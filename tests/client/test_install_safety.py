@@ -281,6 +281,52 @@ def test_install_killed_at_every_step_is_finished_or_undone(
             no_leftovers(dest)
 
 
+def test_recovery_killed_at_every_step_is_recovered_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kill while finishing a killed install (three renames, killed inside
+    the exchange) is itself finished by the next run."""
+    monkeypatch.setattr(install, "_renameat2", lambda: None)
+
+    def killed_mid_exchange(n: int) -> Path:
+        dest = tmp_path / f"r{n}" / "app"
+        for v in (1, 2):
+            _install(dest, v)
+        assert _forked("install", dest, 3, 2, []) == KILLED  # after swap-2: DIR missing
+        assert not dest.exists()
+        return dest
+
+    steps: list[str] = []
+    dest = killed_mid_exchange(-1)
+    with install_lock(dest):
+        recover(dest, steps.append)
+    assert steps == ["prev-aside", "prev-kept", "recorded"]
+    for n in range(len(steps)):
+        dest = killed_mid_exchange(n)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            hits = 0
+
+            def die(_name: str, at: int = n) -> None:
+                nonlocal hits
+                if hits == at:
+                    os._exit(KILLED)
+                hits += 1
+
+            try:
+                recover(dest, die)
+            finally:
+                os._exit(1)
+        os.close(r)
+        os.close(w)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == KILLED
+        assert _check_consistent(dest, {3}) == 3
+        rec = read_record(dest)
+        assert rec is not None and rec.previous is not None and rec.previous.version == 2
+
+
 def test_rollback_refuses_half_deleted_previous_copy(tmp_path: Path) -> None:
     """The state a kill during the old 'delete previous copy' left: rollback
     would have installed a half-empty tree."""
