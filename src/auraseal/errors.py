@@ -41,6 +41,7 @@ __all__ = [
     "MissingSecretError",
     "NetworkError",
     "NotFoundError",
+    "PackageMismatchError",
     "PartFormatError",
     "RollbackError",
     "StorageError",
@@ -193,6 +194,10 @@ FreezeError = ExpiredError
 
 class RollbackError(TrustError):
     """Signed metadata is older than (or conflicts with) what was trusted before."""
+
+
+class PackageMismatchError(TrustError):
+    """Signed metadata is for another package than the one asked for."""
 
 
 # --- 4: unrecoverable -------------------------------------------------------

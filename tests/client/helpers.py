@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 
+from auraseal._fs import is_temp_name
 from auraseal.client import HttpConfig
 from auraseal.manifest import MANIFEST_NAME, Manifest, build_manifest, dump_signed
 from auraseal.signing import SigningKey
@@ -59,7 +60,12 @@ def snapshot(d: Path) -> dict[str, bytes]:
 
 
 def no_leftovers(dest: Path) -> None:
+    """No staging tree, swap or half-deleted copy is left beside DIR."""
     if not dest.parent.exists():
         return
-    stages = [p.name for p in dest.parent.iterdir() if "auraseal-stage" in p.name]
+    stages = [
+        p.name
+        for p in dest.parent.iterdir()
+        if "auraseal-stage" in p.name or is_temp_name(p.name) or p.name.endswith(".swap")
+    ]
     assert stages == [], stages

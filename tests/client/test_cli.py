@@ -94,6 +94,21 @@ def test_cli_exit_codes_and_json_errors(
     assert not dest.exists()
 
 
+def test_cli_fetch_package_flag_refuses_another_package_exit_3(
+    primary: FaultServer, pub: Path, tmp_path: Path
+) -> None:
+    dest = tmp_path / "site"
+    rc, out, err = run_cli("fetch", primary.url, "-o", str(dest), "--trusted-key", str(pub),
+                           "--no-cache", "--package", "app", "--json")
+    assert rc == 3
+    assert json.loads(out)["error"]["type"] == "PackageMismatchError"
+    assert "'site'" in err and "'app'" in err and len(err.strip().splitlines()) == 1
+    assert not dest.exists()
+    rc, _, _ = run_cli("fetch", primary.url, "-o", str(dest), "--trusted-key", str(pub),
+                       "--no-cache", "--package", "site")
+    assert rc == 0 and snapshot(dest) == FILES_V1
+
+
 def test_unsigned_package_without_keys_and_refused_with_keys(
     client: Client, primary: FaultServer, pkg: Path
 ) -> None:

@@ -8,12 +8,14 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from auraseal.client.blockhub import make_source
 from auraseal.client.cache import Cache, ManifestMeta, url_key
-from auraseal.client.install import Installed, InstallRecord, read_record, record_path
+from auraseal.client.install import Installed, InstallRecord, Pending, read_record, record_path
+from auraseal.errors import StorageError
 from auraseal.signing import TrustState
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "client"
@@ -88,6 +90,20 @@ def test_install_record_round_trip(cur: Installed | None, prev: Installed | None
 def test_manifest_meta_round_trip(url: str, secs: int, etag: str | None) -> None:
     meta = ManifestMeta(url, datetime.fromtimestamp(secs, UTC), "ab" * 32, etag, None)
     assert ManifestMeta.from_dict(json.loads(json.dumps(meta.to_dict())), "x") == meta
+
+
+def test_install_record_with_journal_round_trip() -> None:
+    cur = Installed("site", 3, "ab" * 32, "http://127.0.0.1/", "2026-11-22T03:00:00Z", "cd" * 32)
+    prev = Installed("site", 2, "ef" * 32, "http://127.0.0.1/", "2026-11-22T02:00:00Z")
+    pend = Pending("install", ".site.auraseal-tmp-fetch-12-ab12cd34ef56",
+                   ".site.auraseal-tmp-fetch-12-ab12cd34ef56.swap", 11, 7, True, cur, prev)
+    rec = InstallRecord(prev, None, {"site": (3, "ab" * 32), "other": (9, "00" * 32)}, pend)
+    doc = json.loads(json.dumps(rec.to_dict()))
+    assert doc["version"] == 1 and doc["pending"]["old_to_prev"] is True
+    assert InstallRecord.from_dict(doc, "x") == rec
+    doc["pending"]["source"] = "../elsewhere"
+    with pytest.raises(StorageError):
+        InstallRecord.from_dict(doc, "x")
 
 
 @settings(max_examples=80, deadline=None)

@@ -48,6 +48,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("url", metavar="URL")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="DIR")
+    p.add_argument("--package", metavar="NAME",
+                   help="the package name the manifest must carry (default: the one "
+                        "installed in DIR, else the URL's last path segment)")
     p.add_argument("--mirror", action="append", default=[], metavar="URL",
                    help="another copy of the package (repeat; tried in order)")
     p.add_argument("--trusted-key", type=Path, action="append", default=[], metavar="PUB",
@@ -153,6 +156,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
             jobs=args.jobs,
             progress=bar,
             ledger=ledger,
+            package=args.package,
         )
     lines = [report.summary()]
     lines += [f"warning: {w}" for w in report.warnings]

@@ -4,6 +4,7 @@
 
     CACHE/
       trust.json                      rollback state (TrustState format, version 1)
+      trust.lock                      flock held while trust.json is read-modified-written
       manifests/<key>.json            the manifest bytes as last fetched
       manifests/<key>.meta.json       {"format", "version": 1, "url", "etag", ...}
       files/<alg>/<hh>/<hex>          file contents, named by their verified digest
@@ -11,33 +12,67 @@
 ``<key>`` is the hex SHA-256 of the manifest URL. Files are
 content-addressed, so a cached file can only ever be used for a manifest that
 lists exactly those bytes (no mix-and-match across versions), and every use
-re-verifies it. A file's age is its mtime, set when it was stored.
+re-verifies it. A file's age is its mtime, set when it was stored. A file
+is written to a temp in ``CACHE/`` (kind ``cache``) and renamed into place;
+opening a cache removes such temps (and atomic-write temps) left by killed
+processes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
-import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from auraseal._fs import atomic_write_bytes
+from auraseal._fs import atomic_write_bytes, clean_stale_temps, temp_name
 from auraseal._time import format_time, parse_time
 from auraseal.errors import AuraSealError, StorageError
 from auraseal.integrity import parse_integrity
 from auraseal.manifest import FileEntry
 from auraseal.signing import TrustState
 
-__all__ = ["META_FORMAT", "META_VERSION", "Cache", "ManifestMeta"]
+__all__ = ["META_FORMAT", "META_VERSION", "Cache", "LockedTrustState", "ManifestMeta"]
 
 META_FORMAT = "auraseal-client-manifest-cache"
 META_VERSION = 1
+
+
+class LockedTrustState(TrustState):
+    """``trust.json`` whose read-modify-write runs under an ``flock`` on a
+    lock file, so concurrent fetches sharing one cache lose no records."""
+
+    def __init__(self, path: Path, lock: Path) -> None:
+        super().__init__(path)
+        self.lock = lock
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        try:
+            fd = os.open(self.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise StorageError(f"cannot open lock file: {exc.strerror}", str(self.lock)) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def record(self, name: str, version: int, digest: str) -> None:
+        with self.locked():
+            TrustState.record(self, name, version, digest)
+
+    def check_and_record(self, name: str, version: int, digest: str, where: str = "") -> None:
+        with self.locked():
+            self.check(name, version, digest, where)
+            TrustState.record(self, name, version, digest)
 
 
 def url_key(url: str) -> str:
@@ -93,12 +128,14 @@ class Cache:
             (self.root / "files").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create cache: {exc.strerror}", str(self.root)) from exc
+        clean_stale_temps(self.root, {"cache", "write"})
+        clean_stale_temps(self.root / "manifests", {"write"})
 
     # --- rollback state ---------------------------------------------------
 
     @property
-    def trust_state(self) -> TrustState:
-        return TrustState(self.root / "trust.json")
+    def trust_state(self) -> LockedTrustState:
+        return LockedTrustState(self.root / "trust.json", self.root / "trust.lock")
 
     # --- manifests ---------------------------------------------------------
 
@@ -173,8 +210,8 @@ class Cache:
         tmp = ""
         try:
             dst.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dst.parent)
-            os.close(fd)
+            tmp = str(self.root / temp_name(dst.name[:16], "cache"))
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
             shutil.copyfile(src, tmp)
             ts = now.astimezone(UTC).timestamp()
             os.utime(tmp, (ts, ts))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import httpx
 
@@ -25,7 +26,15 @@ from auraseal._time import format_time, utcnow
 from auraseal.client.blockhub import Source, fallback_candidates, make_source
 from auraseal.client.cache import Cache
 from auraseal.client.http import Fetcher, HttpConfig
-from auraseal.client.install import Installed, Staging, read_record, swap_in
+from auraseal.client.install import (
+    Installed,
+    InstallRecord,
+    Staging,
+    StepHook,
+    install_lock,
+    recover,
+    swap_in,
+)
 from auraseal.errors import (
     AuraSealError,
     ComponentLostError,
@@ -34,6 +43,7 @@ from auraseal.errors import (
     InputError,
     IntegrityError,
     NetworkError,
+    PackageMismatchError,
     RollbackError,
     StorageError,
     TrustError,
@@ -53,6 +63,7 @@ __all__ = [
     "FileReport",
     "LedgerSink",
     "fetch_package",
+    "package_name_from_url",
 ]
 
 DEFAULT_MANIFEST_TTL = timedelta(hours=1)
@@ -179,6 +190,25 @@ def _one_line(errors: Sequence[str], limit: int = 6) -> str:
     return "; ".join(shown)
 
 
+def package_name_from_url(url: str) -> str | None:
+    """The package name a URL asks for: ``<name>`` of ``auraseal serve``'s
+    ``/packages/<name>[/files/ | /versions/N/files/]``, else the last path
+    segment once a trailing ``*.json`` file name is dropped; None for a URL
+    naming no path (then the manifest's name is taken on a first install)."""
+    segs = [unquote(x) for x in urlsplit(url).path.split("/") if x]
+    if segs and segs[-1].endswith(".json"):
+        segs.pop()
+    for i in range(len(segs) - 2, -1, -1):
+        if segs[i] == "packages":
+            rest = segs[i + 2 :]
+            if rest in ([], ["files"]) or (
+                len(rest) == 3 and rest[0] == "versions" and rest[2] == "files"
+            ):
+                return segs[i + 1]
+            break
+    return segs[-1] if segs else None
+
+
 class _Fetch:
     def __init__(
         self,
@@ -200,8 +230,15 @@ class _Fetch:
         now: datetime | None,
         rebuild: RebuildFn | None,
         salvage: SalvageFn | None,
+        package: str | None = None,
+        step: StepHook | None = None,
     ) -> None:
         self.url = url
+        self.package = package
+        self.step = step
+        #: the package name the manifest must carry (set by :meth:`run`)
+        self.expected: str | None = package
+        self.record_now: InstallRecord | None = None
         self.dest = Path(dest).absolute()
         self.sources = [make_source(url, "primary")] + [
             make_source(m, f"mirror {i}") for i, m in enumerate(mirrors, 1)
@@ -269,6 +306,13 @@ class _Fetch:
         m = load_manifest(
             data, where, policy=self.policy, state=None, now=self.now, name=self.url
         )
+        if self.expected is not None and m.name != self.expected:
+            # every package on a server is signed by the same key: a mirror or
+            # man-in-the-middle must not install another one instead
+            raise PackageMismatchError(
+                f"manifest is for package '{m.name}', not the '{self.expected}' asked for",
+                where,
+            )
         if self.policy is None and m.expires is not None and m.expires <= self.now:
             raise ExpiredError(
                 f"manifest '{m.name}' v{m.version} expired at {format_time(m.expires)}", where
@@ -276,16 +320,17 @@ class _Fetch:
         digest = manifest_digest(m)
         if self.cache is not None:
             self.cache.trust_state.check(m.name, m.version, digest, where)
-        rec = read_record(self.dest)
-        cur = rec.current if rec is not None else None
-        if cur is not None and cur.name == m.name:
-            if m.version < cur.version:
+        rec = self.record_now
+        seen = rec.highest(m.name) if rec is not None else None
+        if seen is not None:
+            seen_version, seen_digest = seen
+            if m.version < seen_version:
                 raise RollbackError(
-                    f"version {m.version} is older than installed version {cur.version} "
+                    f"version {m.version} is older than installed version {seen_version} "
                     f"of '{m.name}' (rollback)",
                     where,
                 )
-            if m.version == cur.version and digest != cur.digest:
+            if m.version == seen_version and digest != seen_digest:
                 raise RollbackError(
                     f"version {m.version} of '{m.name}' differs from the installed one", where
                 )
@@ -687,12 +732,28 @@ class _Fetch:
     # --- the whole package -------------------------------------------------
 
     def run(self) -> FetchReport:
+        try:
+            self.dest.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create directory: {exc.strerror}", str(self.dest)) from exc
+        with install_lock(self.dest):
+            # finish or undo a fetch/rollback killed half-way; drop dead temps
+            self.record_now = recover(self.dest)
+            cur = self.record_now.current if self.record_now is not None else None
+            if self.expected is None:
+                self.expected = cur.name if cur is not None else package_name_from_url(self.url)
+            return self._run()
+
+    def _run(self) -> FetchReport:
         t0 = time.monotonic()
         manifest, digest, msource = self.manifest()
         self.sources = [s.pinned(manifest.version) for s in self.sources]
         self._pin_ok = [True] * len(self.sources)
         if self.cache is not None:
-            self.cache.trust_state.record(manifest.name, manifest.version, digest)
+            # re-checked under the cache's lock: another fetch may have moved on
+            self.cache.trust_state.check_and_record(
+                manifest.name, manifest.version, digest, self.url
+            )
         self.record(
             "fetch.manifest",
             {"url": self.url, "name": manifest.name, "version": manifest.version,
@@ -707,6 +768,8 @@ class _Fetch:
             rec = swap_in(
                 stage,
                 Installed(manifest.name, manifest.version, digest, self.url, format_time(utcnow())),
+                self.step,
+                locked=True,
             )
         except BaseException:
             stage.discard()
@@ -813,6 +876,8 @@ def fetch_package(
     now: datetime | None = None,
     rebuild: RebuildFn | None = None,
     salvage: SalvageFn | None = None,
+    package: str | None = None,
+    step: StepHook | None = None,
 ) -> FetchReport:
     """Fetch the package at ``url`` into ``dest``: verify, repair, install atomically.
 
@@ -820,12 +885,18 @@ def fetch_package(
     exactly as it was) when the manifest cannot be trusted (exit 3), a file
     has no copy matching it (1), too few parts survive (4), or the network
     or disk fails (5).
+
+    The manifest must name ``package``; without it, the package installed in
+    ``dest``, else the last segment of ``url`` (see
+    :func:`package_name_from_url`); another package is refused (exit 3).
+    ``step`` is called after each step of the install (tests inject kills).
+    A fetch or rollback killed half-way is finished or undone first.
     """
     f = _Fetch(
         url, dest, mirrors=mirrors, policy=policy, cache_dir=cache_dir,
         fallback_dir=fallback_dir, manifest_ttl=manifest_ttl, file_ttl=file_ttl,
         offline=offline, jobs=jobs, progress=progress, transport=transport, http=http,
-        ledger=ledger, now=now, rebuild=rebuild, salvage=salvage,
+        ledger=ledger, now=now, rebuild=rebuild, salvage=salvage, package=package, step=step,
     )
     try:
         return f.run()
