@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from auraseal.cli import main
+from auraseal.ledger import Block
 from auraseal.signing import generate_keypair
 
 from .conftest import SECRET, run_sql
@@ -115,7 +116,15 @@ def test_checkpoint_proof_bundle_consistency(
     # offline: no ledger needed, only the public key
     code, ok, _ = _run(capsys, "ledger", "proof", "--check", str(bundle), "--pub", pub,
                        "--data-file", str(data), "--json")
-    assert code == 0 and ok["verified"] and ok["data_checked"]
+    assert code == 0 and ok["verified"] and ok["data_checked"] and ok["block_checked"]
+    # a bundle whose block claims a zeroed merkle_root (hash recomputed) is refused: exit 1
+    forged = json.loads(bundle.read_text())
+    forged["block"]["merkle_root"] = "0" * 64
+    forged["block"]["block_hash"] = Block.from_json(forged["block"]).compute_hash()
+    (tmp_path / "forged.json").write_text(json.dumps(forged))
+    code, _, err = _run(capsys, "ledger", "proof", "--check", str(tmp_path / "forged.json"),
+                        "--pub", pub)
+    assert code == 1 and "forged.json: block.merkle_root: does not recompute" in err
     data.write_text('{"i": 3}')
     code, _, err = _run(capsys, "ledger", "proof", "--check", str(bundle), "--pub", pub,
                         "--data-file", str(data))
