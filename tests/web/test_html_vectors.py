@@ -38,6 +38,7 @@ def rewritten_urls(page: str, root: Path) -> list[str]:
         ('<svg><style><script href="evil.js"></script></style></svg>', 1),
         ('<svg><textarea><script href="evil.js"></script></textarea></svg>', 1),
         ('<math><script href="evil.js"></script></math>', 1),
+        ('<svg xmlns:x="http://www.w3.org/1999/xlink"><script x:href="evil.js"/></svg>', 1),
     ],
 )
 def test_svg_script_href_loading_unverified_code_is_refused(

@@ -183,7 +183,6 @@ _BREAKOUT = frozenset(
         "sub", "sup", "table", "tt", "u", "ul", "var",
     }
 )
-_SCRIPT_URL_ATTRS = ("href", "xlink:href")  # how an SVG <script> loads code: no SRI
 
 
 class _Scanner(HTMLParser):
@@ -402,14 +401,14 @@ class _Rewriter:
         self, tag: str, attrs: Attrs, where: str = "page"
     ) -> tuple[Attrs | None, TagChange] | None:
         if tag == "script":
-            for name in _SCRIPT_URL_ATTRS:
-                href = _get(attrs, name)
-                if href is not None:
+            # how an SVG <script> loads code (href, xlink:href; in XML any prefix): no SRI
+            for name, href in attrs:
+                if name == "href" or name.endswith(":href"):
                     raise UnverifiableScriptError(
                         f"an SVG script loads code from {name}, which cannot carry integrity "
                         "(SRI); refusing to leave it unverified. Load it with an HTML "
                         "<script src> (verified natively) or the loader's loadScript()",
-                        f"{where}: <script {name}={href!r}>",
+                        f"{where}: <script {name}={href or ''!r}>",
                     )
             url = _get(attrs, "src")
             if not url or _script_type(attrs) not in _JS_TYPES:
