@@ -51,6 +51,7 @@ __all__ = [
     "UnknownKeyError",
     "UnrecoverableError",
     "UnsafePathError",
+    "UnverifiableScriptError",
     "UsageError",
 ]
 
@@ -150,6 +151,10 @@ class PartFormatError(InputError):
 
 class UnsafePathError(InputError):
     """A name would escape its tree (``..``, absolute, backslash, NUL, symlink out)."""
+
+
+class UnverifiableScriptError(InputError):
+    """A page loads code in a way no integrity can be enforced for (SVG ``<script href>``)."""
 
 
 class NotFoundError(InputError):

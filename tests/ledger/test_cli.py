@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from auraseal.cli import main
+from auraseal.ledger import Block, BlockPolicy, open_ledger
 from auraseal.signing import generate_keypair
 
 from .conftest import SECRET, run_sql
@@ -115,7 +116,15 @@ def test_checkpoint_proof_bundle_consistency(
     # offline: no ledger needed, only the public key
     code, ok, _ = _run(capsys, "ledger", "proof", "--check", str(bundle), "--pub", pub,
                        "--data-file", str(data), "--json")
-    assert code == 0 and ok["verified"] and ok["data_checked"]
+    assert code == 0 and ok["verified"] and ok["data_checked"] and ok["block_checked"]
+    # a bundle whose block claims a zeroed merkle_root (hash recomputed) is refused: exit 1
+    forged = json.loads(bundle.read_text())
+    forged["block"]["merkle_root"] = "0" * 64
+    forged["block"]["block_hash"] = Block.from_json(forged["block"]).compute_hash()
+    (tmp_path / "forged.json").write_text(json.dumps(forged))
+    code, _, err = _run(capsys, "ledger", "proof", "--check", str(tmp_path / "forged.json"),
+                        "--pub", pub)
+    assert code == 1 and "forged.json: block.merkle_root: does not recompute" in err
     data.write_text('{"i": 3}')
     code, _, err = _run(capsys, "ledger", "proof", "--check", str(bundle), "--pub", pub,
                         "--data-file", str(data))
@@ -156,3 +165,22 @@ def test_record_without_secret_is_refused(capsys: pytest.CaptureFixture[str],
     code, out, _ = _run(capsys, "ledger", "record", "t", "--data", "1", "--unsigned", "--json")
     assert code == 0 and out["signature"] is None
     assert (tmp_path / "env.db").exists()  # $AURASEAL_LEDGER was honoured
+
+
+def test_verify_reports_swapped_jsonl_lines_and_accepts_crlf(
+    capsys: pytest.CaptureFixture[str], env: dict[str, str]
+) -> None:
+    with open_ledger(env["url"], Path(env["jsonl"]), secret=SECRET,
+                     policy=BlockPolicy(max_entries=5)) as led:
+        led.record_many([("t", {"i": i}, None) for i in range(12)])
+    common = ["ledger", "verify", "--ledger", env["url"], "--jsonl", env["jsonl"]]
+    path = Path(env["jsonl"])
+    good = path.read_bytes()
+    path.write_bytes(good.replace(b"\n", b"\r\n"))  # the whole file re-saved with CRLF
+    code, text, _ = _run(capsys, *common)
+    assert code == 0 and text.startswith("OK:"), text
+    lines = good.splitlines(keepends=True)
+    lines[1], lines[2] = lines[2], lines[1]
+    path.write_bytes(b"".join(lines))
+    code, text, _ = _run(capsys, *common)
+    assert code == 1 and "TAMPERED" in text and "out of order" in text

@@ -219,3 +219,71 @@ def test_entry_json_round_trip(etype: str, meta: dict[str, int], sig: str | None
     line = e.jsonl_line()
     back = Entry.from_json(json.loads(line))
     assert back == e and back.leaf() == e.leaf()
+
+
+def _rehash(block: dict[str, Any]) -> None:
+    """What a forger does after editing a block: recompute its (unkeyed) hash."""
+    block["block_hash"] = Block.from_json(block).compute_hash()
+
+
+def _bundle_field_error(mutate: Any) -> str:
+    bad = json.loads((FIX / "bundle_v1.json").read_text())
+    mutate(bad)
+    with pytest.raises((MerkleProofError, InputError)) as exc:
+        verify_bundle(bad, NAME, _pub())
+    return exc.value.where
+
+
+def test_bundle_with_zeroed_merkle_root_is_refused_naming_the_field() -> None:
+    def zero(rehash: bool) -> Any:
+        def mutate(b: dict[str, Any]) -> None:
+            b["block"]["merkle_root"] = "0" * 64
+            if rehash:
+                _rehash(b["block"])
+        return mutate
+
+    assert _bundle_field_error(zero(False)) == "bundle: block.block_hash"
+    assert _bundle_field_error(zero(True)) == "bundle: block.merkle_root"
+
+
+def _set(field: str, value: Any, rehash: bool = True) -> Any:
+    def mutate(b: dict[str, Any]) -> None:
+        b["block"][field] = value
+        if rehash:
+            _rehash(b["block"])
+    return mutate
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (_set("tree_root", "1" * 64), "block.tree_root"),
+        (_set("previous_hash", "2" * 64), "block.previous_hash"),
+        (_set("block_number", 2), "previous_block"),
+        (_set("tree_size", 2), "block.data_count"),  # would start at leaf -1
+        (_set("tree_size", 4), "block_proof.leaves"),  # leaves [1, 4): entry 1 is not first
+        (_set("data_count", 2), "block.data_count"),
+        (_set("tree_size", 9), "block.tree_size"),
+        (lambda b: b.pop("block_proof"), "block_proof"),
+        (lambda b: b["block_proof"]["leaves"].append(b["block_proof"]["leaves"].pop(0)),
+         "block_proof.leaves"),
+        (lambda b: b["block_proof"]["consistency"].pop(), "block.tree_root"),
+        (lambda b: b["block_proof"]["frontier"].append(b["block_proof"]["leaves"][0]),
+         "block_proof.frontier"),
+        (lambda b: b["block"].__setitem__("record_type", "entry"), "block"),
+    ],
+)
+def test_bundle_block_claims_are_checked_against_the_signed_tree(mutate: Any, field: str) -> None:
+    assert _bundle_field_error(mutate) == f"bundle: {field}"
+
+
+def test_bundle_with_forged_block_around_the_real_entry_is_refused() -> None:
+    """A self-consistent fake block (other neighbours, roots and hash recomputed)."""
+    def forge(b: dict[str, Any]) -> None:
+        leaves = [base64.b64decode(x) for x in b["block_proof"]["leaves"]]
+        leaves[0] = merkle.leaf_hash(b"forged neighbour")
+        b["block_proof"]["leaves"] = [base64.b64encode(x).decode() for x in leaves]
+        b["block"]["merkle_root"] = b["block"]["tree_root"] = merkle.root(leaves).hex()
+        _rehash(b["block"])
+
+    assert _bundle_field_error(forge) == "bundle: block.tree_root"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from auraseal._canonical import canonical_json
 from auraseal.errors import LedgerTamperError, StorageError
 from auraseal.ledger import JsonlMirror, Ledger, open_ledger
 
@@ -105,7 +106,8 @@ def test_torn_tail_and_missing_lines_are_reconciled(
     assert fixed["torn_lines_removed"] == 1
     assert fixed["entries_appended"] + fixed["blocks_appended"] == 6
     assert led.verify_chain().ok
-    assert sorted(_lines(path)) == sorted(full.decode().splitlines(keepends=True))
+    assert sorted(x for x in _lines(path) if '"record_type":"reconcile"' not in x) == \
+        sorted(full.decode().splitlines(keepends=True))
     led.record("after", {"ok": True})
     assert led.verify_chain().ok
 
@@ -166,3 +168,112 @@ def test_fsync_policy_validated(tmp_path: Path) -> None:
     m.append([{"record_type": "x"}])
     m.close()
     assert (tmp_path / "x").read_text() == '{"record_type":"x"}\n'
+
+
+# --- position and canonical content (issue 10) ---------------------------------
+
+
+def test_swapped_entry_lines_are_reported_out_of_order(
+    make_ledger: Callable[..., Ledger], tmp_path: Path
+) -> None:
+    led, ids, path = _setup(make_ledger, tmp_path)
+    lines = _lines(path)
+    a, b = _line_of(path, ids[12]), _line_of(path, ids[13])
+    lines[a], lines[b] = lines[b], lines[a]
+    path.write_text("".join(lines))
+    rep = led.verify_chain()
+    assert not rep.ok and not rep.reconcilable and rep.first_bad_block == 2
+    assert any("out of order" in p.what and p.source == "jsonl" for p in rep.problems)
+    with pytest.raises(LedgerTamperError):
+        led.reconcile()
+
+
+def test_entry_line_moved_after_its_block_line_is_reported(
+    make_ledger: Callable[..., Ledger], tmp_path: Path
+) -> None:
+    led, ids, path = _setup(make_ledger, tmp_path)
+    lines = _lines(path)
+    n = _line_of(path, ids[44])  # last entry of block 5 (pending: committed later)
+    led.commit()
+    lines = _lines(path)
+    entry = lines.pop(n)
+    lines.append(entry)  # now after the line of block 5, which commits it
+    path.write_text("".join(lines))
+    rep = led.verify_chain()
+    assert not rep.ok and rep.first_bad_block == 5
+    assert any("after the line of its block" in p.what for p in rep.problems)
+
+
+def test_entry_line_reserialized_with_other_whitespace_or_crlf_is_not_tampering(
+    make_ledger: Callable[..., Ledger], tmp_path: Path
+) -> None:
+    led, ids, path = _setup(make_ledger, tmp_path)
+    lines = _lines(path)
+    n = _line_of(path, ids[3])
+    lines[n] = json.dumps(json.loads(lines[n]), indent=None) + "\n"  # ", " and ": "
+    assert lines[n].startswith('{"data_hash": ')
+    m = _line_of(path, ids[20])
+    lines[m] = lines[m].replace("\n", "\r\n")
+    k = _line_of(path, ids[30])
+    rec = json.loads(lines[k])
+    lines[k] = json.dumps(dict(reversed(rec.items())), ensure_ascii=True) + "\n"
+    path.write_text("".join(lines), newline="")
+    rep = led.verify_chain()
+    assert rep.ok, [str(p) for p in rep.problems]
+    assert rep.jsonl_reserialized == 3
+    assert rep.to_dict()["file_chain"]["reserialized_lines"] == 3
+
+
+def test_entry_line_with_added_field_is_tampering(
+    make_ledger: Callable[..., Ledger], tmp_path: Path
+) -> None:
+    led, ids, path = _setup(make_ledger, tmp_path)
+    lines = _lines(path)
+    n = _line_of(path, ids[7])
+    rec = json.loads(lines[n])
+    rec["approved_by"] = "mallory"
+    lines[n] = json.dumps(rec, sort_keys=True, separators=(",", ":")) + "\n"
+    path.write_text("".join(lines))
+    rep = led.verify_chain()
+    assert not rep.ok and not rep.reconcilable and rep.first_bad_block == 1
+
+
+def test_entry_lines_are_canonical_json(
+    make_ledger: Callable[..., Ledger], tmp_path: Path
+) -> None:
+    led, _ids, path = _setup(make_ledger, tmp_path)
+    led.record("t", {"x": 1.5}, {"é": [1.0, "\u2028", None], "a": {"z": 1, "b": 2}})
+    for line in path.read_bytes().splitlines(keepends=True):
+        assert canonical_json(json.loads(line)) + b"\n" == line
+
+
+def test_reconciled_lines_out_of_order_still_verify(
+    ledger_url: str, tmp_path: Path
+) -> None:
+    """An entry whose line was lost is appended later by reconcile: not tampering."""
+    mirror = _FailingMirror(tmp_path / "m.jsonl")
+    led = open_ledger(ledger_url, secret=SECRET)
+    led.mirror = mirror
+    try:
+        mirror.fail = False
+        led.record("t", {"i": 0})
+        mirror.fail = True
+        with pytest.raises(StorageError):
+            led.record("t", {"i": 1})  # in the database, not in the file
+        mirror.fail = False
+        led.record("t", {"i": 2})
+        led.commit()
+        rep = led.verify_chain()
+        assert rep.reconcilable and len(rep.missing_in_jsonl) == 1
+        assert led.reconcile()["entries_appended"] == 1
+        assert led.verify_chain().ok
+        led.record("t", {"i": 3})
+        assert led.verify_chain().ok
+        # the same shape without the reconcile marker is a swap
+        lines = _lines(tmp_path / "m.jsonl")
+        (tmp_path / "m.jsonl").write_text(
+            "".join(x for x in lines if '"record_type":"reconcile"' not in x))
+        rep = led.verify_chain()
+        assert not rep.ok and any("out of order" in p.what for p in rep.problems)
+    finally:
+        led.close()

@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 import psycopg
 import pytest
 
-from auraseal.errors import ConfigError, LedgerError, MissingSecretError, StorageError
+from auraseal.errors import (
+    ConfigError,
+    InputError,
+    LedgerError,
+    MerkleProofError,
+    MissingSecretError,
+    StorageError,
+)
 from auraseal.ledger import (
     AsyncLedger,
+    Block,
     BlockPolicy,
+    Ledger,
     ahash_and_record,
     default_ledger_url,
     hash_and_record,
@@ -22,7 +34,9 @@ from auraseal.ledger import (
     open_store,
     record_event,
     resolve_ledger_url,
+    verify_bundle,
 )
+from auraseal.signing import SigningKey
 
 from .conftest import SECRET
 
@@ -223,3 +237,48 @@ def test_config_file_names_the_ledger(tmp_path: Path, monkeypatch: pytest.Monkey
     cfg.write_text("[ledger]\nurl = 5\n")
     with pytest.raises(ConfigError, match=r"\[ledger\]"):
         resolve_ledger_url(None)
+
+
+def test_bundle_for_a_later_block_checks_its_chain_link(
+    make_ledger: Callable[..., Ledger], tmp_path: Path
+) -> None:
+    """Block 3 of 4: merkle_root, tree_root and previous_hash are all proven; a zeroed
+    merkle_root (hash recomputed) or a previous block from elsewhere is refused."""
+    led = make_ledger(max_entries=7)
+    ids = [r.entry_id for r in led.record_many([("t", {"i": i}, None) for i in range(30)])]
+    led.commit()
+    key = SigningKey.generate()
+    bundle = led.proof_bundle(ids[17], "k", key)
+    assert bundle["block"]["block_number"] == 3 and bundle["previous_block"]["block_number"] == 2
+    res = verify_bundle(bundle, "k", key.public)
+    assert res["block_checked"] and res["block_number"] == 3
+    last = led.proof_bundle(ids[29], "k", key)  # the head block: tree_root is the checkpoint's
+    assert verify_bundle(last, "k", key.public)["block_number"] == 5
+
+    def refused(mutate: Callable[[dict[str, Any]], None]) -> str:
+        bad = json.loads(json.dumps(bundle))
+        mutate(bad)
+        with pytest.raises(MerkleProofError) as exc:
+            verify_bundle(bad, "k", key.public)
+        return exc.value.where
+
+    def zero_root(b: dict[str, Any]) -> None:
+        b["block"]["merkle_root"] = "0" * 64
+        b["block"]["block_hash"] = Block.from_json(b["block"]).compute_hash()
+
+    def other_previous(b: dict[str, Any]) -> None:
+        b["previous_block"] = led.block(1).to_json()
+        b["block"]["previous_hash"] = b["previous_block"]["block_hash"]
+        b["block"]["block_hash"] = Block.from_json(b["block"]).compute_hash()
+
+    def previous_root(b: dict[str, Any]) -> None:
+        b["previous_block"]["tree_root"] = led.block(1).tree_root
+        b["previous_block"]["block_hash"] = Block.from_json(b["previous_block"]).compute_hash()
+        b["block"]["previous_hash"] = b["previous_block"]["block_hash"]
+        b["block"]["block_hash"] = Block.from_json(b["block"]).compute_hash()
+
+    assert refused(zero_root) == "bundle: block.merkle_root"
+    assert refused(other_previous) == "bundle: previous_block"
+    assert refused(previous_root) == "bundle: previous_block.tree_root"
+    with pytest.raises(InputError, match="previous_block"):
+        verify_bundle({**bundle, "previous_block": None}, "k", key.public)

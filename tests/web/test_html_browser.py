@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from .conftest import Origin
-from .webpages import RECORDER, auraseal, events, ran, script, serve_loader
+from .webpages import RECORDER, auraseal, blank_page, events, ran, script, serve_loader
 
 pytestmark = pytest.mark.browser
 
@@ -167,3 +167,36 @@ def test_rewritten_stylesheet_fallback(page: Any, site: Origin, cdn: Origin, mir
     assert page.evaluate(color) == "rgb(4, 5, 6)"
     [fb] = events(page, "fallback")
     assert fb["url"] == primary and fb["reason"] == "native-error"
+
+
+def test_svg_script_href_and_parser_hidden_scripts_run_in_chromium_until_rewritten(
+    page: Any, site: Origin, tmp_path: Path
+) -> None:
+    """What the rewriter models is what Chromium does: these tags run code."""
+    site.put("/svg.js", script("SVG"))
+    page.goto(site.put("/svg.html", blank_page(body='<svg><script href="/svg.js"></script></svg>')))
+    page.wait_for_function("window.__ran.length > 0")
+    assert ran(page) == ["SVG"]  # an SVG script loads code, and it cannot carry SRI
+    src = tmp_path / "svg.html"
+    text = blank_page(body='<svg><script href="svg.js"></script></svg>')
+    src.write_text(text)
+    line = text[: text.index("<svg>")].count("\n") + 1
+    (tmp_path / "svg.js").write_bytes(script("SVG"))
+    refused = subprocess.run([sys.executable, "-m", "auraseal", "html", str(src)],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and f"{src}:{line}: <script href='svg.js'>" in refused.stderr
+
+    # tags html.parser alone would take for comment / script text; the CDN copy is evil
+    hidden = ('<!-- a --!><script src="a.js"></script>'
+              '<script>window.__ran.push("inline");</script x><script src="b.js"></script>')
+    (tmp_path / "a.js").write_bytes(GOOD)
+    (tmp_path / "b.js").write_bytes(GOOD)
+    site.put("/a.js", EVIL)
+    site.put("/b.js", EVIL)
+    raw = blank_page(head=hidden)
+    page.goto(site.put("/hidden.html", raw))
+    assert ran(page) == ["EVIL", "inline", "EVIL"]
+    rewritten = auraseal_html(tmp_path, raw)
+    assert rewritten.count('integrity="sha512-') == 2
+    page.goto(site.put("/hidden-fixed.html", rewritten))
+    assert ran(page) == ["inline"]  # both tampered copies blocked by the browser

@@ -21,7 +21,6 @@ from auraseal.ledger import (
     BlockPolicy,
     Checkpoint,
     Ledger,
-    make_bundle,
     open_checkpoint,
     open_ledger,
     resolve_ledger_url,
@@ -269,8 +268,10 @@ def cmd_proof(args: argparse.Namespace) -> int:
         if args.data_file is not None:
             kwargs["original_data"] = _json_arg(None, args.data_file, "--data-file")
         res = verify_bundle(bundle, args.name, pub, where=str(args.check), **kwargs)
+        in_block = (f", in block {res['block_number']} (every block field checked)"
+                    if res["block_checked"] else "")
         emit(args, res, f"VERIFIED: entry {res['entry_id']} is leaf {res['leaf_index']} of"
-                        f" the tree of size {res['tree_size']} signed by {args.name}")
+                        f" the tree of size {res['tree_size']} signed by {args.name}{in_block}")
         return 0
     entry_id = _need(args.entry_id, "ENTRY_ID")
     with _open(args) as led:
@@ -278,9 +279,7 @@ def cmd_proof(args: argparse.Namespace) -> int:
         proof.verify()
         if args.bundle is not None:
             key = load_signing_key(_need(args.key, "--key"))
-            note = led.signed_checkpoint(args.name, key, proof.tree_size)
-            blk = led.block(proof.entry.block_number or 0)
-            bundle = make_bundle(proof.entry, proof.tree_size, proof.proof, note, blk.to_json())
+            bundle = led.proof_bundle(entry_id, args.name, key, proof.tree_size)
             atomic_write_bytes(args.bundle, (json.dumps(bundle, indent=2) + "\n").encode())
     d = proof.to_dict()
     text = (f"entry {entry_id}: leaf {proof.leaf_index} of {proof.tree_size},"

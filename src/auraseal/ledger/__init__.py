@@ -16,6 +16,7 @@ from auraseal.ledger._model import (
     data_hash,
 )
 from auraseal.ledger.checkpoint import (
+    BlockProof,
     Checkpoint,
     make_bundle,
     note_key_id,
@@ -50,6 +51,7 @@ __all__ = [
     "AsyncLedger",
     "Block",
     "BlockPolicy",
+    "BlockProof",
     "ChainReport",
     "Checkpoint",
     "Entry",

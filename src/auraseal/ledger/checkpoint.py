@@ -25,11 +25,12 @@ from auraseal.errors import (
     MerkleProofError,
     UnknownKeyError,
 )
-from auraseal.ledger._model import Entry, data_hash
+from auraseal.ledger._model import FORMAT_VERSION, GENESIS_HASH, Block, Entry, data_hash
 
 __all__ = [
     "BUNDLE_FORMAT",
     "BUNDLE_VERSION",
+    "BlockProof",
     "Checkpoint",
     "NotePublicKey",
     "NoteSigner",
@@ -157,11 +158,46 @@ def open_checkpoint(
     return cp
 
 
+def _b64list(hashes: Sequence[bytes]) -> list[str]:
+    return [base64.b64encode(h).decode() for h in hashes]
+
+
+@dataclass(frozen=True)
+class BlockProof:
+    """What binds a bundle's ``block`` to the signed tree (docs/LEDGER.md §1.7).
+
+    ``leaves``: the leaf hashes of the block's entries, in order; ``frontier``:
+    the complete-subtree hashes of the tree before the block
+    (:func:`auraseal.merkle.compact_range_coords` of its first leaf);
+    ``consistency``: an RFC 9162 consistency proof from the block's tree size
+    to the checkpoint's; ``previous_block``: the JSONL object of the block
+    before (None for block 1).
+    """
+
+    leaves: Sequence[bytes]
+    frontier: Sequence[bytes]
+    consistency: Sequence[bytes]
+    previous_block: Mapping[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"leaves": _b64list(self.leaves), "frontier": _b64list(self.frontier),
+                "consistency": _b64list(self.consistency)}
+
+
 def make_bundle(
     entry: Entry, tree_size: int, proof: Sequence[bytes], note: str,
-    block: Mapping[str, Any] | None = None,
+    block: Mapping[str, Any] | None = None, *, block_proof: BlockProof | None = None,
 ) -> dict[str, Any]:
-    """An offline proof bundle: entry, inclusion proof and signed checkpoint."""
+    """An offline proof bundle: entry, inclusion proof and signed checkpoint.
+
+    A ``block`` needs its ``block_proof``: :func:`verify_bundle` refuses a
+    block it cannot check.
+    """
+    extra: dict[str, Any] = {}
+    if block_proof is not None:
+        extra = {"block_proof": block_proof.to_json(),
+                 "previous_block": (dict(block_proof.previous_block)
+                                    if block_proof.previous_block is not None else None)}
     return {
         "format": BUNDLE_FORMAT,
         "version": BUNDLE_VERSION,
@@ -171,7 +207,93 @@ def make_bundle(
         "inclusion_proof": [base64.b64encode(p).decode() for p in proof],
         "checkpoint": note,
         "block": dict(block) if block is not None else None,
+        **extra,
     }
+
+
+def _hashes(value: Any, field: str, where: str) -> list[bytes]:
+    try:
+        out = [base64.b64decode(h, validate=True) for h in value]
+    except (TypeError, ValueError, binascii.Error) as exc:
+        raise InputError(f"malformed {field}: {exc}", where) from exc
+    if any(len(h) != merkle.HASH_SIZE for h in out):
+        raise InputError(f"malformed {field}: hashes must be {merkle.HASH_SIZE} bytes", where)
+    return out
+
+
+def _block_record(value: Any, field: str, where: str) -> Block:
+    if not isinstance(value, Mapping) or value.get("record_type") != "block" \
+            or value.get("v") != FORMAT_VERSION:
+        raise InputError(f"{field} is not a version-{FORMAT_VERSION} block object",
+                         f"{where}: {field}")
+    return Block.from_json(value, f"{where}: {field}")
+
+
+def _verify_block(
+    bundle: Mapping[str, Any], entry: Entry, index: int, size: int, root: bytes, *, where: str
+) -> Block | None:
+    """Check every field of the bundle's ``block`` against the signed tree; raise
+    :class:`MerkleProofError` naming the field that does not hold."""
+    if bundle.get("block") is None:
+        return None
+    blk = _block_record(bundle["block"], "block", where)
+
+    def fail(field: str, what: str) -> MerkleProofError:
+        return MerkleProofError(what, f"{where}: {field}")
+
+    if blk.compute_hash() != blk.block_hash:
+        raise fail("block.block_hash", "does not recompute from the block's fields")
+    first = blk.first_leaf
+    if blk.block_number < 1 or blk.data_count < 1 or first < 0:
+        raise fail("block.data_count", "block number, data_count and tree_size are "
+                   "inconsistent")
+    if not first <= index < blk.tree_size:
+        raise fail("block.tree_size", f"the entry (leaf {index}) is not among the block's "
+                   f"leaves [{first}, {blk.tree_size})")
+    if blk.tree_size > size:
+        raise fail("block.tree_size", f"beyond the signed tree size {size}")
+    bp = bundle.get("block_proof")
+    if not isinstance(bp, Mapping):
+        raise fail("block_proof", "the bundle claims a block but carries no proof of its "
+                   "merkle_root, tree_root and previous_hash (a bundle from an older "
+                   "AuraSeal: export it again)")
+    leaves = _hashes(bp.get("leaves"), "block_proof.leaves", where)
+    frontier = _hashes(bp.get("frontier"), "block_proof.frontier", where)
+    consistency = _hashes(bp.get("consistency"), "block_proof.consistency", where)
+    if len(leaves) != blk.data_count:
+        raise fail("block.data_count", f"block_proof holds {len(leaves)} leaves")
+    if leaves[index - first] != entry.leaf_hash():
+        raise fail("block_proof.leaves", "the entry is not at its leaf index in the block")
+    if merkle.root(leaves).hex() != blk.merkle_root:
+        raise fail("block.merkle_root", "does not recompute from the block's leaves")
+    coords = merkle.compact_range_coords(first)
+    if len(frontier) != len(coords):
+        raise fail("block_proof.frontier", f"does not fit a tree of {first} leaves")
+    _, tree_root = merkle.append_nodes(first, frontier, leaves)
+    if tree_root.hex() != blk.tree_root:
+        raise fail("block.tree_root", "does not recompute from the tree before the block "
+                   "and the block's leaves")
+    try:
+        merkle.verify_consistency(blk.tree_size, size, consistency, tree_root, root)
+    except MerkleProofError as exc:
+        raise fail("block.tree_root", f"is not a root of the tree the checkpoint signs "
+                   f"({exc.what})") from exc
+    # the chain link: the block before, whose tree is the one the block extends
+    if blk.block_number == 1:
+        if blk.previous_hash != GENESIS_HASH or first != 0:
+            raise fail("block.previous_hash", "block 1 must start the tree and link to the "
+                       "genesis hash")
+        return blk
+    prev = _block_record(bundle.get("previous_block"), "previous_block", where)
+    if prev.compute_hash() != prev.block_hash or prev.block_hash != blk.previous_hash:
+        raise fail("block.previous_hash", "is not the hash of the previous block")
+    if prev.block_number != blk.block_number - 1 or prev.tree_size != first:
+        raise fail("previous_block", f"is not block {blk.block_number - 1} ending at leaf "
+                   f"{first}")
+    at = dict(zip(coords, frontier, strict=True))
+    if merkle.root_from(lambda lv, i: at[(lv, i)], first).hex() != prev.tree_root:
+        raise fail("previous_block.tree_root", "is not the root of the tree before the block")
+    return blk
 
 
 _NO_DATA = object()
@@ -186,7 +308,9 @@ def verify_bundle(
     Returns a summary (entry id, leaf index, tree size, origin, whether
     ``original_data`` was checked).  The HMAC is symmetric, so a third party
     cannot check it; the Merkle proof and the Ed25519 checkpoint are enough to
-    show the entry is in the log the key holder signed.
+    show the entry is in the log the key holder signed.  A ``block`` in the
+    bundle is checked field by field against the signed tree (see
+    ``_verify_block``); a block that cannot be checked is refused.
     """
     if bundle.get("format") != BUNDLE_FORMAT:
         raise InputError("not an AuraSeal ledger proof bundle", where)
@@ -204,9 +328,12 @@ def verify_bundle(
     if cp.size != size:
         raise MerkleProofError(f"proof is for tree size {size}, checkpoint is {cp.size}", where)
     merkle.verify_inclusion(entry.leaf_hash(), index, size, proof, cp.root)
+    blk = _verify_block(bundle, entry, index, size, cp.root, where=where)
     checked = original_data is not _NO_DATA
     if checked and data_hash(original_data) != entry.data_hash:
         raise DigestMismatchError("data does not hash to the entry's data_hash", where)
     return {"verified": True, "entry_id": entry.entry_id, "leaf_index": index,
             "tree_size": size, "origin": cp.origin, "data_checked": checked,
-            "signed_entry": entry.signature is not None}
+            "signed_entry": entry.signature is not None,
+            "block_number": blk.block_number if blk is not None else None,
+            "block_checked": blk is not None}

@@ -19,10 +19,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from auraseal._canonical import canonical_json
 from auraseal.errors import InputError, StorageError, UsageError
-from auraseal.ledger._model import Block, Entry
+from auraseal.ledger._model import FORMAT_VERSION, Block, Entry
 
-__all__ = ["FSYNC_POLICIES", "JsonlContents", "JsonlMirror", "line_key", "record_line"]
+__all__ = [
+    "FSYNC_POLICIES",
+    "JsonlContents",
+    "JsonlMirror",
+    "canonical_line_key",
+    "line_key",
+    "reconcile_line",
+    "record_line",
+]
 
 FSYNC_POLICIES = ("always", "block", "never")
 
@@ -32,9 +41,26 @@ def line_key(line: bytes) -> bytes:
     return hashlib.sha256(line).digest()
 
 
+def canonical_line_key(rec: dict[str, Any]) -> bytes:
+    """The :func:`line_key` of ``rec`` written canonically (RFC 8785 JSON, ``\\n``).
+
+    An entry line AuraSeal writes *is* the canonical JSON of its record, so a
+    line in another layout (spaces, CRLF, key order, escapes) that holds the
+    same record has the same key; one with any other content does not.
+    """
+    return line_key(canonical_json(rec) + b"\n")
+
+
 def record_line(record: dict[str, Any]) -> bytes:
     text = json.dumps(record, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
     return text.encode("utf-8") + b"\n"
+
+
+def reconcile_line(count: int, timestamp: str) -> bytes:
+    """The marker :meth:`Ledger.reconcile` writes before the ``count`` entry lines it
+    appends late (so that their place in the file is not taken for tampering)."""
+    return record_line({"record_type": "reconcile", "v": FORMAT_VERSION, "entries": count,
+                        "timestamp": timestamp})
 
 
 @dataclass
@@ -49,6 +75,10 @@ class JsonlContents:
     bad_lines: list[tuple[int, str]] = field(default_factory=list)
     torn_tail: int | None = None  # line number of an unterminated last line
     lines: int = 0
+    #: (first, last) line numbers of the entry lines each reconcile marker announces
+    reconciled: list[tuple[int, int]] = field(default_factory=list)
+    #: entry lines not in AuraSeal's byte layout, keyed by their canonical form
+    reserialized: int = 0
 
 
 class JsonlMirror:
@@ -143,7 +173,9 @@ class JsonlMirror:
         Entry lines are keyed by the SHA-256 of their bytes (:func:`line_key`):
         a line written by AuraSeal is byte-for-byte :meth:`Entry.jsonl_line`,
         so comparing with the database needs no JSON parsing.  Other lines are
-        parsed; an entry line in another layout is keyed by its normal form.
+        parsed and keyed by their canonical form (:func:`canonical_line_key`);
+        so are, later, entry lines that match no database entry as written
+        (:meth:`canonical_keys`).  Reconcile markers are collected too.
         """
         out = JsonlContents()
         try:
@@ -163,8 +195,8 @@ class JsonlMirror:
                     out.torn_tail = lineno
                     out.bad_lines.append((lineno, "torn last line"))
                     continue
-                if raw.startswith(b'{"data_hash":'):
-                    key = sha(raw).digest()
+                if raw.startswith(b'{"data_hash":') and not raw.endswith(b"\r\n"):
+                    key = sha(raw).digest()  # as written; other layouts: canonical_keys
                 else:
                     try:
                         rec = json.loads(raw)
@@ -174,10 +206,18 @@ class JsonlMirror:
                         if kind == "block":
                             out.blocks.append((lineno, Block.from_json(rec)))
                             continue
+                        if kind == "reconcile":
+                            count = rec.get("entries")
+                            if type(count) is not int or count < 0:
+                                raise InputError("reconcile marker without an entry count")
+                            out.reconciled.append((lineno + 1, lineno + count))
+                            continue
                         if kind != "entry":
                             raise InputError(f"unknown record_type {kind!r}")
-                        key = sha(Entry.from_json(rec).jsonl_line()).digest()
-                    except (ValueError, InputError) as exc:
+                        Entry.from_json(rec)  # well-formed
+                        key = canonical_line_key(rec)
+                        out.reserialized += 1
+                    except (ValueError, InputError, TypeError) as exc:
                         out.bad_lines.append((lineno, f"unreadable line: {exc}"))
                         continue
                 if key in entries:
@@ -185,6 +225,24 @@ class JsonlMirror:
                 else:
                     entries[key] = lineno
             out.lines = lineno
+        return out
+
+    def canonical_keys(self, linenos: set[int]) -> dict[int, bytes]:
+        """For these line numbers, if they hold an entry record: its
+        :func:`canonical_line_key` (so a re-serialized line matches its entry)."""
+        out: dict[int, bytes] = {}
+        if not linenos:
+            return out
+        try:
+            with open(self.path, "rb") as fh:
+                for lineno, raw in enumerate(fh, 1):
+                    if lineno in linenos:
+                        with contextlib.suppress(ValueError, InputError, TypeError):
+                            rec = json.loads(raw)
+                            if isinstance(rec, dict) and rec.get("record_type") == "entry":
+                                out[lineno] = canonical_line_key(rec)
+        except OSError:
+            pass
         return out
 
     def describe_lines(self, linenos: set[int]) -> dict[int, tuple[str | None, str | None]]:

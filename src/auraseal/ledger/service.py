@@ -42,12 +42,13 @@ from auraseal.ledger._model import (
     prepared_mac,
 )
 from auraseal.ledger.checkpoint import (
+    BlockProof,
     Checkpoint,
     NoteSigner,
     make_bundle,
     sign_checkpoint,
 )
-from auraseal.ledger.jsonl import JsonlMirror, record_line
+from auraseal.ledger.jsonl import JsonlMirror, reconcile_line, record_line
 from auraseal.ledger.stores._base import Store
 from auraseal.ledger.stores.sqlite import SQLiteStore
 from auraseal.ledger.verify import ChainReport, verify_store
@@ -438,13 +439,33 @@ class Ledger:
             merkle.root_from(get, size2),
         )
 
-    def proof_bundle(self, entry_id: str, name: str, key: NoteSigner) -> dict[str, Any]:
-        """An offline bundle: entry, inclusion proof, signed checkpoint (docs/LEDGER.md)."""
-        proof = self.inclusion(entry_id)
+    def proof_bundle(
+        self, entry_id: str, name: str, key: NoteSigner, tree_size: int | None = None
+    ) -> dict[str, Any]:
+        """An offline bundle: entry, inclusion proof, signed checkpoint and the entry's
+        block with the proofs that bind it to the checkpoint (docs/LEDGER.md §1.7).
+
+        At a ``tree_size`` that ends inside the entry's block, the block is left out
+        (nothing could prove it at that size).
+        """
+        proof = self.inclusion(entry_id, tree_size)
         note = sign_checkpoint(Checkpoint(self.origin, proof.tree_size, proof.root), name, key)
         blk = self.store.block(proof.entry.block_number or 0)
-        return make_bundle(proof.entry, proof.tree_size, proof.proof, note,
-                           blk.to_json() if blk else None)
+        if blk is None or blk.tree_size > proof.tree_size:
+            return make_bundle(proof.entry, proof.tree_size, proof.proof, note)
+        first = blk.first_leaf
+        front = merkle.compact_range_coords(first)
+        leaf_coords = [(0, i) for i in range(first, blk.tree_size)]
+        get = self._getter(leaf_coords + front)
+        prev = self.store.block(blk.block_number - 1) if blk.block_number > 1 else None
+        block_proof = BlockProof(
+            leaves=[get(lv, i) for lv, i in leaf_coords],
+            frontier=[get(lv, i) for lv, i in front],
+            consistency=self.consistency(blk.tree_size, proof.tree_size)[0],
+            previous_block=prev.to_json() if prev is not None else None,
+        )
+        return make_bundle(proof.entry, proof.tree_size, proof.proof, note, blk.to_json(),
+                           block_proof=block_proof)
 
     # --- verification -------------------------------------------------------
 
@@ -513,7 +534,9 @@ class Ledger:
             torn = self.mirror.drop_torn_tail()
             missing = [self.entry(i).jsonl_line() for i in rep.missing_in_jsonl]
             blocks = [record_line(self.block(n).to_json()) for n in rep.blocks_missing_in_jsonl]
-            self.mirror.append_lines(missing + blocks, sync=True)
+            # the marker tells verify that these entry lines come late on purpose
+            marker = [reconcile_line(len(missing), now_text())] if missing else []
+            self.mirror.append_lines(marker + missing + blocks, sync=True)
         return {"entries_appended": len(missing), "blocks_appended": len(blocks),
                 "torn_lines_removed": int(torn)}
 

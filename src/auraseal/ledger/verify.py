@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import hmac
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,8 @@ class ChainReport:
     jsonl_lines: int = 0
     jsonl_entries: int = 0
     jsonl_blocks: int = 0
+    #: entry lines in another layout than AuraSeal writes, holding the same record
+    jsonl_reserialized: int = 0
     problems: list[Problem] = field(default_factory=list)
     problem_count: int = 0
     #: JSONL repairs that :meth:`Ledger.reconcile` may make (interrupted dual write)
@@ -113,7 +116,8 @@ class ChainReport:
                                "entry_count": self.entries, "pending": self.pending},
             "file_chain": {"checked": self.jsonl_checked, "valid": not fl,
                            "lines": self.jsonl_lines, "block_count": self.jsonl_blocks,
-                           "entry_count": self.jsonl_entries},
+                           "entry_count": self.jsonl_entries,
+                           "reserialized_lines": self.jsonl_reserialized},
             "tree_size": self.tree_size,
             "tree_root": self.tree_root,
             "signatures_checked": self.signatures_checked,
@@ -161,8 +165,12 @@ def verify_store(
         rep.jsonl_lines = jl.lines
         rep.jsonl_entries = len(jl.entries)
         rep.jsonl_blocks = len(jl.blocks)
+        rep.jsonl_reserialized = jl.reserialized
 
     mac = prepared_mac(secret) if secret is not None else None
+    # the JSONL line number of each database entry, in ledger order (0: not found)
+    line_of = array("q")
+    unmatched: list[tuple[int, bytes, str, int | None]] = []  # index, key, entry id, block
 
     def check_entry(e: Entry, lh: bytes, signed: bytes, block: int | None) -> None:
         if e.signature is None:
@@ -173,13 +181,12 @@ def verify_store(
             if not hmac.compare_digest(m.hexdigest(), e.signature):
                 rep.add(Problem("HMAC signature does not verify", "database", block,
                                 e.entry_id))
-        if jl is not None and jentries.pop(line_key(e.jsonl_line()), None) is None:
-            rep.missing_in_jsonl.append(e.entry_id)
-            rep.add(
-                Problem("entry is missing from the JSONL mirror or differs there", "jsonl",
-                        block, e.entry_id),
-                tamper=False,
-            )
+        if jl is not None:
+            key = line_key(e.jsonl_line())
+            lineno = jentries.pop(key, 0)
+            if not lineno:
+                unmatched.append((len(line_of), key, e.entry_id, block))
+            line_of.append(lineno)
 
     entries = _Peek(store.committed_entries())
     levels: list[list[bytes]] = [[]]  # every complete node, recomputed once
@@ -266,9 +273,91 @@ def verify_store(
                             "(history rewritten)", "database", block_of_leaf(cp_size - 1)))
 
     if jl is not None and jsonl is not None:
-        described = jsonl.describe_lines(set(sorted(jentries.values())[:MAX_PROBLEMS]))
+        if unmatched and jentries:  # lines in another layout: compare canonical content
+            canon = jsonl.canonical_keys(set(jentries.values()))
+            by_key = {k: ln for ln, k in canon.items()}
+            raw_key = {ln: k for k, ln in jentries.items()}
+            still = []
+            for index, key, eid, block in unmatched:
+                ln = by_key.pop(key, 0)
+                if ln:
+                    line_of[index] = ln
+                    del jentries[raw_key[ln]]
+                    rep.jsonl_reserialized += 1
+                else:
+                    still.append((index, key, eid, block))
+            unmatched = still
+        for _, _, eid, block in unmatched:
+            rep.missing_in_jsonl.append(eid)
+            rep.add(
+                Problem("entry is missing from the JSONL mirror or differs there", "jsonl",
+                        block, eid),
+                tamper=False,
+            )
+        block_line = {b.block_number: ln for ln, b in jl.blocks}
+        wrong = _check_jsonl_order(line_of, jl.reconciled, block_line, ends, numbers)
+        described = jsonl.describe_lines(
+            set(sorted(jentries.values())[:MAX_PROBLEMS]) | {ln for ln, _ in wrong[:MAX_PROBLEMS]}
+        )
+        for k, (ln, what) in enumerate(wrong):
+            who = described.get(ln, (None, None))[0] if k < MAX_PROBLEMS else None
+            e = store.entry(who) if who is not None else None
+            rep.add(Problem(f"line {ln}: {what}", "jsonl",
+                            e.block_number if e is not None else None, who))
         _check_jsonl(jl, jentries, db_blocks, rep, described=described, store=store)
     return rep
+
+
+def _check_jsonl_order(
+    line_of: array[int],
+    reconciled: list[tuple[int, int]],
+    block_line: dict[int, int],
+    ends: list[int],
+    numbers: list[int],
+) -> list[tuple[int, str]]:
+    """Entry lines must be in ledger order, each before the line of its block.
+
+    ``line_of[i]`` is the line of the i-th entry in ledger order (leaf order, then
+    pending).  Lines a reconcile marker announces were appended late: they are in
+    ledger order among themselves, and exempt from both rules otherwise.
+    """
+    starts = [a for a, _ in reconciled]
+    if not starts:  # the usual case, at C speed: nothing to report?
+        found = [ln for ln in line_of if ln]
+        in_order = found == sorted(found)
+        lo = 0
+        for hi, n in zip(ends, numbers, strict=True):
+            bl = block_line.get(n)
+            if in_order and bl is not None and hi > lo and max(line_of[lo:hi]) > bl:
+                in_order = False
+            lo = hi
+        if in_order:
+            return []
+
+    def batch(ln: int) -> int:
+        k = bisect.bisect_right(starts, ln) - 1
+        return k if k >= 0 and ln <= reconciled[k][1] else -1
+
+    wrong: list[tuple[int, str]] = []
+    prev: dict[int, int] = {}  # batch (-1: none) -> line of the previous entry in it
+    k = 0
+    for i, ln in enumerate(line_of):
+        while k < len(ends) and i >= ends[k]:
+            k += 1
+        if not ln:
+            continue
+        b = batch(ln) if starts else -1
+        before = prev.get(b, 0)
+        if ln < before:
+            wrong.append((ln, f"entry line is out of order: the ledger puts it after the "
+                              f"entry on line {before}"))
+        prev[b] = ln
+        if b < 0 and k < len(ends):
+            bl = block_line.get(numbers[k])
+            if bl is not None and ln > bl:
+                wrong.append((ln, f"entry line comes after the line of its block "
+                                  f"{numbers[k]} (line {bl})"))
+    return wrong
 
 
 def _fold(frontier: list[bytes]) -> bytes:

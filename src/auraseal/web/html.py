@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import html
 import posixpath
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -38,6 +39,7 @@ from auraseal.errors import (
     InputError,
     StorageError,
     UnsafePathError,
+    UnverifiableScriptError,
 )
 from auraseal.integrity import (
     AuraSealString,
@@ -53,8 +55,29 @@ from auraseal.web import LOADER_NAME, loader_sri
 __all__ = ["RewriteResult", "TagChange", "rewrite_file", "rewrite_html", "rewrite_page"]
 
 _LINK_RELS = frozenset({"stylesheet", "modulepreload", "preload"})
+# A script runs if its type is a JavaScript MIME type essence (WHATWG MIME Sniffing
+# §4.6) or "module"; no type means JavaScript, a lone ``language`` means "text/<language>".
 _JS_TYPES = frozenset(
-    {"", "text/javascript", "application/javascript", "module", "text/ecmascript"}
+    {
+        "",
+        "module",
+        "application/ecmascript",
+        "application/javascript",
+        "application/x-ecmascript",
+        "application/x-javascript",
+        "text/ecmascript",
+        "text/javascript",
+        "text/javascript1.0",
+        "text/javascript1.1",
+        "text/javascript1.2",
+        "text/javascript1.3",
+        "text/javascript1.4",
+        "text/javascript1.5",
+        "text/jscript",
+        "text/livescript",
+        "text/x-ecmascript",
+        "text/x-javascript",
+    }
 )
 _NEW_ATTRS = ("integrity", "crossorigin", "data-auraseal-integrity")
 
@@ -107,6 +130,15 @@ def _drop(attrs: Attrs, name: str) -> None:
     attrs[:] = [(k, v) for k, v in attrs if k != name]
 
 
+def _script_type(attrs: Attrs) -> str:
+    """The script's type string as browsers derive it (lowercased)."""
+    typ = _get(attrs, "type")
+    if typ is None:
+        lang = _get(attrs, "language")
+        typ = f"text/{lang}" if lang else ""
+    return typ.strip(" \t\n\f\r").lower()
+
+
 def _serialize(tag: str, attrs: Attrs, self_closing: bool) -> str:
     parts = [f"<{tag}"]
     for k, v in attrs:
@@ -133,8 +165,40 @@ def _sri_of(text: str, integ: Integrity) -> str:
     return " ".join(text.split())
 
 
+# What a browser's tokenizer does that ``html.parser`` (3.11) does not; the scanner
+# follows the browser so that no tag a browser runs is hidden from it (WHATWG HTML
+# §13.2.5 tokenization, §13.2.6.5 foreign content).
+_RAW_TEXT = frozenset(
+    {"script", "style", "xmp", "iframe", "noembed", "noframes", "noscript", "textarea", "title"}
+)
+_NEVER = re.compile(r"(?!)")
+_COMMENT_END = re.compile(r"--!?>")
+_SVG_HTML_POINTS = frozenset({"foreignobject", "desc", "title"})
+_MATH_TEXT_POINTS = frozenset({"mi", "mo", "mn", "ms", "mtext"})
+_BREAKOUT = frozenset(
+    {
+        "b", "big", "blockquote", "body", "br", "center", "code", "dd", "div", "dl", "dt", "em",
+        "embed", "h1", "h2", "h3", "h4", "h5", "h6", "head", "hr", "i", "img", "li", "listing",
+        "menu", "meta", "nobr", "ol", "p", "pre", "ruby", "s", "small", "span", "strong", "strike",
+        "sub", "sup", "table", "tt", "u", "ul", "var",
+    }
+)
+
+
 class _Scanner(HTMLParser):
-    """Collects the start tags the rewriter cares about, with their offsets."""
+    """Collects the start tags the rewriter cares about, with their offsets.
+
+    Tokenizes like a browser where ``html.parser`` differs in ways that would
+    hide a tag: comments end at ``-->``/``--!>`` (``<!-->`` is one), raw text
+    ends at ``</name`` + space, ``/`` or ``>``, ``<![CDATA[`` is a bogus
+    comment outside SVG/MathML. ``textarea``, ``title``, ``xmp``, ``iframe``,
+    ``noembed``, ``noframes``, ``noscript`` and ``plaintext`` hold text in
+    HTML, but inside SVG/MathML every element (``style``, ``script`` too)
+    holds markup. Foreign content is tracked with a stack of SVG/MathML
+    elements and their HTML integration points; where it is unsure, the
+    scanner believes it is in foreign content, the side on which it sees more
+    tags, never fewer.
+    """
 
     def __init__(self, text: str) -> None:
         super().__init__(convert_charrefs=True)
@@ -142,26 +206,131 @@ class _Scanner(HTMLParser):
         for i, ch in enumerate(text):
             if ch == "\n":
                 self._line_starts.append(i + 1)
-        self.tags: list[tuple[int, str, str, Attrs]] = []  # offset, raw, tag, attrs
+        self.tags: list[tuple[int, int, str, str, Attrs]] = []  # offset, line, raw, tag, attrs
         self.head_end: int | None = None  # offset just after <head ...>
         self.base_href: str | None = None
+        # open SVG/MathML elements as (namespace, name); "html" marks an integration point
+        self._stack: list[tuple[str, str]] = []
+        self._markup_inside = False  # html.parser must not make this script/style raw text
 
     def _offset(self) -> int:
         line, col = self.getpos()
         return self._line_starts[line - 1] + col
 
-    def handle_starttag(self, tag: str, attrs: Attrs) -> None:
+    @property
+    def line(self) -> int:
+        return self.getpos()[0]
+
+    def _foreign(self) -> str | None:
+        """The namespace (``svg``/``math``) new elements go into, or None for HTML."""
+        if self._stack and self._stack[-1][0] != "html":
+            return self._stack[-1][0]
+        return None
+
+    def _open(self, tag: str, attrs: Attrs, self_closing: bool) -> bool:
+        """Track foreign content for a start tag; True if it is parsed as HTML."""
+        ns = self._foreign()
+        if ns is not None and (
+            tag in _BREAKOUT
+            or (tag == "font" and any(k in ("color", "face", "size") for k, _ in attrs))
+        ):
+            while self._stack and self._stack[-1][0] != "html":
+                self._stack.pop()
+            ns = None
+        if ns is None:
+            if tag in ("svg", "math") and not self_closing:
+                self._stack.append((tag, tag))
+            return True
+        if self._stack[-1] == ("math", "annotation-xml") and tag == "svg":
+            ns = "svg"
+        if self_closing:
+            return False
+        if (ns == "svg" and tag in _SVG_HTML_POINTS) or (ns == "math" and (
+            tag in _MATH_TEXT_POINTS
+            or (tag == "annotation-xml"
+                and (_get(attrs, "encoding") or "").lower()
+                in ("text/html", "application/xhtml+xml"))
+        )):
+            self._stack.append(("html", tag))  # an HTML integration point
+        else:
+            self._stack.append((ns, tag))
+        return False
+
+    def handle_starttag(self, tag: str, attrs: Attrs, self_closing: bool = False) -> None:
         raw = self.get_starttag_text() or ""
         off = self._offset()
+        html_rules = self._open(tag, attrs, self_closing)
+        self._markup_inside = not html_rules and not self_closing
         if tag == "head" and self.head_end is None:
             self.head_end = off + len(raw)
         elif tag == "base" and self.base_href is None:
             self.base_href = _get(attrs, "href")
         elif tag in ("script", "link"):
-            self.tags.append((off, raw, tag, list(attrs)))
+            self.tags.append((off, self.line, raw, tag, list(attrs)))
+        if html_rules:
+            if tag in _RAW_TEXT:  # the self-closing flag does not apply to these
+                self.set_cdata_mode(tag)
+            elif tag == "plaintext":
+                self.cdata_elem = tag
+                self.interesting = _NEVER  # text up to the end of the page
 
     def handle_startendtag(self, tag: str, attrs: Attrs) -> None:
-        self.handle_starttag(tag, attrs)
+        self.handle_starttag(tag, attrs, self_closing=True)
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self._stack:
+            return
+        if self._stack[-1][0] == "html":  # inside an integration point: only its end
+            if self._stack[-1][1] == tag:
+                self._stack.pop()
+            return
+        for i in range(len(self._stack) - 1, -1, -1):
+            if self._stack[i][0] == "html":
+                return
+            if self._stack[i][1] == tag:
+                del self._stack[i:]
+                return
+
+    # -- where html.parser and browsers disagree ---------------------------------
+
+    def set_cdata_mode(self, elem: str, *, escapable: bool = False) -> None:
+        if self._markup_inside:  # html.parser's call for <script>/<style> in SVG/MathML
+            self._markup_inside = False
+            return
+        self.cdata_elem = elem.lower()
+        self.interesting = re.compile(rf"</{self.cdata_elem}(?=[\t\n\f\r />])", re.I)
+
+    def parse_endtag(self, i: int) -> int:
+        if self.cdata_elem is not None:  # found by ``interesting``: the raw text ends
+            gt = self.rawdata.find(">", i + 2)
+            if gt < 0:
+                return -1
+            elem = self.cdata_elem
+            self.clear_cdata_mode()
+            self.handle_endtag(elem)
+            return gt + 1
+        return super().parse_endtag(i)
+
+    def parse_comment(self, i: int, report: bool = True) -> int:
+        rawdata = self.rawdata
+        for empty in ("<!-->", "<!--->"):
+            if rawdata.startswith(empty, i):
+                return i + len(empty)
+        m = _COMMENT_END.search(rawdata, i + 4)
+        if m is None:
+            return -1
+        if report:
+            self.handle_comment(rawdata[i + 4 : m.start()])
+        return m.end()
+
+    def parse_html_declaration(self, i: int) -> int:
+        rawdata = self.rawdata
+        if rawdata.startswith("<![", i):
+            if self._foreign() is not None and rawdata.startswith("<![CDATA[", i):
+                end = rawdata.find("]]>", i + 9)
+                return -1 if end < 0 else end + 3
+            return self.parse_bogus_comment(i)
+        return super().parse_html_declaration(i)
 
 
 class _Rewriter:
@@ -228,10 +397,21 @@ class _Rewriter:
 
     # -- one tag ------------------------------------------------------------------
 
-    def rewrite(self, tag: str, attrs: Attrs) -> tuple[Attrs | None, TagChange] | None:
+    def rewrite(
+        self, tag: str, attrs: Attrs, where: str = "page"
+    ) -> tuple[Attrs | None, TagChange] | None:
         if tag == "script":
+            # how an SVG <script> loads code (href, xlink:href; in XML any prefix): no SRI
+            for name, href in attrs:
+                if name == "href" or name.endswith(":href"):
+                    raise UnverifiableScriptError(
+                        f"an SVG script loads code from {name}, which cannot carry integrity "
+                        "(SRI); refusing to leave it unverified. Load it with an HTML "
+                        "<script src> (verified natively) or the loader's loadScript()",
+                        f"{where}: <script {name}={href or ''!r}>",
+                    )
             url = _get(attrs, "src")
-            if not url or (_get(attrs, "type") or "").strip().lower() not in _JS_TYPES:
+            if not url or _script_type(attrs) not in _JS_TYPES:
                 return None
         else:
             rels = set((_get(attrs, "rel") or "").lower().split())
@@ -287,7 +467,7 @@ class _Rewriter:
             _drop(out, "data-auraseal-integrity")
         fallbacks = tuple((_get(attrs, "data-fallback-url") or "").split())
         if fallbacks and tag == "script":
-            is_module = (_get(attrs, "type") or "").strip().lower() == "module"
+            is_module = _script_type(attrs) == "module"
             _drop(out, "async")
             if not is_module and _get(out, "defer") is None:
                 _set(out, "defer", None)
@@ -302,14 +482,19 @@ def rewrite_html(
     manifest: Manifest | None = None,
     loader_url: str = "/" + LOADER_NAME,
     algorithm: str = "sha512",
+    source: str = "page",
 ) -> RewriteResult:
     """Rewrite ``text`` (a page located at ``page_dir`` below ``root``).
+
+    ``source`` names the page in errors (``source:line: <tag>``).
 
     Raises :class:`~auraseal.errors.StorageError` for a local file that cannot
     be read, :class:`~auraseal.errors.DigestMismatchError` for one that
     contradicts the integrity pinned for it, and
     :class:`~auraseal.errors.InputError` subclasses for malformed integrity
-    strings or URLs leaving ``root``. Nothing is returned half-rewritten.
+    strings, URLs leaving ``root`` and scripts no integrity can be enforced for
+    (:class:`~auraseal.errors.UnverifiableScriptError`: an SVG ``<script href>``
+    or ``xlink:href``). Nothing is returned half-rewritten.
     """
     scanner = _Scanner(text)
     try:
@@ -339,12 +524,12 @@ def rewrite_html(
     changes: list[TagChange] = []
     has_loader = False
     need_loader_at: int | None = None
-    for off, raw, tag, attrs in scanner.tags:
+    for off, line, raw, tag, attrs in scanner.tags:
         if text[off : off + len(raw)] != raw:  # pragma: no cover - parser invariant
             raise InputError("cannot locate a tag in the page", raw[:60])
         if tag == "script" and _get(attrs, "data-auraseal-loader") is not None:
             has_loader = True
-        res = rw.rewrite(tag, attrs)
+        res = rw.rewrite(tag, attrs, f"{source}:{line}")
         if res is None:
             continue
         new_attrs, change = res
@@ -422,6 +607,7 @@ def rewrite_page(
         manifest=manifest,
         loader_url=loader_url,
         algorithm=algorithm,
+        source=str(src),
     )
 
 
