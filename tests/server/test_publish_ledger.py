@@ -210,7 +210,7 @@ def test_storage_fault_during_swap_leaves_old_version(
     assert httpx.get(f"{url}/packages").json()["packages"][0]["version"] == 1
     assert not (root / ".versions" / "site" / "2").exists()
     assert uploads_empty(root)
-    assert not [p for p in root.iterdir() if p.name.startswith(".site.link-")]
+    assert not [p for p in root.iterdir() if p.name.startswith(".site.")]
     monkeypatch.setattr(store_mod.os, "replace", real_replace)
     assert _put(url, site_zip(2), token[0]).status_code == 201
     assert httpx.get(f"{url}/packages").json()["packages"][0]["version"] == 2

@@ -16,6 +16,7 @@ import anyio
 
 from auraseal._time import format_time, utcnow
 from auraseal.errors import AuraSealError, NotFoundError
+from auraseal.server.archive import clean_archive_temps, invalidate_archives
 from auraseal.server.config import ServerConfig
 from auraseal.server.healing import PackageHealth, repair_view, scrub_view
 from auraseal.server.ledger_port import LedgerPort, open_port
@@ -23,7 +24,18 @@ from auraseal.server.metrics import Metrics
 from auraseal.server.static import FileCache
 from auraseal.server.store import PackageStore, PackageView
 
-__all__ = ["ServerState"]
+__all__ = ["ServerState", "prepare_root"]
+
+
+def prepare_root(store: PackageStore) -> list[str]:
+    """Start-up work on ROOT, done once before workers start (``auraseal serve``
+    calls it in the parent process) and again, harmlessly, by each
+    :class:`ServerState`: remove temp files and staging directories of dead
+    processes, then adopt plain package directories (under a cross-process
+    lock). Returns the names adopted."""
+    store.clean_staging()
+    clean_archive_temps(store.root)
+    return store.adopt()
 
 
 class ServerState:
@@ -32,8 +44,7 @@ class ServerState:
     def __init__(self, config: ServerConfig, *, ledger: LedgerPort | None = None) -> None:
         self.config = config
         self.store = PackageStore(config.root, config.keep_versions)
-        self.store.clean_staging()
-        self.store.adopt()
+        prepare_root(self.store)
         self.metrics = Metrics()
         self.cache = FileCache(config.small_file_cache_bytes)
         self.ledger: LedgerPort | None = ledger if ledger is not None else open_port(config)
@@ -133,6 +144,7 @@ class ServerState:
                     )
                 if repaired:
                     self.cache.clear()
+                    invalidate_archives(self.config.root, name)
             for c in health.components:
                 if c.state == "lost":
                     self.record_event(
