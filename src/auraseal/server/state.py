@@ -128,8 +128,20 @@ class ServerState:
         """Scrub ``name`` now (and repair what parity can rebuild); blocking."""
         with self._lock:
             lock = self._scrub_locks.setdefault(name, threading.Lock())
+        asked = utcnow()
         with lock:
             view = self.store.get(name)
+            done = self.health(name)
+            if (done is not None and done.checked_at is not None and done.checked_at >= asked
+                    and done.version == view.version and (done.state == "intact" or not repair)):
+                return done  # scrubbed by another caller while this one waited
+            try:
+                moved = self.store.move_unlisted(view)
+            except OSError:
+                moved = []
+            if moved:
+                self.record_event("unlisted", {"package": name, "version": view.version,
+                                               "moved": moved[:20], "count": len(moved)})
             health = scrub_view(view)
             self.metrics.inc("auraseal_scrubs_total")
             bad = [c for c in health.components if c.state != "intact"]

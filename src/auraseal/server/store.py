@@ -367,7 +367,7 @@ class PackageStore:
                 if dest.exists():
                     continue
                 vroot.mkdir(parents=True, exist_ok=True)
-                self._move_unlisted(link, view)
+                self.move_unlisted(view, link)
                 tmp = self.real_root / temp_name(name, LINK_KIND)
                 os.symlink(f"{VERSIONS_DIR}/{name}/{view.version}", tmp)
                 try:
@@ -384,8 +384,16 @@ class PackageStore:
             self._views.clear()
         return done
 
-    def _move_unlisted(self, pkg: Path, view: PackageView) -> None:
-        """Move every entry of ``pkg`` the manifest does not list (or a symlink) aside."""
+    def move_unlisted(self, view: PackageView, pkg: Path | None = None) -> list[str]:
+        """Move every entry of the package directory that the manifest does not
+        list, and every symlink or special file, to ``.auraseal/unlisted/<name>/<version>/``.
+
+        Temp files (a repair in progress) are left alone. Called on adoption and
+        before every scrub, so what a static server (nginx) sees in a version
+        directory is what the Python server would serve. Returns what was moved.
+        """
+        pkg = view.dir if pkg is None else pkg
+        moved: list[str] = []
         aside = self.real_root / STATE_DIR / "unlisted" / view.name / str(view.version)
         listed = set(view.resources)
         dirs = {"/".join(r.split("/")[:i]) for r in listed for i in range(1, r.count("/") + 1)}
@@ -394,6 +402,8 @@ class PackageStore:
             for entry in [*dirnames, *filenames]:
                 p = base / entry
                 rel = p.relative_to(pkg).as_posix()
+                if is_temp_name(entry) and not p.is_symlink():
+                    continue
                 keep = (rel in dirs and not p.is_symlink()) or (
                     rel in listed and not p.is_symlink() and p.is_file()
                 )
@@ -404,8 +414,10 @@ class PackageStore:
                 if target.exists() or target.is_symlink():
                     target = target.with_name(temp_name(target.name, "unlisted"))
                 os.rename(p, target)
+                moved.append(rel)
                 if entry in dirnames:
                     dirnames.remove(entry)
+        return moved
 
     def clean_staging(self) -> None:
         """Remove staging directories and partial uploads left by dead processes (at start).
