@@ -388,7 +388,10 @@ class Handlers:
             self.state.metrics.inc("auraseal_verification_failures_total")
             await self.state.verify_package(name)
             view = await anyio.to_thread.run_sync(self.state.store.get, name)
-            served = await anyio.to_thread.run_sync(self._archive_file, view)
+            try:
+                served = await anyio.to_thread.run_sync(self._archive_file, view)
+            except DigestMismatchError as exc:
+                return error_response(exc, 503)
         return _FileResponse(self.state, name, served,
                              rebuild=lambda: self._archive_file(view, fresh=True))
 

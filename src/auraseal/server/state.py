@@ -52,6 +52,8 @@ class ServerState:
         self._events: deque[dict[str, Any]] = deque(maxlen=200)
         self._lock = threading.Lock()
         self._scrub_locks: dict[str, threading.Lock] = {}
+        #: scrubs completed per package (a caller that waited for a scrub reuses it)
+        self._scrubs_done: dict[str, int] = {}
         self.publish_locks: dict[str, anyio.Lock] = {}
         self.metrics.add_gauges(self._gauges)
 
@@ -128,12 +130,15 @@ class ServerState:
         """Scrub ``name`` now (and repair what parity can rebuild); blocking."""
         with self._lock:
             lock = self._scrub_locks.setdefault(name, threading.Lock())
-        asked = utcnow()
+        with self._lock:
+            asked = self._scrubs_done.get(name, 0)
         with lock:
             view = self.store.get(name)
-            done = self.health(name)
-            if (done is not None and done.checked_at is not None and done.checked_at >= asked
-                    and done.version == view.version and (done.state == "intact" or not repair)):
+            with self._lock:
+                done = self._health.get(name)
+                fresh = self._scrubs_done.get(name, 0) != asked
+            if (fresh and done is not None and done.version == view.version
+                    and (done.state == "intact" or not repair)):
                 return done  # scrubbed by another caller while this one waited
             try:
                 moved = self.store.move_unlisted(view)
@@ -166,6 +171,7 @@ class ServerState:
                     )
             with self._lock:
                 self._health[name] = health
+                self._scrubs_done[name] = self._scrubs_done.get(name, 0) + 1
             return health
 
     async def verify_package(self, name: str, repair: bool = True) -> PackageHealth:
