@@ -71,7 +71,7 @@ def _location(pattern: str, alias: str, cache_control: str, trusted: str | None 
     (the ``ROOT/<name>`` link the server swaps on publish), or anywhere if None."""
     head = f'    location ~ "{pattern}" {{\n        alias "{alias}";\n'
     nofollow = (
-        f'        disable_symlinks on from="{trusted}";\n' if trusted is not None
+        f"        disable_symlinks on from={trusted};\n" if trusted is not None
         else "        disable_symlinks on;\n"
     )
     return f"{head}{nofollow}{_headers(cache_control)}    }}\n"
