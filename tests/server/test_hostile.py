@@ -376,3 +376,16 @@ def test_deeply_nested_ledger_json_is_400_not_500(
     # brackets inside strings do not count, and ordinary nesting still works
     ok = b'{"type": "x", "data": {"s": "' + b"[" * 1000 + b'", "a": [[[1]]]}}'
     assert httpx.post(f"{base_url}/ledger/entries", content=ok, headers=auth).status_code == 201
+
+
+def test_deeply_nested_manifest_in_an_upload_is_4xx(
+    root: Path, base_url: str, token: tuple[str, Path]
+) -> None:
+    """The other JSON the server accepts: a published manifest (parsed by
+    auraseal.manifest, which bounds recursion itself)."""
+    deep = b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    before = tree_snapshot(root)
+    r = put(base_url, zip_with([("integrity-manifest.json", deep)]), token[0])
+    assert 400 <= r.status_code < 500, (r.status_code, r.text[:200])
+    assert "\n" not in r.text
+    assert_untouched(root, before, base_url)
