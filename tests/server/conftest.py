@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from auraseal._fs import is_temp_name
 from auraseal.manifest import MANIFEST_NAME
 from auraseal.sealing import seal_tree
 from auraseal.server.publish import new_token
@@ -125,10 +126,14 @@ def tree_snapshot(root: Path) -> dict[str, tuple[int, int]]:
 
 
 def uploads_empty(root: Path) -> bool:
+    """No upload, staging directory or archive temp left (old and new temp names)."""
     up = root / ".auraseal" / "uploads"
     vr = root / ".versions"
-    staging = list(vr.rglob(".staging-*")) if vr.exists() else []
-    return (not up.exists() or not any(up.iterdir())) and not staging
+    staging = [p for p in vr.rglob(".*") if p.name.startswith(".staging-") or is_temp_name(p.name)
+               ] if vr.exists() else []
+    zips = root / ".auraseal" / "zips"
+    ztemps = [p for p in zips.iterdir() if is_temp_name(p.name)] if zips.exists() else []
+    return (not up.exists() or not any(up.iterdir())) and not staging and not ztemps
 
 
 def manifest_bytes(d: Path) -> bytes:

@@ -3,11 +3,13 @@ written, and nothing outside ROOT is read."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import shutil
 import socket
 import stat
+import threading
 import time
 import zipfile
 from collections.abc import Callable
@@ -313,3 +315,77 @@ def test_oversized_ledger_entry_and_odd_methods(root: Path, base_url: str,
     metrics = httpx.get(f"{base_url}/metrics").text
     assert 'method="OTHER"' in metrics
     assert "BREW" not in metrics and "PROPFIND" not in metrics
+
+
+def _staged_bytes(root: Path) -> int:
+    vr = root / ".versions"
+    total = 0
+    for p in vr.rglob("*") if vr.exists() else []:
+        with contextlib.suppress(OSError):
+            staged = ".staging-" in p.as_posix() or "auraseal-tmp-staging" in p.as_posix()
+            if staged and p.is_file():
+                total += p.stat().st_size
+    return total
+
+
+def test_zip_bomb_of_many_small_entries_is_refused_before_writing(
+    root: Path, base_url: str, token: tuple[str, Path]
+) -> None:
+    """Replays the bomb that skipped the ratio check: 2000 entries of exactly
+    64 KiB of zeros (each below the per-entry ratio check) = 125 MiB from a
+    ~0.4 MB upload. The total is bounded by the ratio times the upload size."""
+    entries: list[tuple[zipfile.ZipInfo | str, bytes]] = [
+        (f"b/{i:05d}.bin", b"\0" * (64 << 10)) for i in range(2000)
+    ]
+    body = zip_with(entries, zipfile.ZIP_DEFLATED)
+    assert len(body) < 1 << 20
+    before = tree_snapshot(root)
+    peak = 0
+    done = threading.Event()
+
+    def watch() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _staged_bytes(root))
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        r = put(base_url, body, token[0])
+    finally:
+        done.set()
+        watcher.join()
+    assert r.status_code == 413, r.text
+    assert "zip bomb" in r.json()["error"]["message"]
+    assert peak == 0  # refused from the declared sizes, before writing anything
+    assert_untouched(root, before, base_url)
+
+
+def test_deeply_nested_ledger_json_is_400_not_500(
+    root: Path, base_url: str, token: tuple[str, Path]
+) -> None:
+    auth = {"authorization": f"Bearer {token[0]}"}
+    for depth in (100_000, 65):
+        body = b'{"type": "x", "data": {"a": ' + b"[" * depth + b"]" * depth + b"}}"
+        r = httpx.post(f"{base_url}/ledger/entries", content=body, headers=auth)
+        assert r.status_code == 400, (depth, r.status_code, r.text[:200])
+        err = r.json()["error"]
+        assert err["type"] == "InputError" and "nested deeper" in err["message"]
+        assert "\n" not in r.text and "Traceback" not in r.text
+    # brackets inside strings do not count, and ordinary nesting still works
+    ok = b'{"type": "x", "data": {"s": "' + b"[" * 1000 + b'", "a": [[[1]]]}}'
+    assert httpx.post(f"{base_url}/ledger/entries", content=ok, headers=auth).status_code == 201
+
+
+def test_deeply_nested_manifest_in_an_upload_is_4xx(
+    root: Path, base_url: str, token: tuple[str, Path]
+) -> None:
+    """The other JSON the server accepts: a published manifest (parsed by
+    auraseal.manifest, which bounds recursion itself)."""
+    deep = b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    before = tree_snapshot(root)
+    r = put(base_url, zip_with([("integrity-manifest.json", deep)]), token[0])
+    assert 400 <= r.status_code < 500, (r.status_code, r.text[:200])
+    assert "\n" not in r.text
+    assert_untouched(root, before, base_url)

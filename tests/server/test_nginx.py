@@ -153,3 +153,64 @@ def test_run_nginx_reports_a_bad_config(tmp_path: Path) -> None:
     conf.write_text("this is not nginx syntax\n")
     with pytest.raises(NetworkError, match="nginx exited"), run_nginx(conf, free_port()):
         pass
+
+
+def test_nginx_and_python_refuse_the_same_hostile_tree(
+    root: Path, serve, token: tuple[str, Path], tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    """Unlisted files and symlinks out of the package (to /etc/hostname): the
+    Python server never served them, nginx did. Both must refuse them, both
+    when they were in the folder at start and when planted into the served
+    version afterwards."""
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"outside-root-secret-bytes\n")
+    hostname = Path("/etc/hostname")
+    target = hostname if hostname.is_file() and hostname.stat().st_size > 0 else outside
+    secrets_ = {target.read_bytes(), outside.read_bytes()}
+    site = root / "site"
+    (site / "secret.txt").write_bytes(b"not in the manifest\n")
+    (site / "data" / "host").symlink_to(target)
+    (site / "data" / "notes.txt").unlink()
+    (site / "data" / "notes.txt").symlink_to(target)  # a listed name, pointing out
+    url = serve(root, healing=False)
+    port = free_port()
+    d = tmp_path / "nginx"
+    d.mkdir()
+    conf = d / "nginx.conf"
+    assert cli_main(["nginx-conf", str(root), "--listen", f"127.0.0.1:{port}",
+                     "--standalone", str(d), "-o", str(conf)]) == 0
+    served = root / ".versions" / "site" / "1"
+
+    def refused(paths: list[str]) -> None:
+        for base in (url, ng):
+            for p in paths:
+                r = httpx.get(base + p, headers={"accept-encoding": "identity"})
+                assert 400 <= r.status_code < 500, (base, p, r.status_code)
+                assert r.content not in secrets_ and b"outside-root-secret" not in r.content
+
+    with run_nginx(conf, port) as ng:
+        refused(["/packages/site/files/secret.txt", "/packages/site/files/data/host",
+                 "/packages/site/files/data/notes.txt"])
+        assert not (served / "secret.txt").exists()  # moved aside when adopted
+        # planted into the served version after start
+        (served / "planted.txt").write_bytes(b"planted later\n")
+        (served / "css" / "site.css").unlink()
+        (served / "css" / "site.css").symlink_to(target)
+        (served / "js" / "link.js").symlink_to(outside)
+        (served / ".data.auraseal-tmp-write-1-abc").write_bytes(b"half-written")
+        refused(["/packages/site/files/css/site.css", "/packages/site/files/js/link.js",
+                 "/packages/site/files/.data.auraseal-tmp-write-1-abc"])
+        # the next scrub moves what is unlisted aside and repairs the listed file
+        r = httpx.post(f"{url}/packages/site/scrub",
+                       headers={"authorization": f"Bearer {token[0]}"}, timeout=60)
+        assert r.status_code == 200
+        refused(["/packages/site/files/planted.txt", "/packages/site/files/js/link.js"])
+        for base in (url, ng):
+            css = httpx.get(base + "/packages/site/files/css/site.css",
+                            headers={"accept-encoding": "identity"})
+            assert css.status_code == 200, (base, css.text[:300])
+            assert css.content not in secrets_
+        unlisted = root / ".auraseal" / "unlisted" / "site" / "1"
+        assert (unlisted / "secret.txt").is_file() and (unlisted / "planted.txt").is_file()
+    assert "disable_symlinks on" in conf.read_text()
+    assert "disable_symlinks off" not in conf.read_text()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -210,7 +212,41 @@ def test_storage_fault_during_swap_leaves_old_version(
     assert httpx.get(f"{url}/packages").json()["packages"][0]["version"] == 1
     assert not (root / ".versions" / "site" / "2").exists()
     assert uploads_empty(root)
-    assert not [p for p in root.iterdir() if p.name.startswith(".site.link-")]
+    assert not [p for p in root.iterdir() if p.name.startswith(".site.")]
     monkeypatch.setattr(store_mod.os, "replace", real_replace)
     assert _put(url, site_zip(2), token[0]).status_code == 201
     assert httpx.get(f"{url}/packages").json()["packages"][0]["version"] == 2
+
+
+def test_stale_server_temps_of_dead_workers_are_cleaned_at_start(
+    root: Path, serve  # type: ignore[no-untyped-def]
+) -> None:
+    """Temp zips, uploads, staging dirs and swap links of a killed worker use the
+    shared temp scheme and are removed at start; a live process's temps stay."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = os.getpid()
+    zips = root / ".auraseal" / "zips"
+    uploads = root / ".auraseal" / "uploads"
+    vsite = root / ".versions" / "site"
+    for d in (zips, uploads, vsite):
+        d.mkdir(parents=True, exist_ok=True)
+    stale = [
+        zips / f".site-1-0123456789abcdef.zip.auraseal-tmp-zip-{dead.pid}-a1b2c3",
+        uploads / f".site.auraseal-tmp-upload-{dead.pid}-a1b2c3",
+        root / f".site.auraseal-tmp-link-{dead.pid}-a1b2c3",
+    ]
+    for p in stale:
+        p.write_bytes(b"half")
+    stale_dir = vsite / f".staging.auraseal-tmp-staging-{dead.pid}-a1b2c3"
+    stale_dir.mkdir()
+    (stale_dir / "x.bin").write_bytes(b"x")
+    kept = zips / f".site-1-0123456789abcdef.zip.auraseal-tmp-zip-{live}-d4e5f6"
+    kept.write_bytes(b"busy")
+    url = serve(root, healing=False)
+    assert [p for p in stale if p.exists() or p.is_symlink()] == []
+    assert not stale_dir.exists()
+    assert kept.exists()  # owned by a running process
+    assert httpx.get(f"{url}/packages/site", timeout=30).status_code == 200
+    names = os.listdir(zips)
+    assert not [n for n in names if n.endswith(".tmp") or ("auraseal-tmp" in n and n != kept.name)]

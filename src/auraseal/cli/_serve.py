@@ -83,6 +83,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ensure_example,
         local_publisher_key,
     )
+    from auraseal.server.state import prepare_root  # noqa: PLC0415
+    from auraseal.server.store import PackageStore  # noqa: PLC0415
 
     root: Path = args.root or default_root()
     if (args.root is None or args.example) and ensure_example(root):
@@ -109,6 +111,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         scrub_interval=parse_duration(args.scrub_interval, "--scrub-interval").total_seconds(),
         commit_interval=parse_duration(args.commit_interval, "--commit-interval").total_seconds(),
     )
+    # Start-up work on ROOT happens once, here, before any worker starts
+    # (workers then find nothing left to adopt or clean).
+    prepare_root(PackageStore(root, config.keep_versions))
     print(f"auraseal: serving {root} on http://{args.host}:{args.port}/", file=sys.stderr)
     if args.server == "granian":
         from granian import Granian  # noqa: PLC0415
@@ -133,7 +138,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_nginx_conf(args: argparse.Namespace) -> int:
     from auraseal.server.nginx import render_nginx_conf  # noqa: PLC0415
+    from auraseal.server.state import prepare_root  # noqa: PLC0415
+    from auraseal.server.store import PackageStore  # noqa: PLC0415
 
+    if not args.root.is_dir():
+        raise UsageError("ROOT is not a directory", str(args.root))
+    # nginx serves version directories as they are: adopt plain package
+    # folders first, which moves anything the manifest does not list aside.
+    prepare_root(PackageStore(args.root))
     text = render_nginx_conf(
         args.root, server_name=args.server_name, listen=str(args.listen),
         upstream=args.upstream, standalone=args.standalone,

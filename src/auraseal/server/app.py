@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
 import re
-import secrets
-import zipfile
 from collections.abc import AsyncIterator, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -21,7 +18,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from auraseal._fs import safe_relpath
+from auraseal._fs import safe_relpath, temp_name
 from auraseal.errors import (
     AuraSealError,
     DigestMismatchError,
@@ -34,11 +31,18 @@ from auraseal.errors import (
     UnrecoverableError,
 )
 from auraseal.manifest import MANIFEST_NAME, Manifest, manifest_digest, part_name
+from auraseal.server.archive import build_archive, invalidate_archives
 from auraseal.server.config import STATE_DIR, ServerConfig, check_package_name
 from auraseal.server.ledger_port import LedgerPort
 from auraseal.server.metrics import CONTENT_TYPE as METRICS_TYPE
 from auraseal.server.openapi import openapi_document
-from auraseal.server.publish import PayloadTooLargeError, TokenSet, check_package, safe_extract
+from auraseal.server.publish import (
+    PayloadTooLargeError,
+    TokenSet,
+    check_package,
+    check_version,
+    safe_extract,
+)
 from auraseal.server.state import ServerState
 from auraseal.server.static import (
     Receive,
@@ -50,7 +54,7 @@ from auraseal.server.static import (
     respond_cached,
     send_file,
 )
-from auraseal.server.store import PackageView, Resource
+from auraseal.server.store import UPLOAD_KIND, PackageView, Resource
 from auraseal.signing import TrustState
 
 __all__ = ["CSP", "create_app"]
@@ -65,6 +69,8 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 _FAST_PATH = re.compile(r"^/packages/([A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*)/files/(.+)$")
 DEFAULT_COHERENCE = 0.954
 MAX_ENTRY_BYTES = 1 << 20
+#: Deepest nesting of arrays/objects accepted in a JSON request body.
+MAX_JSON_DEPTH = 64
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
 
 
@@ -94,14 +100,56 @@ def _plain_error(status: int, message: str, **extra: str) -> JSONResponse:
     return JSONResponse({"error": {"type": "HTTPError", "message": message}}, status, extra)
 
 
+def _json_depth_ok(raw: bytes, limit: int) -> bool:
+    """True if no array/object in ``raw`` nests deeper than ``limit`` (strings skipped)."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return True  # the common case, at C speed
+    depth = 0
+    in_str = False
+    escaped = False
+    for byte in raw:
+        if in_str:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_str = False
+        elif byte == 0x22:
+            in_str = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > limit:
+                return False
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return True
+
+
+def parse_json_body(raw: bytes, where: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Parse a JSON request body; InputError (400) for bad JSON or nesting deeper
+    than ``max_depth`` (checked before parsing, so the parser never recurses deeply)."""
+    if not _json_depth_ok(raw, max_depth):
+        raise InputError(f"JSON nested deeper than {max_depth} levels", where)
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise InputError("body must be JSON", where) from exc
+
+
 class _FileResponse(Response):
     """A Response that answers through :func:`send_file` (ETag, Range, gzip, ...)."""
 
-    def __init__(self, state: ServerState, name: str, served: ServedFile) -> None:
+    def __init__(
+        self, state: ServerState, name: str, served: ServedFile,
+        rebuild: Callable[[], ServedFile] | None = None,
+    ) -> None:
         super().__init__()
         self._state = state
         self._name = name
         self._served = served
+        #: for a derived file (the archive): make it anew when it fails or vanished
+        self._rebuild = rebuild
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
@@ -125,6 +173,7 @@ class _FileResponse(Response):
                     with contextlib.suppress(AuraSealError):
                         await self._state.verify_package(self._name)
                     self._state.cache.clear()
+                    await self._remake()
                     continue
                 resp = error_response(exc, 503)
                 await resp(scope, receive, send)
@@ -132,8 +181,20 @@ class _FileResponse(Response):
             except StorageError as exc:
                 if started:
                     return
+                if attempt == 0 and await self._remake():
+                    continue
                 await error_response(exc, 404)(scope, receive, send)
                 return
+
+    async def _remake(self) -> bool:
+        """Build a derived file again (after it was invalidated meanwhile); False if none."""
+        if self._rebuild is None:
+            return False
+        try:
+            self._served = await anyio.to_thread.run_sync(self._rebuild)
+        except AuraSealError:
+            return False
+        return True
 
 
 def _served(
@@ -322,8 +383,27 @@ class Handlers:
                 status_code=503,
                 headers={"retry-after": "60"},
             )
-        zpath, integrity = await anyio.to_thread.run_sync(self._zip_for, view)
-        served = ServedFile(
+        try:
+            served = await anyio.to_thread.run_sync(self._archive_file, view)
+        except DigestMismatchError:
+            # A stored byte went bad since the last scrub: repair, then build again.
+            self.state.metrics.inc("auraseal_verification_failures_total")
+            await self.state.verify_package(name)
+            view = await anyio.to_thread.run_sync(self.state.store.get, name)
+            try:
+                served = await anyio.to_thread.run_sync(self._archive_file, view)
+            except DigestMismatchError as exc:
+                return error_response(exc, 503)
+        return _FileResponse(self.state, name, served,
+                             rebuild=lambda: self._archive_file(view, fresh=True))
+
+    def _archive_file(self, view: PackageView, fresh: bool = False) -> ServedFile:
+        """The package as a zip built from verified bytes (once, shared by all workers);
+        ``fresh``: drop the cached one first (it failed its own digest check)."""
+        if fresh:
+            invalidate_archives(self.state.config.root, view.name)
+        zpath, integrity = build_archive(self.state.config.root, view)
+        return ServedFile(
             path=zpath,
             integrity=integrity,
             etag=etag_for_integrity(integrity),
@@ -331,42 +411,10 @@ class Handlers:
             cache_control="public, no-cache",
             extra_headers=(
                 ("x-auraseal-version", str(view.version)),
-                ("content-disposition", f'attachment; filename="{name}-{view.version}.zip"'),
+                ("content-disposition",
+                 f'attachment; filename="{view.name}-{view.version}.zip"'),
             ),
         )
-        return _FileResponse(self.state, name, served)
-
-    def _zip_for(self, view: PackageView) -> tuple[Path, str]:
-        """The package as a zip (seed layout, ZIP_STORED), built once per version."""
-        zdir = self.state.config.root.resolve() / STATE_DIR / "zips"
-        zdir.mkdir(parents=True, exist_ok=True)
-        base = zdir / f"{view.name}-{view.version}-{view.manifest_bytes_digest()}"
-        zpath, side = base.with_suffix(".zip"), base.with_suffix(".sri")
-        if zpath.is_file() and side.is_file():
-            return zpath, side.read_text().strip()
-        mine = re.compile(re.escape(view.name) + r"-[0-9]+-[0-9a-f]{16}\.(zip|sri)")
-        for old in zdir.iterdir():  # archives of this package's other versions
-            if mine.fullmatch(old.name) and old.name.rsplit(".", 1)[0] != base.name:
-                with contextlib.suppress(OSError):
-                    old.unlink()
-        tmp = zdir / f".{zpath.name}.{secrets.token_hex(6)}.tmp"
-        try:
-            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
-                for rel in sorted(view.resources):
-                    zf.write(view.dir / rel, rel)
-            h = hashlib.sha256()
-            with open(tmp, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-            import base64  # noqa: PLC0415
-
-            integrity = "sha256-" + base64.b64encode(h.digest()).decode()
-            side.write_text(integrity + "\n")
-            os.replace(tmp, zpath)
-        finally:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-        return zpath, integrity
 
     # --- publish --------------------------------------------------------------------
 
@@ -396,8 +444,7 @@ class Handlers:
         lock = self.state.publish_locks.setdefault(name, anyio.Lock())
         upload_dir = cfg.root.resolve() / STATE_DIR / "uploads"
         upload_dir.mkdir(parents=True, exist_ok=True)
-        upload = upload_dir / f"{name}-{secrets.token_hex(8)}.zip"
-        staging: Path | None = None
+        upload = upload_dir / temp_name(name, UPLOAD_KIND)
         try:
             received = 0
             with open(upload, "xb") as out:
@@ -414,17 +461,8 @@ class Handlers:
             if declared is not None and received != int(declared):
                 raise InputError("upload shorter than its Content-Length", name)
             async with lock:
-                staging = self.state.store.staging_dir(name)
-                manifest = await anyio.to_thread.run_sync(self._check_upload, name, upload, staging)
-                await anyio.to_thread.run_sync(
-                    self.state.store.install, name, staging, manifest.version
-                )
-                staging = None
+                manifest = await anyio.to_thread.run_sync(self._publish_sync, name, upload)
                 self.state.cache.clear()
-                if cfg.trusted_keys:
-                    self._trust_state().record(
-                        name, manifest.version, manifest_digest(manifest)
-                    )
             event = self.state.record_event(
                 "publish",
                 {"package": name, "version": manifest.version, "files": len(manifest.files),
@@ -443,8 +481,29 @@ class Handlers:
         finally:
             with contextlib.suppress(OSError):
                 upload.unlink()
+
+    def _publish_sync(self, name: str, upload: Path) -> Manifest:
+        """Unpack and check ``upload``, then install it under the cross-process
+        publish lock of ``name`` (worker processes share ROOT): the version is
+        checked again under the lock, so a slower publish of a lower or equal
+        version answers 409 instead of replacing what another worker installed."""
+        store = self.state.store
+        staging: Path | None = store.staging_dir(name)
+        assert staging is not None
+        try:
+            manifest = self._check_upload(name, upload, staging)
+            with store.lock("publish", name):
+                check_version(name, manifest, current_version=store.current_version(name),
+                              state=self._trust_state())
+                store.install(name, staging, manifest.version)
+                staging = None
+                if self.state.config.trusted_keys:
+                    self._trust_state().record(name, manifest.version, manifest_digest(manifest))
+        finally:
             if staging is not None:
-                self.state.store.discard(staging)
+                store.discard(staging)
+        invalidate_archives(self.state.config.root, name)
+        return manifest
 
     def _trust_state(self) -> TrustState:
         return TrustState(self.state.config.root.resolve() / STATE_DIR / "trust-state.json")
@@ -484,10 +543,7 @@ class Handlers:
             raw += chunk
             if len(raw) > MAX_ENTRY_BYTES:
                 raise PayloadTooLargeError(f"entry larger than {MAX_ENTRY_BYTES} bytes", "body")
-        try:
-            body = json.loads(bytes(raw))
-        except ValueError as exc:
-            raise InputError("body must be JSON", "body") from exc
+        body = await anyio.to_thread.run_sync(parse_json_body, bytes(raw), "body")
         if not isinstance(body, dict) or not isinstance(body.get("type"), str):
             raise InputError("body must be an object with a string 'type'", "body")
         data = body.get("data", {})

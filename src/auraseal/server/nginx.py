@@ -7,6 +7,14 @@ gzip for the same types, the same Content-Type table), so a publisher can put
 the packages behind nginx or a CDN and keep only publishing, the package
 archive and the ledger in Python (proxied to ``upstream`` when given).
 
+Like the Python server, nginx serves only what a manifest lists and follows
+no symlink inside a package (``disable_symlinks on``; only the ``ROOT/<name>``
+link itself is trusted). nginx cannot read manifests, so the store keeps
+every served version directory holding exactly the listed files: publishes
+with unlisted files are refused, and adoption (``auraseal serve`` and
+``auraseal nginx-conf`` on start) and every scrub move anything unlisted to
+``.auraseal/unlisted/``. Temp files (``*.auraseal-tmp-*``) are never served.
+
 Differences, on purpose: nginx's ETag is ``"<mtime>-<size>"`` (ours comes from
 the content digest); a version that was never published through the server
 (a plain directory in ROOT) has no ``/versions/<v>/`` URL under nginx.
@@ -58,9 +66,15 @@ def _headers(cache_control: str) -> str:
     )
 
 
-def _location(pattern: str, alias: str, cache_control: str) -> str:
+def _location(pattern: str, alias: str, cache_control: str, trusted: str | None = None) -> str:
+    """A regex location serving ``alias``; symlinks are refused below ``trusted``
+    (the ``ROOT/<name>`` link the server swaps on publish), or anywhere if None."""
     head = f'    location ~ "{pattern}" {{\n        alias "{alias}";\n'
-    return f"{head}{_headers(cache_control)}    }}\n"
+    nofollow = (
+        f"        disable_symlinks on from={trusted};\n" if trusted is not None
+        else "        disable_symlinks on;\n"
+    )
+    return f"{head}{nofollow}{_headers(cache_control)}    }}\n"
 
 
 def render_nginx_conf(
@@ -97,14 +111,18 @@ def render_nginx_conf(
         "    charset utf-8;\n    charset_types text/css text/plain text/xml;\n",
         f"    gzip on;\n    gzip_types {gz};\n    gzip_vary on;\n",
         "    gzip_min_length 256;\n    gzip_comp_level 6;\n    gzip_proxied any;\n",
-        "    disable_symlinks off;\n",
+        "    disable_symlinks on;\n",
         _types(),
-        "\n    # current version: ROOT/<name>/ (a symlink the server swaps on publish)\n",
+        "\n    # temp files of a repair or publish in progress are never served\n",
+        '    location ~ "\\.auraseal-tmp-" {\n        return 404;\n    }\n',
+        "\n    # current version: ROOT/<name>/ (a symlink the server swaps on publish);\n"
+        "    # no symlink below it is followed\n",
         _location(f"^/packages/{NAME}/integrity-manifest\\.json$",
-                  f"{real}/$1/integrity-manifest.json", manifest_cc),
+                  f"{real}/$1/integrity-manifest.json", manifest_cc, f"{real}/$1"),
         _location(f"^/packages/{NAME}/files/integrity-manifest\\.json$",
-                  f"{real}/$1/integrity-manifest.json", manifest_cc),
-        _location(f"^/packages/{NAME}/files/(.+)$", f"{real}/$1/$2", "public, no-cache"),
+                  f"{real}/$1/integrity-manifest.json", manifest_cc, f"{real}/$1"),
+        _location(f"^/packages/{NAME}/files/(.+)$", f"{real}/$1/$2", "public, no-cache",
+                  f"{real}/$1"),
         "\n    # kept versions: ROOT/.versions/<name>/<version>/ (immutable)\n",
         _location(f"^/packages/{NAME}/versions/([0-9]+)/integrity-manifest\\.json$",
                   f"{vroot}/$1/$2/integrity-manifest.json", IMMUTABLE),

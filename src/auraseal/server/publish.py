@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
 import stat
 import zipfile
@@ -38,6 +39,7 @@ __all__ = [
     "PayloadTooLargeError",
     "TokenSet",
     "check_package",
+    "check_version",
     "hash_token",
     "new_token",
     "safe_extract",
@@ -45,6 +47,8 @@ __all__ = [
 
 TOKEN_PREFIX = "sha256:"  # noqa: S105 - a prefix, not a secret
 COPY_CHUNK = 1 << 20
+#: An upload may always unpack to this much, whatever its compression ratio.
+RATIO_FLOOR = 1 << 20
 
 
 class PayloadTooLargeError(InputError):
@@ -126,14 +130,19 @@ def safe_extract(
     Refused before anything is written: not a zip, unsafe names (``..``,
     absolute, backslash, NUL, overlong), duplicates, a name that is both a file
     and a directory, symlinks, encryption, more than ``max_entries`` entries,
-    declared sizes above ``max_total``, or a compression ratio above
-    ``max_ratio``. While writing, a member that inflates past its declared
-    size is refused too (a lying zip bomb).
+    declared sizes above ``max_total``, a member with a compression ratio
+    above ``max_ratio``, or declared sizes adding up to more than ``max_ratio``
+    times the archive's own size (at least :data:`RATIO_FLOOR`): many small
+    entries cannot add up to a bomb either. While writing, a member that
+    inflates past its declared size is refused too (a lying zip bomb), so
+    nothing larger than that bound is ever written.
     """
     try:
         zf = zipfile.ZipFile(zip_path)
+        upload_size = os.path.getsize(zip_path)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise InputError(f"not a readable zip archive: {exc}", "upload") from exc
+    ratio_total = max_ratio * max(upload_size, RATIO_FLOOR // max(max_ratio, 1))
     with zf:
         infos = zf.infolist()
         if len(infos) > max_entries:
@@ -160,6 +169,11 @@ def safe_extract(
             if total > max_total:
                 raise PayloadTooLargeError(
                     f"archive unpacks to more than {max_total} bytes", "upload"
+                )
+            if total > ratio_total:
+                raise PayloadTooLargeError(
+                    f"archive unpacks to more than {max_ratio} times its size (zip bomb?)",
+                    "upload",
                 )
             if info.file_size > 1 << 16 and info.file_size > max_ratio * max(
                 info.compress_size, 1
@@ -202,6 +216,24 @@ def safe_extract(
     return names
 
 
+def check_version(
+    name: str, manifest: Manifest, *, current_version: int | None, state: TrustState | None
+) -> None:
+    """Refuse (RollbackError, 409) a version not above the served and trusted ones.
+
+    A publish calls this twice: with the other checks, and again under the
+    cross-process publish lock right before the swap, since another worker
+    may have published meanwhile."""
+    if current_version is not None and manifest.version <= current_version:
+        raise RollbackError(
+            f"version {manifest.version} is not greater than the served version "
+            f"{current_version}",
+            name,
+        )
+    if state is not None:
+        state.check(name, manifest.version, manifest_digest(manifest), name)
+
+
 def check_package(
     staging: Path,
     name: str,
@@ -221,14 +253,7 @@ def check_package(
     manifest = load_manifest(data, f"upload: {MANIFEST_NAME}", policy=policy)
     if manifest.name != name:
         raise InputError(f"manifest names package '{manifest.name}', not '{name}'", "upload")
-    if current_version is not None and manifest.version <= current_version:
-        raise RollbackError(
-            f"version {manifest.version} is not greater than the served version "
-            f"{current_version}",
-            name,
-        )
-    if state is not None:
-        state.check(name, manifest.version, manifest_digest(manifest), name)
+    check_version(name, manifest, current_version=current_version, state=state)
     report = verify_tree(staging, manifest, jobs=2)
     if not report.ok:
         raise IntegrityError(f"package does not match its manifest: {report.summary()}", "upload")

@@ -16,6 +16,7 @@ import anyio
 
 from auraseal._time import format_time, utcnow
 from auraseal.errors import AuraSealError, NotFoundError
+from auraseal.server.archive import clean_archive_temps, invalidate_archives
 from auraseal.server.config import ServerConfig
 from auraseal.server.healing import PackageHealth, repair_view, scrub_view
 from auraseal.server.ledger_port import LedgerPort, open_port
@@ -23,7 +24,18 @@ from auraseal.server.metrics import Metrics
 from auraseal.server.static import FileCache
 from auraseal.server.store import PackageStore, PackageView
 
-__all__ = ["ServerState"]
+__all__ = ["ServerState", "prepare_root"]
+
+
+def prepare_root(store: PackageStore) -> list[str]:
+    """Start-up work on ROOT, done once before workers start (``auraseal serve``
+    calls it in the parent process) and again, harmlessly, by each
+    :class:`ServerState`: remove temp files and staging directories of dead
+    processes, then adopt plain package directories (under a cross-process
+    lock). Returns the names adopted."""
+    store.clean_staging()
+    clean_archive_temps(store.root)
+    return store.adopt()
 
 
 class ServerState:
@@ -32,8 +44,7 @@ class ServerState:
     def __init__(self, config: ServerConfig, *, ledger: LedgerPort | None = None) -> None:
         self.config = config
         self.store = PackageStore(config.root, config.keep_versions)
-        self.store.clean_staging()
-        self.store.adopt()
+        prepare_root(self.store)
         self.metrics = Metrics()
         self.cache = FileCache(config.small_file_cache_bytes)
         self.ledger: LedgerPort | None = ledger if ledger is not None else open_port(config)
@@ -41,6 +52,8 @@ class ServerState:
         self._events: deque[dict[str, Any]] = deque(maxlen=200)
         self._lock = threading.Lock()
         self._scrub_locks: dict[str, threading.Lock] = {}
+        #: scrubs completed per package (a caller that waited for a scrub reuses it)
+        self._scrubs_done: dict[str, int] = {}
         self.publish_locks: dict[str, anyio.Lock] = {}
         self.metrics.add_gauges(self._gauges)
 
@@ -117,8 +130,23 @@ class ServerState:
         """Scrub ``name`` now (and repair what parity can rebuild); blocking."""
         with self._lock:
             lock = self._scrub_locks.setdefault(name, threading.Lock())
+        with self._lock:
+            asked = self._scrubs_done.get(name, 0)
         with lock:
             view = self.store.get(name)
+            with self._lock:
+                done = self._health.get(name)
+                fresh = self._scrubs_done.get(name, 0) != asked
+            if (fresh and done is not None and done.version == view.version
+                    and (done.state == "intact" or not repair)):
+                return done  # scrubbed by another caller while this one waited
+            try:
+                moved = self.store.move_unlisted(view)
+            except OSError:
+                moved = []
+            if moved:
+                self.record_event("unlisted", {"package": name, "version": view.version,
+                                               "moved": moved[:20], "count": len(moved)})
             health = scrub_view(view)
             self.metrics.inc("auraseal_scrubs_total")
             bad = [c for c in health.components if c.state != "intact"]
@@ -133,6 +161,7 @@ class ServerState:
                     )
                 if repaired:
                     self.cache.clear()
+                    invalidate_archives(self.config.root, name)
             for c in health.components:
                 if c.state == "lost":
                     self.record_event(
@@ -142,6 +171,7 @@ class ServerState:
                     )
             with self._lock:
                 self._health[name] = health
+                self._scrubs_done[name] = self._scrubs_done.get(name, 0) + 1
             return health
 
     async def verify_package(self, name: str, repair: bool = True) -> PackageHealth:

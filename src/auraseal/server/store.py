@@ -19,14 +19,20 @@ import ctypes
 import ctypes.util
 import hashlib
 import os
-import secrets
 import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from auraseal._fs import fsync_dir, safe_relpath
+from auraseal._fs import (
+    clean_stale_temps,
+    fsync_dir,
+    is_temp_name,
+    make_temp_dir,
+    safe_relpath,
+    temp_name,
+)
 from auraseal.errors import (
     AuraSealError,
     NotFoundError,
@@ -35,6 +41,7 @@ from auraseal.errors import (
 )
 from auraseal.manifest import MANIFEST_NAME, Manifest, load_manifest, part_name
 from auraseal.server.config import STATE_DIR, VERSIONS_DIR, check_package_name
+from auraseal.server.locks import file_lock
 from auraseal.server.static import content_type_for, etag_for_integrity
 
 __all__ = ["PackageStore", "PackageView", "Resource"]
@@ -114,6 +121,12 @@ def _build_view(name: str, real_dir: Path, data: bytes) -> PackageView:
 
 
 _RENAME_EXCHANGE = 2
+#: Temp kinds (``_fs.temp_name``) of the store: uploads, staging directories,
+#: the new symlink of a swap and a plain directory being replaced.
+UPLOAD_KIND = "upload"
+STAGING_KIND = "staging"
+LINK_KIND = "link"
+OLD_KIND = "old"
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -242,15 +255,15 @@ class PackageStore:
 
     # --- writing --------------------------------------------------------------
 
+    def lock(self, kind: str, name: str) -> contextlib.AbstractContextManager[None]:
+        """An exclusive lock on ``kind`` of ``name`` held across every worker process."""
+        return file_lock(self.real_root / STATE_DIR / "locks" / f"{kind}-{name}.lock")
+
     def staging_dir(self, name: str) -> Path:
         """A fresh empty directory to unpack an upload into (same filesystem)."""
         if not check_package_name(name):
             raise UnsafePathError("invalid package name", name)
-        d = self.real_root / VERSIONS_DIR / name
-        d.mkdir(parents=True, exist_ok=True)
-        s = d / f".staging-{secrets.token_hex(8)}"
-        s.mkdir()
-        return s
+        return make_temp_dir(self.real_root / VERSIONS_DIR / name, "staging", STAGING_KIND)
 
     def install(self, name: str, staging: Path, version: int) -> Path:
         """Make ``staging`` the served version ``version`` of ``name``, atomically.
@@ -267,7 +280,7 @@ class PackageStore:
             if link.is_symlink() and Path(os.path.realpath(link)) == target:
                 raise StorageError("version is already being served", f"{name} v{version}")
             shutil.rmtree(target)
-        tmp = self.real_root / f".{name}.link-{secrets.token_hex(6)}"
+        tmp = self.real_root / temp_name(name, LINK_KIND)
         swapped = False
         try:
             os.rename(staging, target)
@@ -300,7 +313,7 @@ class PackageStore:
         if _exchange(tmp, link):
             old = tmp
         else:  # no renameat2: two renames (a brief gap)
-            old = self.real_root / f".{name}.old-{secrets.token_hex(6)}"
+            old = self.real_root / temp_name(name, OLD_KIND)
             os.rename(link, old)
             os.replace(tmp, link)
         dest = vroot / str(old_version) if old_version is not None else None
@@ -322,7 +335,7 @@ class PackageStore:
     def discard(self, staging: Path) -> None:
         """Remove a staging directory (a refused or interrupted publish)."""
         real = Path(os.path.realpath(staging))
-        if (self.real_root / VERSIONS_DIR) in real.parents and real.name.startswith(".staging-"):
+        if (self.real_root / VERSIONS_DIR) in real.parents and is_temp_name(real.name):
             shutil.rmtree(real, ignore_errors=True)
 
     def adopt(self) -> list[str]:
@@ -330,44 +343,102 @@ class PackageStore:
 
         After this every served package is a symlink to an immutable version
         directory, so a publish is a single symlink swap and a reader that
-        resolved the old target keeps reading one consistent version.
+        resolved the old target keeps reading one consistent version. Anything
+        in the directory that the manifest does not list (unlisted files,
+        symlinks) is moved out to ``.auraseal/unlisted/<name>/<version>/``, so
+        a version directory holds exactly what may be served (nginx serves it
+        as it is). Runs under a cross-process lock and skips what another
+        process already adopted, so concurrent starts are safe.
         Returns the names adopted.
         """
         done = []
-        for name in self.names():
-            link = self.real_root / name
-            if link.is_symlink():
-                continue
-            try:
-                version = self._load(link.resolve(), name).version
-            except AuraSealError:
-                continue
-            vroot = self.real_root / VERSIONS_DIR / name
-            dest = vroot / str(version)
-            if dest.exists():
-                continue
-            vroot.mkdir(parents=True, exist_ok=True)
-            tmp = self.real_root / f".{name}.link-{secrets.token_hex(6)}"
-            os.symlink(f"{VERSIONS_DIR}/{name}/{version}", tmp)
-            os.rename(link, dest)
-            os.replace(tmp, link)
-            fsync_dir(vroot)
-            fsync_dir(self.real_root)
-            done.append(name)
+        with self.lock("adopt", "all"):
+            clean_stale_temps(self.real_root, {LINK_KIND, OLD_KIND})
+            for name in self.names():
+                link = self.real_root / name
+                if link.is_symlink():
+                    continue
+                try:
+                    view = self._load(link.resolve(), name)
+                except AuraSealError:
+                    continue
+                vroot = self.real_root / VERSIONS_DIR / name
+                dest = vroot / str(view.version)
+                if dest.exists():
+                    continue
+                vroot.mkdir(parents=True, exist_ok=True)
+                self.move_unlisted(view, link)
+                tmp = self.real_root / temp_name(name, LINK_KIND)
+                os.symlink(f"{VERSIONS_DIR}/{name}/{view.version}", tmp)
+                try:
+                    os.rename(link, dest)
+                    os.replace(tmp, link)
+                finally:
+                    with contextlib.suppress(OSError):
+                        if tmp.is_symlink():
+                            tmp.unlink()
+                fsync_dir(vroot)
+                fsync_dir(self.real_root)
+                done.append(name)
         with self._lock:
             self._views.clear()
         return done
 
+    def move_unlisted(self, view: PackageView, pkg: Path | None = None) -> list[str]:
+        """Move every entry of the package directory that the manifest does not
+        list, and every symlink or special file, to ``.auraseal/unlisted/<name>/<version>/``.
+
+        Temp files (a repair in progress) are left alone. Called on adoption and
+        before every scrub, so what a static server (nginx) sees in a version
+        directory is what the Python server would serve. Returns what was moved.
+        """
+        pkg = view.dir if pkg is None else pkg
+        moved: list[str] = []
+        aside = self.real_root / STATE_DIR / "unlisted" / view.name / str(view.version)
+        listed = set(view.resources)
+        dirs = {"/".join(r.split("/")[:i]) for r in listed for i in range(1, r.count("/") + 1)}
+        for dirpath, dirnames, filenames in os.walk(pkg, followlinks=False):
+            base = Path(dirpath)
+            for entry in [*dirnames, *filenames]:
+                p = base / entry
+                rel = p.relative_to(pkg).as_posix()
+                if is_temp_name(entry) and not p.is_symlink():
+                    continue
+                keep = (rel in dirs and not p.is_symlink()) or (
+                    rel in listed and not p.is_symlink() and p.is_file()
+                )
+                if keep:
+                    continue
+                target = aside / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if target.exists() or target.is_symlink():
+                    target = target.with_name(temp_name(target.name, "unlisted"))
+                os.rename(p, target)
+                moved.append(rel)
+                if entry in dirnames:
+                    dirnames.remove(entry)
+        return moved
+
     def clean_staging(self) -> None:
-        """Remove staging directories and partial uploads left by a crash (at start)."""
+        """Remove staging directories and partial uploads left by dead processes (at start).
+
+        Only temp names (``_fs.temp_name``) whose owning process is gone are
+        removed, so a worker starting next to a busy one never deletes its
+        upload; names of the older scheme (``.staging-*``, plain upload files)
+        are always leftovers and are removed too.
+        """
         uploads = self.real_root / STATE_DIR / "uploads"
+        clean_stale_temps(uploads, {UPLOAD_KIND})
         with contextlib.suppress(OSError):
             for n in os.listdir(uploads):
-                with contextlib.suppress(OSError):
-                    (uploads / n).unlink()
+                if not is_temp_name(n):
+                    with contextlib.suppress(OSError):
+                        (uploads / n).unlink()
+        clean_stale_temps(self.real_root, {LINK_KIND, OLD_KIND})
         vr = self.real_root / VERSIONS_DIR
         with contextlib.suppress(OSError):
             for name in os.listdir(vr):
+                clean_stale_temps(vr / name, {STAGING_KIND})
                 with contextlib.suppress(OSError):
                     for n in os.listdir(vr / name):
                         if n.startswith(".staging-"):
