@@ -1,4 +1,4 @@
-"""``auraseal ledger record|commit|verify|show|proof|checkpoint|consistency``.
+"""``auraseal ledger record|commit|verify|show|proof|checkpoint|consistency|tiles``.
 
 Every subcommand takes ``--ledger URL`` (default ``$AURASEAL_LEDGER``, else a
 SQLite ledger in the user's data directory), ``--jsonl PATH`` (default
@@ -30,12 +30,14 @@ from auraseal.ledger import (
 from auraseal.ledger.checkpoint import open_checkpoint_note
 from auraseal.ledger.note import (
     ALG_COSIGNATURE_V1,
+    Ed25519NoteSigner,
     NoteVerifier,
     load_note_signer,
     load_note_verifier,
     read_note_file,
 )
 from auraseal.ledger.service import env_jsonl
+from auraseal.ledger.tilelog import write_tiles
 from auraseal.merkle import verify_consistency
 
 __all__ = ["register"]
@@ -126,6 +128,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--pub", metavar="KEY", help=_PUB_HELP)
     _witness_args(p)
     p.set_defaults(handler=cmd_checkpoint)
+
+    p = lsub.add_parser("tiles", parents=[common],
+                        help="write the C2SP tlog-tiles tree (checkpoint + tiles) for a static"
+                             " host; only new tiles are written on a rerun")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p.add_argument("--key", required=True,
+                   help="log key: PEM private key or PRIVATE+KEY+... note signer key")
+    p.add_argument("--name", default=DEFAULT_KEY_NAME, help="key name in the signed note")
+    p.add_argument("--witness-url", action="append", default=[], metavar="URL",
+                   help="submit the checkpoint to this tlog-witness (base URL) and publish"
+                        " its cosignature; repeatable")
+    p.set_defaults(handler=cmd_tiles)
 
     p = lsub.add_parser("consistency", parents=[common],
                         help="consistency proof between two checkpoints (or sizes)")
@@ -372,4 +386,21 @@ def cmd_consistency(args: argparse.Namespace) -> int:
     emit(args, {"size1": size1, "size2": size2, "root1": root1.hex(), "root2": root2.hex(),
                 "proof": [p.hex() for p in proof], "verified": True},
          f"CONSISTENT: tree {size1} is a prefix of tree {size2} ({len(proof)} hashes)")
+    return 0
+
+
+def cmd_tiles(args: argparse.Namespace) -> int:
+    signer = load_note_signer(args.key, args.name)
+    if not isinstance(signer, Ed25519NoteSigner):
+        raise UsageError("--key must be an Ed25519 note key (algorithm 0x01)", "--key")
+    with _open(args) as led:
+        cosigner = None
+        if args.witness_url:
+            from auraseal.witness.client import ledger_cosigner  # noqa: PLC0415
+
+            cosigner = ledger_cosigner(led, args.witness_url)
+        res = write_tiles(led, args.out, signer, cosigner)
+    emit(args, {**res, "out": str(args.out), "verifier_key": signer.verifier().vkey()},
+         f"tree size {res['tree_size']}: {res['tiles_written']} new tiles written to {args.out}"
+         + ("" if res["checkpoint_written"] else " (a newer checkpoint is already there)"))
     return 0

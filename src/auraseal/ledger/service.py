@@ -50,6 +50,7 @@ from auraseal.ledger.checkpoint import (
 from auraseal.ledger.jsonl import JsonlMirror, record_line
 from auraseal.ledger.stores._base import Store
 from auraseal.ledger.stores.sqlite import SQLiteStore
+from auraseal.ledger.tiles import ENTRIES, Tile, entry_bundle, hash_tile, tile_exists
 from auraseal.ledger.verify import ChainReport, verify_store
 
 __all__ = [
@@ -437,6 +438,29 @@ class Ledger:
             merkle.root_from(get, size1),
             merkle.root_from(get, size2),
         )
+
+    def tile(self, tile: Tile, tree_size: int | None = None) -> bytes:
+        """The bytes of a C2SP tlog-tiles tile (or entry bundle) of the committed tree.
+
+        Read from the stored nodes (level ``8·L``) or entries; raises
+        :class:`NotFoundError` if the tree of ``tree_size`` has no such tile.
+        """
+        size = self._size(tree_size)
+        if not tile_exists(tile, size):
+            raise NotFoundError(f"no such tile in the tree of size {size}", tile.path())
+        level, start, end = tile.node_coords()
+        if tile.level == ENTRIES:
+            entries = self.store.entry_range(start, end)
+            if [e.leaf_index for e in entries] != list(range(start, end)):
+                raise LedgerTamperError("committed entries are missing", tile.path())
+            return entry_bundle([e.leaf() for e in entries])
+        got = self.store.node_range(level, start, end)
+        try:
+            return hash_tile([got[i] for i in range(start, end)])
+        except KeyError as exc:
+            raise LedgerTamperError(
+                f"stored tree node (level {level}, index {exc.args[0]}) is missing",
+                tile.path()) from exc
 
     def proof_bundle(self, entry_id: str, name: str, key: NoteSigner) -> dict[str, Any]:
         """An offline bundle: entry, inclusion proof, signed checkpoint (docs/LEDGER.md)."""
