@@ -24,7 +24,7 @@ def build_go_checker(tmp: Path) -> Path:
     shutil.copy(GO_SRC, src / "main.go")
     out = tmp / "aurasealgo"
     env = {**os.environ, "GO111MODULE": "off", "GOPATH": f"{tmp}:{GOCODE}",
-           "GOCACHE": str(tmp / "cache"), "GOFLAGS": "", "CGO_ENABLED": "0"}
+           "GOFLAGS": "", "CGO_ENABLED": "0"}
     res = subprocess.run([go, "build", "-o", str(out), "aurasealgo"], cwd=tmp, env=env,
                          capture_output=True, text=True, timeout=300, check=False)
     if res.returncode != 0:

@@ -237,7 +237,7 @@ func main() {
 			if err != nil || stored[0] != leaf {
 				fail("entry %d does not hash to its level-0 tile hash: %v", i, err)
 			}
-			p, err := tlog.ProveRecord(i, cp.size, hr)
+			p, err := tlog.ProveRecord(cp.size, i, hr)
 			if err != nil {
 				fail("ProveRecord(%d): %v", i, err)
 			}
