@@ -174,6 +174,8 @@ def witness_app(witness: Witness) -> Starlette:
             out = await anyio.to_thread.run_sync(witness.add_checkpoint, bytes(body))
         except AuraSealError as exc:  # pragma: no cover - add_checkpoint answers everything
             return PlainTextResponse(f"{exc}\n", status_code=500)
-        return Response(out.body, status_code=out.status, media_type=out.content_type)
+        # set verbatim: Starlette would append "; charset=utf-8" to text/x.tlog.size
+        return Response(out.body, status_code=out.status,
+                        headers={"content-type": out.content_type})
 
     return Starlette(routes=[Route("/add-checkpoint", add_checkpoint, methods=["POST"])])
