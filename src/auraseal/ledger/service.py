@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import platformdirs
 
@@ -51,6 +51,9 @@ from auraseal.ledger.jsonl import JsonlMirror, record_line
 from auraseal.ledger.stores._base import Store
 from auraseal.ledger.stores.sqlite import SQLiteStore
 from auraseal.ledger.tiles import ENTRIES, Tile, entry_bundle, hash_tile, tile_exists
+
+if TYPE_CHECKING:
+    from auraseal.ledger.tilelog import TileWriter
 from auraseal.ledger.verify import ChainReport, verify_store
 
 __all__ = [
@@ -202,8 +205,11 @@ class Ledger:
         policy: BlockPolicy | None = None,
         secret: bytes | None = _ENV,
         fsync: str = "block",
+        tiles: TileWriter | None = None,
     ) -> None:
         self.store = store
+        #: when set, the tile tree is brought up to date after every commit of blocks
+        self.tiles = tiles
         if isinstance(jsonl, JsonlMirror) or jsonl is None:
             self.mirror = jsonl
         else:
@@ -279,6 +285,8 @@ class Ledger:
                     sync=bool(blocks),
                 )
         blocks += self.maybe_commit()
+        if blocks:
+            self._update_tiles()
         numbers = tuple(b.block_number for b in blocks)
         return [
             RecordResult(
@@ -327,7 +335,13 @@ class Ledger:
         out: list[Block] = []
         while (b := self._commit_one(self.policy.max_entries)) is not None:
             out.append(b)
+        if out:
+            self._update_tiles()
         return out
+
+    def _update_tiles(self) -> None:
+        if self.tiles is not None:
+            self.tiles.update(self)
 
     # --- reading ------------------------------------------------------------
 
