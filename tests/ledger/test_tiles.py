@@ -242,3 +242,22 @@ def test_tile_writer_never_replaces_a_newer_checkpoint(make_ledger: object,
     (tmp_path / "log/checkpoint").write_text(newer)
     assert w.update(led)["checkpoint_written"] == 0
     assert (tmp_path / "log/checkpoint").read_text() == newer
+
+
+def test_tile_writer_min_interval_defers_then_flushes_on_close(tmp_path: Path) -> None:
+    now = [100.0]
+    signer = Ed25519NoteSigner("w", SigningKey.generate())
+    w = TileWriter(tmp_path / "log", signer, min_interval=1.0, clock=lambda: now[0])
+    led = open_ledger(f"sqlite://{tmp_path / 'l.db'}", None, policy=BlockPolicy(max_entries=10),
+                      secret=None, tiles=w)
+    _fill(led, 10)  # first commit: written
+    assert (tmp_path / "log/tile/0/000.p/10").exists()
+    _fill(led, 10)  # within the interval: deferred
+    assert not (tmp_path / "log/tile/0/000.p/20").exists()
+    now[0] += 1.5
+    _fill(led, 10)  # interval passed: brought up to date
+    assert (tmp_path / "log/tile/0/000.p/30").exists()
+    _fill(led, 10)
+    led.close()  # flushes what was deferred
+    assert (tmp_path / "log/tile/0/000.p/40").exists()
+    assert b"\n40\n" in (tmp_path / "log/checkpoint").read_bytes()

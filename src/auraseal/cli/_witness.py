@@ -12,9 +12,9 @@ from auraseal.ledger.note import (
     ALG_COSIGNATURE_V1,
     CosignatureSigner,
     NoteVerifier,
+    load_note_signer,
     load_note_verifier,
 )
-from auraseal.ledger.note import load_note_signer as _load_signer
 
 __all__ = ["register"]
 
@@ -51,7 +51,7 @@ def _logs(specs: list[str]) -> dict[str, NoteVerifier]:
 
 
 def cmd_witness_serve(args: argparse.Namespace) -> int:
-    signer = _load_signer(args.key, args.name, ALG_COSIGNATURE_V1)
+    signer = load_note_signer(args.key, args.name, ALG_COSIGNATURE_V1)
     if not isinstance(signer, CosignatureSigner):
         raise UsageError("the witness key must be a cosignature/v1 key (algorithm 0x04)",
                          "--key")

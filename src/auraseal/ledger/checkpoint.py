@@ -15,7 +15,7 @@ import binascii
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from auraseal import merkle
 from auraseal.errors import (
@@ -28,6 +28,7 @@ from auraseal.errors import (
 from auraseal.ledger._model import Entry, data_hash
 from auraseal.ledger.note import (
     ALG_ED25519,
+    CosignatureVerifier,
     Ed25519NoteVerifier,
     NoteVerifier,
     check_note_text,
@@ -35,6 +36,9 @@ from auraseal.ledger.note import (
     open_note,
     verified_witnesses,
 )
+
+if TYPE_CHECKING:
+    from auraseal.signing import PublicKey
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -173,10 +177,10 @@ def open_checkpoint(
     (:func:`auraseal.ledger.note.parse_verifier_key`), whose own name counts.
     """
     verifier: NoteVerifier
-    if hasattr(public, "key_id") and hasattr(public, "vkey"):
-        verifier = public  # type: ignore[assignment]
+    if isinstance(public, Ed25519NoteVerifier | CosignatureVerifier):
+        verifier = public
     else:
-        verifier = Ed25519NoteVerifier(name, public)  # type: ignore[arg-type]
+        verifier = Ed25519NoteVerifier(name, cast("PublicKey", public))
     return open_checkpoint_note(note, verifier, origin=origin, witnesses=witnesses,
                                 witness_threshold=witness_threshold, where=where)
 

@@ -229,9 +229,13 @@ class Ledger:
         self.close()
 
     def close(self) -> None:
-        if self.mirror is not None:
-            self.mirror.close()
-        self.store.close()
+        try:
+            if self.tiles is not None:
+                self.tiles.flush(self)
+        finally:
+            if self.mirror is not None:
+                self.mirror.close()
+            self.store.close()
 
     @property
     def origin(self) -> str:

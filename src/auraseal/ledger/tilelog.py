@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +23,7 @@ from auraseal._fs import atomic_write_bytes, clean_stale_temps
 from auraseal.errors import AuraSealError, InputError, NotFoundError, StorageError
 from auraseal.ledger.checkpoint import Checkpoint
 from auraseal.ledger.note import Ed25519NoteSigner, open_note, sign_note
-from auraseal.ledger.tiles import Tile, parse_tile_path, tiles_for_size
+from auraseal.ledger.tiles import Tile, new_tiles, parse_tile_path, tiles_for_size
 
 if TYPE_CHECKING:
     from auraseal.ledger.service import Ledger
@@ -32,6 +34,7 @@ __all__ = [
     "PARTIAL_TILE_CACHE",
     "Cosigner",
     "LogFile",
+    "TileCache",
     "TileWriter",
     "log_file",
     "signed_log_checkpoint",
@@ -67,7 +70,34 @@ def signed_log_checkpoint(ledger: Ledger, signer: Ed25519NoteSigner,
     return cp, note
 
 
-def log_file(ledger: Ledger, path: str, signer: Ed25519NoteSigner) -> LogFile:
+class TileCache:
+    """An LRU of *full* tiles (immutable: a full tile's bytes never change), bounded
+    by total bytes; keyed by the log origin too."""
+
+    def __init__(self, max_bytes: int = 32 << 20) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple[str, Tile], bytes] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, ledger: Ledger, tile: Tile) -> bytes:
+        if not tile.full:
+            return ledger.tile(tile)
+        key = (ledger.origin, tile)
+        data = self._items.get(key)
+        if data is not None:
+            self._items.move_to_end(key)
+            return data
+        data = ledger.tile(tile)
+        self._items[key] = data
+        self._bytes += len(data)
+        while self._bytes > self.max_bytes and self._items:
+            _, old = self._items.popitem(last=False)
+            self._bytes -= len(old)
+        return data
+
+
+def log_file(ledger: Ledger, path: str, signer: Ed25519NoteSigner,
+             cache: TileCache | None = None) -> LogFile:
     """``checkpoint`` or a ``tile/...`` path of the log, as served under ``/ledger/log/``.
 
     Full tiles never change (``immutable``); a partial tile of width W never
@@ -80,7 +110,7 @@ def log_file(ledger: Ledger, path: str, signer: Ed25519NoteSigner) -> LogFile:
         tile = parse_tile_path(path)
     except InputError as exc:
         raise NotFoundError("no such log file", path[:80]) from exc
-    data = ledger.tile(tile)
+    data = cache.get(ledger, tile) if cache is not None else ledger.tile(tile)
     return LogFile(data, TILE_TYPE, FULL_TILE_CACHE if tile.full else PARTIAL_TILE_CACHE)
 
 
@@ -108,7 +138,15 @@ class TileWriter:
     out: Path
     signer: Ed25519NoteSigner
     cosigner: Cosigner | None = None
+    #: skip :meth:`update` calls less than this many seconds after the last one
+    #: (``force=True`` and :meth:`flush` always write); 0 updates on every call
+    min_interval: float = 0.0
+    clock: Callable[[], float] = time.monotonic
+    _last: float | None = None
+    _stale: bool = False
     _cleaned: set[Path] = field(default_factory=set)
+    #: tree size whose tiles this writer knows are all in ``out`` (-1: scan once)
+    _done: int = -1
 
     def _published_size(self) -> int:
         try:
@@ -133,21 +171,43 @@ class TileWriter:
         atomic_write_bytes(path, data)
 
     def missing(self, size: int) -> list[Tile]:
-        return [t for t in tiles_for_size(size) if not (self.out / t.path()).exists()]
+        """Tiles of the tree of ``size`` not in ``out``: after the first scan, only the
+        tiles that changed since the last size this writer completed (``NewTiles``)."""
+        if 0 <= self._done <= size:
+            candidates = new_tiles(self._done, size)
+        else:
+            candidates = tiles_for_size(size)
+        return [t for t in candidates if not (self.out / t.path()).exists()]
 
-    def update(self, ledger: Ledger) -> dict[str, int]:
-        """Write the new tiles and the checkpoint of ``ledger``'s committed tree."""
+    def update(self, ledger: Ledger, *, force: bool = False) -> dict[str, int]:
+        """Write the new tiles and the checkpoint of ``ledger``'s committed tree.
+
+        Within ``min_interval`` of the previous update nothing is written (the
+        result has ``skipped: 1``) until the next call after it, or :meth:`flush`.
+        """
+        now = self.clock()
+        if not force and self._last is not None and now - self._last < self.min_interval:
+            self._stale = True
+            return {"tree_size": self._done, "tiles_written": 0, "checkpoint_written": 0,
+                    "skipped": 1}
+        self._last, self._stale = now, False
         with _dir_lock(self.out):
             cp, note = signed_log_checkpoint(ledger, self.signer, self.cosigner)
             todo = self.missing(cp.size)
             for tile in todo:
                 self._write(self.out / tile.path(), ledger.tile(tile, cp.size))
+            self._done = cp.size
             published = self._published_size()
             wrote_cp = cp.size >= published
             if wrote_cp:
                 self._write(self.out / "checkpoint", note.encode("utf-8"))
         return {"tree_size": cp.size, "tiles_written": len(todo),
-                "checkpoint_written": int(wrote_cp)}
+                "checkpoint_written": int(wrote_cp), "skipped": 0}
+
+    def flush(self, ledger: Ledger) -> None:
+        """Write what an update skipped within ``min_interval``, if anything."""
+        if self._stale:
+            self.update(ledger, force=True)
 
 
 def write_tiles(ledger: Ledger, out: Path, signer: Ed25519NoteSigner,

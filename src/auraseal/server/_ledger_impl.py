@@ -11,7 +11,7 @@ from typing import Any
 from auraseal.errors import InputError, MerkleProofError, NotFoundError
 from auraseal.ledger import HMAC_ENV, BlockPolicy, Ledger, open_ledger, verifier_key
 from auraseal.ledger.note import Ed25519NoteSigner
-from auraseal.ledger.tilelog import log_file
+from auraseal.ledger.tilelog import TileCache, log_file
 from auraseal.server.config import ServerConfig
 from auraseal.signing import SigningKey, generate_keypair, load_signing_key
 
@@ -34,6 +34,7 @@ class RealLedgerPort:
         self.key = key
         self.name = name
         self._lock = threading.Lock()
+        self._tiles = TileCache()
 
     @classmethod
     def open(cls, config: ServerConfig) -> RealLedgerPort:
@@ -100,7 +101,7 @@ class RealLedgerPort:
 
     def log_file(self, path: str) -> tuple[bytes, str, str]:
         with self._lock:
-            f = log_file(self.ledger, path, Ed25519NoteSigner(self.name, self.key))
+            f = log_file(self.ledger, path, Ed25519NoteSigner(self.name, self.key), self._tiles)
         return f.data, f.content_type, f.cache_control
 
     def commit(self) -> dict[str, Any] | None:
