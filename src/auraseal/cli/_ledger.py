@@ -262,6 +262,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
                             f" block {res['block_number']}, included {res['included']})")
             return 0 if res["verified"] else 1
         cp = None
+        if (args.witness or args.witness_threshold) and args.checkpoint is None:
+            raise UsageError("--witness needs --checkpoint NOTE", "--witness")
         if args.checkpoint is not None:
             cp = _open_cp(args, args.checkpoint)
         if args.reconcile:
