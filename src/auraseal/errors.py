@@ -36,6 +36,7 @@ __all__ = [
     "LedgerError",
     "LedgerTamperError",
     "MalformedIntegrityError",
+    "MalformedNoteError",
     "ManifestFormatError",
     "MerkleProofError",
     "MissingSecretError",
@@ -167,6 +168,10 @@ class LedgerError(InputError):
 
 class LedgerConflictError(LedgerError):
     """Concurrent writers raced for the same block; the caller may retry."""
+
+
+class MalformedNoteError(InputError):
+    """A C2SP signed note, checkpoint or note key is not well-formed."""
 
 
 # --- 3: trust ---------------------------------------------------------------

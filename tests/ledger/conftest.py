@@ -58,3 +58,11 @@ def run_sql(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
     with psycopg.connect(url, autocommit=True) as conn:
         cur = conn.execute(q, params)  # type: ignore[arg-type]
         return cur.fetchall() if cur.description else []
+
+
+@pytest.fixture(scope="session")
+def go_checker(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Go reference checker, built once per session (fails if Go is missing)."""
+    from .gotool import build_go_checker  # noqa: PLC0415
+
+    return build_go_checker(tmp_path_factory.mktemp("go"))

@@ -1,4 +1,4 @@
-"""``auraseal ledger record|commit|verify|show|proof|checkpoint|consistency``.
+"""``auraseal ledger record|commit|verify|show|proof|checkpoint|consistency|tiles``.
 
 Every subcommand takes ``--ledger URL`` (default ``$AURASEAL_LEDGER``, else a
 SQLite ledger in the user's data directory), ``--jsonl PATH`` (default
@@ -21,19 +21,29 @@ from auraseal.ledger import (
     BlockPolicy,
     Checkpoint,
     Ledger,
-    open_checkpoint,
     open_ledger,
     resolve_ledger_url,
     verifier_key,
     verify_bundle,
 )
+from auraseal.ledger.checkpoint import open_checkpoint_note
+from auraseal.ledger.note import (
+    ALG_COSIGNATURE_V1,
+    Ed25519NoteSigner,
+    NoteVerifier,
+    load_note_signer,
+    load_note_verifier,
+    read_note_file,
+)
 from auraseal.ledger.service import env_jsonl
+from auraseal.ledger.tilelog import write_tiles
 from auraseal.merkle import verify_consistency
-from auraseal.signing import load_public_key, load_signing_key
 
 __all__ = ["register"]
 
 DEFAULT_KEY_NAME = "auraseal-ledger"
+_PUB_HELP = ("log key: a note verifier key name+hash+base64, a file holding one, or a PEM"
+             " public key (named --name)")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -78,8 +88,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="append what the JSONL mirror is missing after an interrupted write")
     p.add_argument("--checkpoint", type=Path, metavar="NOTE",
                    help="also check the tree against this signed checkpoint")
-    p.add_argument("--pub", type=Path, help="public key for --checkpoint")
+    p.add_argument("--pub", metavar="KEY", help=_PUB_HELP)
     p.add_argument("--name", default=DEFAULT_KEY_NAME, help="checkpoint key name")
+    _witness_args(p)
     p.set_defaults(handler=cmd_verify)
 
     p = lsub.add_parser("show", parents=[common], help="show the head, a block or an entry")
@@ -95,36 +106,83 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("entry_id", nargs="?")
     p.add_argument("--size", type=int, help="tree size (default: the whole committed tree)")
     p.add_argument("--bundle", type=Path, metavar="OUT", help="write an offline proof bundle")
-    p.add_argument("--key", type=Path, help="Ed25519 private key to sign the bundle's checkpoint")
+    p.add_argument("--key", help="private key to sign the bundle's checkpoint (PEM or"
+                                 " PRIVATE+KEY+...)")
     p.add_argument("--check", type=Path, metavar="BUNDLE",
                    help="verify a bundle offline (needs only --pub)")
-    p.add_argument("--pub", type=Path, help="public key for --check")
+    p.add_argument("--pub", metavar="KEY", help=_PUB_HELP)
     p.add_argument("--data-file", type=Path, help="with --check: also check the data")
     p.add_argument("--name", default=DEFAULT_KEY_NAME, help="checkpoint key name")
+    _witness_args(p)
     p.set_defaults(handler=cmd_proof)
 
     p = lsub.add_parser("checkpoint", parents=[common],
                         help="sign a C2SP checkpoint of the tree, or --check one")
-    p.add_argument("--key", type=Path, help="Ed25519 private key (auraseal keygen)")
+    p.add_argument("--key", help="Ed25519 private key (auraseal keygen PEM, or a note signer"
+                                 " key PRIVATE+KEY+..., or a file holding one)")
     p.add_argument("--name", default=DEFAULT_KEY_NAME, help="key name in the signed note")
     p.add_argument("--size", type=int, help="tree size (default: the whole committed tree)")
     p.add_argument("--out", type=Path, help="write the note here")
     p.add_argument("--check", type=Path, metavar="NOTE", help="verify a note with --pub")
-    p.add_argument("--pub", type=Path)
+    p.add_argument("--pub", metavar="KEY", help=_PUB_HELP)
+    _witness_args(p)
     p.set_defaults(handler=cmd_checkpoint)
+
+    p = lsub.add_parser("tiles", parents=[common],
+                        help="write the C2SP tlog-tiles tree (checkpoint + tiles) for a static"
+                             " host; only new tiles are written on a rerun")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p.add_argument("--key", required=True,
+                   help="log key: PEM private key or PRIVATE+KEY+... note signer key")
+    p.add_argument("--name", default=DEFAULT_KEY_NAME, help="key name in the signed note")
+    p.add_argument("--witness-url", action="append", default=[], metavar="URL",
+                   help="submit the checkpoint to this tlog-witness (base URL) and publish"
+                        " its cosignature; repeatable")
+    p.set_defaults(handler=cmd_tiles)
 
     p = lsub.add_parser("consistency", parents=[common],
                         help="consistency proof between two checkpoints (or sizes)")
     p.add_argument("old", nargs="?", type=Path, help="older signed checkpoint")
     p.add_argument("new", nargs="?", type=Path, help="newer signed checkpoint")
-    p.add_argument("--pub", type=Path, help="public key that signed the checkpoints")
+    p.add_argument("--pub", metavar="KEY", help=_PUB_HELP)
     p.add_argument("--name", default=DEFAULT_KEY_NAME)
     p.add_argument("--size1", type=int)
     p.add_argument("--size2", type=int)
+    _witness_args(p)
     p.set_defaults(handler=cmd_consistency)
 
 
 # --- helpers -----------------------------------------------------------------
+
+
+def _witness_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--witness", action="append", default=[], metavar="VKEY",
+                   help="trusted witness cosignature key (name+hash+base64, alg 0x04);"
+                        " repeatable")
+    p.add_argument("--witness-threshold", type=int, default=None, metavar="K",
+                   help="require K valid witness cosignatures (default: all --witness keys)")
+
+
+def _witnesses(args: argparse.Namespace) -> tuple[list[NoteVerifier], int]:
+    keys = [load_note_verifier(w, "witness", ALG_COSIGNATURE_V1) for w in args.witness]
+    k = args.witness_threshold
+    if k is None:
+        k = len(keys)
+    if k < 0 or k > len(keys):
+        raise UsageError(f"--witness-threshold {k} needs that many --witness keys",
+                         "--witness-threshold")
+    return keys, k
+
+
+def _verifier(args: argparse.Namespace) -> NoteVerifier:
+    return load_note_verifier(_need(args.pub, "--pub"), args.name)
+
+
+def _open_cp(args: argparse.Namespace, path: Path) -> Checkpoint:
+    """Read a note file as bytes and verify it with --pub and the witness options."""
+    witnesses, k = _witnesses(args)
+    return open_checkpoint_note(read_note_file(path), _verifier(args), witnesses=witnesses,
+                                witness_threshold=k, where=str(path))
 
 
 def _open(args: argparse.Namespace) -> Ledger:
@@ -203,10 +261,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
                             f" block {res['block_number']}, included {res['included']})")
             return 0 if res["verified"] else 1
         cp = None
+        if (args.witness or args.witness_threshold) and args.checkpoint is None:
+            raise UsageError("--witness needs --checkpoint NOTE", "--witness")
         if args.checkpoint is not None:
-            pub = load_public_key(_need(args.pub, "--pub"))
-            cp = open_checkpoint(_read_text(args.checkpoint), args.name, pub,
-                                 where=str(args.checkpoint))
+            cp = _open_cp(args, args.checkpoint)
         if args.reconcile:
             fixed = led.reconcile()
             if not args.json:
@@ -260,26 +318,28 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_proof(args: argparse.Namespace) -> int:
     if args.check is not None:
-        pub = load_public_key(_need(args.pub, "--pub"))
+        pub = _verifier(args)
+        witnesses, k = _witnesses(args)
         bundle = _json_arg(None, args.check, "bundle")
         if not isinstance(bundle, dict):
             raise InputError("bundle must be a JSON object", str(args.check))
         kwargs: dict[str, Any] = {}
         if args.data_file is not None:
             kwargs["original_data"] = _json_arg(None, args.data_file, "--data-file")
-        res = verify_bundle(bundle, args.name, pub, where=str(args.check), **kwargs)
+        res = verify_bundle(bundle, pub.name, pub, where=str(args.check), witnesses=witnesses,
+                            witness_threshold=k, **kwargs)
         in_block = (f", in block {res['block_number']} (every block field checked)"
                     if res["block_checked"] else "")
         emit(args, res, f"VERIFIED: entry {res['entry_id']} is leaf {res['leaf_index']} of"
-                        f" the tree of size {res['tree_size']} signed by {args.name}{in_block}")
+                        f" the tree of size {res['tree_size']} signed by {pub.name}{in_block}")
         return 0
     entry_id = _need(args.entry_id, "ENTRY_ID")
     with _open(args) as led:
         proof = led.inclusion(entry_id, args.size)
         proof.verify()
         if args.bundle is not None:
-            key = load_signing_key(_need(args.key, "--key"))
-            bundle = led.proof_bundle(entry_id, args.name, key, proof.tree_size)
+            signer = load_note_signer(_need(args.key, "--key"), args.name)
+            bundle = led.proof_bundle(entry_id, signer.name, signer.key, proof.tree_size)
             atomic_write_bytes(args.bundle, (json.dumps(bundle, indent=2) + "\n").encode())
     d = proof.to_dict()
     text = (f"entry {entry_id}: leaf {proof.leaf_index} of {proof.tree_size},"
@@ -293,18 +353,17 @@ def cmd_proof(args: argparse.Namespace) -> int:
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
     if args.check is not None:
-        pub = load_public_key(_need(args.pub, "--pub"))
-        cp = open_checkpoint(_read_text(args.check), args.name, pub, where=str(args.check))
+        cp = _open_cp(args, args.check)
         emit(args, {"origin": cp.origin, "tree_size": cp.size, "root": cp.root.hex(),
                     "verified": True},
              f"VERIFIED: {cp.origin} size {cp.size} root {cp.root.hex()}")
         return 0
-    key = load_signing_key(_need(args.key, "--key"))
+    signer = load_note_signer(_need(args.key, "--key"), args.name)
     with _open(args) as led:
-        note = led.signed_checkpoint(args.name, key, args.size)
+        note = led.signed_checkpoint(signer.name, signer.key, args.size)
     if args.out is not None:
         atomic_write_bytes(args.out, note.encode("utf-8"))
-    emit(args, {"note": note, "verifier_key": verifier_key(args.name, key.public),
+    emit(args, {"note": note, "verifier_key": verifier_key(signer.name, signer.key.public),
                 "out": str(args.out) if args.out else None}, note.rstrip("\n"))
     return 0
 
@@ -314,11 +373,8 @@ def cmd_consistency(args: argparse.Namespace) -> int:
     new: Checkpoint | None = None
     with _open(args) as led:
         if args.old is not None or args.new is not None:
-            pub = load_public_key(_need(args.pub, "--pub"))
-            old = open_checkpoint(_read_text(_need(args.old, "OLD")), args.name, pub,
-                                  where=str(args.old))
-            new = open_checkpoint(_read_text(_need(args.new, "NEW")), args.name, pub,
-                                  where=str(args.new))
+            old = _open_cp(args, _need(args.old, "OLD"))
+            new = _open_cp(args, _need(args.new, "NEW"))
             size1, size2 = old.size, new.size
         else:
             size1, size2 = _need(args.size1, "--size1"), args.size2
@@ -331,4 +387,21 @@ def cmd_consistency(args: argparse.Namespace) -> int:
     emit(args, {"size1": size1, "size2": size2, "root1": root1.hex(), "root2": root2.hex(),
                 "proof": [p.hex() for p in proof], "verified": True},
          f"CONSISTENT: tree {size1} is a prefix of tree {size2} ({len(proof)} hashes)")
+    return 0
+
+
+def cmd_tiles(args: argparse.Namespace) -> int:
+    signer = load_note_signer(args.key, args.name)
+    if not isinstance(signer, Ed25519NoteSigner):
+        raise UsageError("--key must be an Ed25519 note key (algorithm 0x01)", "--key")
+    with _open(args) as led:
+        cosigner = None
+        if args.witness_url:
+            from auraseal.witness.client import ledger_cosigner  # noqa: PLC0415
+
+            cosigner = ledger_cosigner(led, args.witness_url)
+        res = write_tiles(led, args.out, signer, cosigner)
+    emit(args, {**res, "out": str(args.out), "verifier_key": signer.verifier().vkey()},
+         f"tree size {res['tree_size']}: {res['tiles_written']} new tiles written to {args.out}"
+         + ("" if res["checkpoint_written"] else " (a newer checkpoint is already there)"))
     return 0

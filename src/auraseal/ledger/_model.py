@@ -28,6 +28,7 @@ __all__ = [
     "FORMAT_VERSION",
     "GENESIS_HASH",
     "HMAC_ENV",
+    "MAX_LEAF_BYTES",
     "Block",
     "BlockPolicy",
     "Entry",
@@ -48,6 +49,8 @@ GENESIS_HASH = "0" * 64
 HMAC_ENV = "INTEGRITY_HMAC_SECRET"
 _LEAF_TAG = b"auraseal-ledger-entry-v1\n"
 _SAFE_INT = 2**53 - 1
+#: Largest leaf (``Entry.leaf()``) a tlog-tiles entry bundle can carry (u16 length).
+MAX_LEAF_BYTES = 0xFFFF
 
 
 def now_text(t: datetime | None = None) -> str:
@@ -244,6 +247,10 @@ def make_entry(
         m.update(signed)
         sig = m.hexdigest()
     raw_sig = (sig or "").encode("ascii")
+    if len(signed) + 4 + len(raw_sig) > MAX_LEAF_BYTES:
+        raise InputError(
+            f"entry too large: its leaf would exceed {MAX_LEAF_BYTES} bytes (tlog-tiles entry"
+            " bundles use a 16-bit length)", "metadata")
     leaf = merkle.leaf_hash(signed + len(raw_sig).to_bytes(4, "big") + raw_sig)
     return Entry(entry_id, entry_type, dh, meta, timestamp, sig), leaf
 

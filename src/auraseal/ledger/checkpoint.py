@@ -12,20 +12,33 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from auraseal import merkle
 from auraseal.errors import (
     BadSignatureError,
     DigestMismatchError,
     InputError,
+    MalformedNoteError,
     MerkleProofError,
-    UnknownKeyError,
 )
 from auraseal.ledger._model import FORMAT_VERSION, GENESIS_HASH, Block, Entry, data_hash
+from auraseal.ledger.note import (
+    ALG_ED25519,
+    CosignatureVerifier,
+    Ed25519NoteVerifier,
+    NoteVerifier,
+    check_note_text,
+    key_id,
+    open_note,
+    verified_witnesses,
+)
+
+if TYPE_CHECKING:
+    from auraseal.signing import PublicKey
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -37,6 +50,7 @@ __all__ = [
     "make_bundle",
     "note_key_id",
     "open_checkpoint",
+    "open_checkpoint_note",
     "sign_checkpoint",
     "verifier_key",
     "verify_bundle",
@@ -66,15 +80,9 @@ class NoteSigner(Protocol):
     def sign(self, data: bytes) -> bytes: ...
 
 
-def _check_name(name: str) -> str:
-    if not name or any(c.isspace() for c in name) or "+" in name:
-        raise InputError("a note key name must be non-empty, with no spaces or '+'", name)
-    return name
-
-
 def note_key_id(name: str, public_raw: bytes) -> bytes:
     """The signed-note key id of an Ed25519 key: 4 bytes."""
-    return hashlib.sha256(_check_name(name).encode() + b"\n" + _ED25519 + public_raw).digest()[:4]
+    return key_id(name, ALG_ED25519, public_raw)
 
 
 def verifier_key(name: str, public: NotePublicKey) -> str:
@@ -83,38 +91,56 @@ def verifier_key(name: str, public: NotePublicKey) -> str:
     return f"{name}+{kid}+{base64.b64encode(_ED25519 + public.raw).decode()}"
 
 
+_SIZE = re.compile(r"0|[1-9][0-9]{0,19}")
+_MAX_SIZE = 2**64 - 1
+
+
 @dataclass(frozen=True)
 class Checkpoint:
-    """A tree head: ``origin``, ``size`` and ``root`` (raw 32 bytes)."""
+    """A tree head: ``origin``, ``size`` and ``root`` (raw 32 bytes), plus any
+    extension lines (C2SP tlog-checkpoint)."""
 
     origin: str
     size: int
     root: bytes
+    extensions: tuple[str, ...] = ()
 
     def body(self) -> str:
         if not self.origin or "\n" in self.origin:
             raise InputError("checkpoint origin must be one non-empty line", "origin")
-        return f"{self.origin}\n{self.size}\n{base64.b64encode(self.root).decode()}\n"
+        ext = "".join(e + "\n" for e in self.extensions)
+        return f"{self.origin}\n{self.size}\n{base64.b64encode(self.root).decode()}\n{ext}"
 
     @classmethod
-    def parse_body(cls, body: str, where: str = "checkpoint") -> Checkpoint:
-        lines = body.split("\n")
+    def parse_body(cls, body: str | bytes, where: str = "checkpoint") -> Checkpoint:
+        """Parse checkpoint text exactly as C2SP tlog-checkpoint writes it.
+
+        Rejects control characters (CR included), a size that is not a plain
+        ASCII decimal without leading zeros (or above 2**64-1), a root that is
+        not canonical base64 of 32 bytes, empty extension lines, and text not
+        ending in a newline.
+        """
+        text = check_note_text(body, where)
+        lines = text.split("\n")
         if len(lines) < 4 or lines[-1] != "":
-            raise InputError("checkpoint body needs origin, size and root lines", where)
+            raise MalformedNoteError("checkpoint needs origin, size and root lines", where)
         origin, size_text, root_text = lines[0], lines[1], lines[2]
-        if any(ln == "" for ln in lines[3:-1]):
-            raise InputError("empty extension line in checkpoint body", where)
+        extensions = tuple(lines[3:-1])
+        if any(ln == "" for ln in extensions):
+            raise MalformedNoteError("empty extension line in checkpoint", where)
         if not origin:
-            raise InputError("checkpoint origin is empty", where)
-        if not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
-            raise InputError(f"tree size {size_text!r} is not a decimal number", where)
+            raise MalformedNoteError("checkpoint origin is empty", where)
+        if not _SIZE.fullmatch(size_text) or int(size_text) > _MAX_SIZE:
+            raise MalformedNoteError(
+                f"tree size {size_text!r} is not a plain decimal number", where)
         try:
             root = base64.b64decode(root_text, validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise InputError("checkpoint root is not base64", where) from exc
-        if len(root) != merkle.HASH_SIZE:
-            raise InputError("checkpoint root is not a SHA-256 hash", where)
-        return cls(origin, int(size_text), root)
+            raise MalformedNoteError("checkpoint root is not base64", where) from exc
+        if len(root) != merkle.HASH_SIZE or base64.b64encode(root).decode() != root_text:
+            raise MalformedNoteError("checkpoint root is not a canonical base64 SHA-256 hash",
+                                     where)
+        return cls(origin, int(size_text), root, extensions)
 
 
 def sign_checkpoint(cp: Checkpoint, name: str, key: NoteSigner) -> str:
@@ -125,36 +151,19 @@ def sign_checkpoint(cp: Checkpoint, name: str, key: NoteSigner) -> str:
     return f"{body}\n{_DASH} {name} {base64.b64encode(kid + sig).decode()}\n"
 
 
-def open_checkpoint(
-    note: str, name: str, public: NotePublicKey, *, origin: str | None = None,
+def open_checkpoint_note(
+    note: str | bytes, verifier: NoteVerifier, *, origin: str | None = None,
+    witnesses: Sequence[NoteVerifier] = (), witness_threshold: int = 0,
     where: str = "checkpoint",
 ) -> Checkpoint:
-    """Verify ``note``'s signature by (``name``, ``public``) and parse its checkpoint."""
-    body, sep, sigs = note.partition("\n\n")
-    if not sep or not sigs.endswith("\n"):
-        raise InputError("not a signed note (no blank line before signatures)", where)
-    body += "\n"
-    kid = note_key_id(name, public.raw)
-    found = False
-    for line in sigs[:-1].split("\n"):
-        parts = line.split(" ")
-        if len(parts) != 3 or parts[0] != _DASH:
-            raise InputError(f"malformed signature line {line!r}", where)
-        if parts[1] != name:
-            continue
-        try:
-            raw = base64.b64decode(parts[2], validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise InputError("signature is not base64", where) from exc
-        if len(raw) < 5 or raw[:4] != kid:
-            continue
-        public.verify(raw[4:], body.encode("utf-8"), where)
-        found = True
-    if not found:
-        raise UnknownKeyError(f"note carries no signature by key {name!r}", where)
-    cp = Checkpoint.parse_body(body, where)
+    """Verify ``note`` (strict C2SP signed note) by the log key ``verifier``, require
+    ``witness_threshold`` valid cosignatures from ``witnesses``, parse the checkpoint."""
+    parsed, _ = open_note(note, [verifier], where)
+    cp = Checkpoint.parse_body(parsed.text, where)
     if origin is not None and cp.origin != origin:
         raise BadSignatureError(f"checkpoint origin {cp.origin!r} is not {origin!r}", where)
+    if witnesses or witness_threshold:
+        verified_witnesses(parsed, witnesses, witness_threshold, where)
     return cp
 
 
@@ -182,6 +191,25 @@ class BlockProof:
     def to_json(self) -> dict[str, Any]:
         return {"leaves": _b64list(self.leaves), "frontier": _b64list(self.frontier),
                 "consistency": _b64list(self.consistency)}
+
+
+def open_checkpoint(
+    note: str | bytes, name: str, public: NotePublicKey | NoteVerifier, *,
+    origin: str | None = None, where: str = "checkpoint",
+    witnesses: Sequence[NoteVerifier] = (), witness_threshold: int = 0,
+) -> Checkpoint:
+    """Verify ``note``'s signature by (``name``, ``public``) and parse its checkpoint.
+
+    ``public`` is an Ed25519 public key (then named ``name``) or a note verifier
+    (:func:`auraseal.ledger.note.parse_verifier_key`), whose own name counts.
+    """
+    verifier: NoteVerifier
+    if isinstance(public, Ed25519NoteVerifier | CosignatureVerifier):
+        verifier = public
+    else:
+        verifier = Ed25519NoteVerifier(name, cast("PublicKey", public))
+    return open_checkpoint_note(note, verifier, origin=origin, witnesses=witnesses,
+                                witness_threshold=witness_threshold, where=where)
 
 
 def make_bundle(
@@ -300,8 +328,9 @@ _NO_DATA = object()
 
 
 def verify_bundle(
-    bundle: Mapping[str, Any], name: str, public: NotePublicKey, *,
+    bundle: Mapping[str, Any], name: str, public: NotePublicKey | NoteVerifier, *,
     original_data: Any = _NO_DATA, where: str = "bundle",
+    witnesses: Sequence[NoteVerifier] = (), witness_threshold: int = 0,
 ) -> dict[str, Any]:
     """Check a bundle with only the public key; raise on any failure.
 
@@ -324,7 +353,8 @@ def verify_bundle(
         note = str(bundle["checkpoint"])
     except (KeyError, TypeError, ValueError, binascii.Error) as exc:
         raise InputError(f"malformed bundle: {exc}", where) from exc
-    cp = open_checkpoint(note, name, public, where=f"{where}: checkpoint")
+    cp = open_checkpoint(note, name, public, where=f"{where}: checkpoint",
+                         witnesses=witnesses, witness_threshold=witness_threshold)
     if cp.size != size:
         raise MerkleProofError(f"proof is for tree size {size}, checkpoint is {cp.size}", where)
     merkle.verify_inclusion(entry.leaf_hash(), index, size, proof, cp.root)

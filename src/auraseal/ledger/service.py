@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import platformdirs
 
@@ -51,6 +51,10 @@ from auraseal.ledger.checkpoint import (
 from auraseal.ledger.jsonl import JsonlMirror, reconcile_line, record_line
 from auraseal.ledger.stores._base import Store
 from auraseal.ledger.stores.sqlite import SQLiteStore
+from auraseal.ledger.tiles import ENTRIES, Tile, entry_bundle, hash_tile, tile_exists
+
+if TYPE_CHECKING:
+    from auraseal.ledger.tilelog import TileWriter
 from auraseal.ledger.verify import ChainReport, verify_store
 
 __all__ = [
@@ -202,8 +206,11 @@ class Ledger:
         policy: BlockPolicy | None = None,
         secret: bytes | None = _ENV,
         fsync: str = "block",
+        tiles: TileWriter | None = None,
     ) -> None:
         self.store = store
+        #: when set, the tile tree is brought up to date after every commit of blocks
+        self.tiles = tiles
         if isinstance(jsonl, JsonlMirror) or jsonl is None:
             self.mirror = jsonl
         else:
@@ -223,9 +230,13 @@ class Ledger:
         self.close()
 
     def close(self) -> None:
-        if self.mirror is not None:
-            self.mirror.close()
-        self.store.close()
+        try:
+            if self.tiles is not None:
+                self.tiles.flush(self)
+        finally:
+            if self.mirror is not None:
+                self.mirror.close()
+            self.store.close()
 
     @property
     def origin(self) -> str:
@@ -279,6 +290,8 @@ class Ledger:
                     sync=bool(blocks),
                 )
         blocks += self.maybe_commit()
+        if blocks:
+            self._update_tiles()
         numbers = tuple(b.block_number for b in blocks)
         return [
             RecordResult(
@@ -327,7 +340,13 @@ class Ledger:
         out: list[Block] = []
         while (b := self._commit_one(self.policy.max_entries)) is not None:
             out.append(b)
+        if out:
+            self._update_tiles()
         return out
+
+    def _update_tiles(self) -> None:
+        if self.tiles is not None:
+            self.tiles.update(self)
 
     # --- reading ------------------------------------------------------------
 
@@ -438,6 +457,29 @@ class Ledger:
             merkle.root_from(get, size1),
             merkle.root_from(get, size2),
         )
+
+    def tile(self, tile: Tile, tree_size: int | None = None) -> bytes:
+        """The bytes of a C2SP tlog-tiles tile (or entry bundle) of the committed tree.
+
+        Read from the stored nodes (level ``8·L``) or entries; raises
+        :class:`NotFoundError` if the tree of ``tree_size`` has no such tile.
+        """
+        size = self._size(tree_size)
+        if not tile_exists(tile, size):
+            raise NotFoundError(f"no such tile in the tree of size {size}", tile.path())
+        level, start, end = tile.node_coords()
+        if tile.level == ENTRIES:
+            entries = self.store.entry_range(start, end)
+            if [e.leaf_index for e in entries] != list(range(start, end)):
+                raise LedgerTamperError("committed entries are missing", tile.path())
+            return entry_bundle([e.leaf() for e in entries])
+        got = self.store.node_range(level, start, end)
+        try:
+            return hash_tile([got[i] for i in range(start, end)])
+        except KeyError as exc:
+            raise LedgerTamperError(
+                f"stored tree node (level {level}, index {exc.args[0]}) is missing",
+                tile.path()) from exc
 
     def proof_bundle(
         self, entry_id: str, name: str, key: NoteSigner, tree_size: int | None = None

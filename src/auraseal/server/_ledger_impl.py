@@ -10,6 +10,8 @@ from typing import Any
 
 from auraseal.errors import InputError, MerkleProofError, NotFoundError
 from auraseal.ledger import HMAC_ENV, BlockPolicy, Ledger, open_ledger, verifier_key
+from auraseal.ledger.note import Ed25519NoteSigner
+from auraseal.ledger.tilelog import TileCache, log_file
 from auraseal.server.config import ServerConfig
 from auraseal.signing import SigningKey, generate_keypair, load_signing_key
 
@@ -32,6 +34,7 @@ class RealLedgerPort:
         self.key = key
         self.name = name
         self._lock = threading.Lock()
+        self._tiles = TileCache()
 
     @classmethod
     def open(cls, config: ServerConfig) -> RealLedgerPort:
@@ -95,6 +98,11 @@ class RealLedgerPort:
     def block(self, number: int) -> dict[str, Any]:
         with self._lock:
             return self.ledger.block(number).to_json()
+
+    def log_file(self, path: str) -> tuple[bytes, str, str]:
+        with self._lock:
+            f = log_file(self.ledger, path, Ed25519NoteSigner(self.name, self.key), self._tiles)
+        return f.data, f.content_type, f.cache_control
 
     def commit(self) -> dict[str, Any] | None:
         with self._lock:

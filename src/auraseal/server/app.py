@@ -582,6 +582,13 @@ class Handlers:
         led = self._ledger()
         return PlainTextResponse(led.verifier_key + "\n")
 
+    async def ledger_log(self, request: Request) -> Response:
+        """C2SP tlog-tiles: ``/ledger/log/checkpoint`` and ``/ledger/log/tile/...``."""
+        led = self._ledger()
+        path = str(request.path_params["path"])
+        data, ctype, cache = await anyio.to_thread.run_sync(led.log_file, path)
+        return Response(data, media_type=ctype, headers={"cache-control": cache})
+
     async def ledger_block(self, request: Request) -> Response:
         led = self._ledger()
         raw = str(request.path_params["number"])
@@ -643,6 +650,7 @@ def _routes(h: Handlers) -> list[BaseRoute]:
         Route("/ledger/consistency", _wrap(h.ledger_consistency), methods=gh),
         Route("/ledger/blocks/{number}", _wrap(h.ledger_block), methods=gh),
         Route("/ledger/verifier-key", _wrap(h.ledger_verifier_key), methods=gh),
+        Route("/ledger/log/{path:path}", _wrap(h.ledger_log), methods=gh),
     ]
 
 

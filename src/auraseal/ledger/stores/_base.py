@@ -134,6 +134,21 @@ class Store(ABC):
     def nodes(self, coords: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
         """Stored complete-subtree hashes at the given ``(level, index)``."""
 
+    def node_range(self, level: int, start: int, end: int) -> dict[int, bytes]:
+        """Stored hashes at ``level`` with index in ``[start, end)`` (tiles read these)."""
+        got = self.nodes((level, i) for i in range(start, end))
+        return {i: h for (_, i), h in got.items()}
+
+    def entry_range(self, start: int, end: int) -> list[Entry]:
+        """Committed entries with leaf index in ``[start, end)``, by leaf index."""
+        out: list[Entry] = []
+        for e in self.committed_entries():
+            if e.leaf_index is not None and start <= e.leaf_index < end:
+                out.append(e)
+            elif e.leaf_index is not None and e.leaf_index >= end:
+                break
+        return out
+
     @abstractmethod
     def all_nodes(self) -> Iterator[tuple[int, int, bytes]]:
         """Every stored node, by level then index."""

@@ -372,6 +372,16 @@ class PostgresStore(Store):
         except psycopg.Error as exc:
             raise self._fail("cannot read tree nodes", exc) from exc
 
+    def node_range(self, level: int, start: int, end: int) -> dict[int, bytes]:
+        rows = self._q("SELECT idx, hash FROM ledger.nodes WHERE level = %s AND idx >= %s"
+                       " AND idx < %s", (level, start, end))
+        return {int(i): bytes(h) for i, h in rows}
+
+    def entry_range(self, start: int, end: int) -> list[Entry]:
+        rows = self._q(_ENTRY_SELECT + " WHERE leaf_index >= %s AND leaf_index < %s"
+                       " ORDER BY leaf_index", (start, end))
+        return [_entry(r) for r in rows]
+
     def all_nodes(self) -> Iterator[tuple[int, int, bytes]]:
         for lv, ix, h in self._stream("SELECT level, idx, hash FROM ledger.nodes"
                                       " ORDER BY level, idx"):

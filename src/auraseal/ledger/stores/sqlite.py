@@ -285,6 +285,16 @@ class SQLiteStore(Store):
         except sqlite3.Error as exc:
             raise StorageError(f"cannot read tree nodes: {exc}", str(self.path)) from exc
 
+    def node_range(self, level: int, start: int, end: int) -> dict[int, bytes]:
+        rows = self._q("SELECT idx, hash FROM nodes WHERE level = ? AND idx >= ? AND idx < ?",
+                       (level, start, end))
+        return {int(i): bytes(h) for i, h in rows}
+
+    def entry_range(self, start: int, end: int) -> list[Entry]:
+        rows = self._q(_ENTRY_SELECT + " WHERE leaf_index >= ? AND leaf_index < ?"
+                       " ORDER BY leaf_index", (start, end))
+        return [_entry(r) for r in rows]
+
     def all_nodes(self) -> Iterator[tuple[int, int, bytes]]:
         cur = self._db.execute("SELECT level, idx, hash FROM nodes ORDER BY level, idx")
         while True:
