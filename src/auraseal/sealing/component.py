@@ -527,6 +527,14 @@ class SyncingWriter:
         self._pool.shutdown(wait=True)
 
 
+def _fileno(fh: BinaryIO) -> int | None:
+    """``fh``'s descriptor, or None for an in-memory buffer (no ``fileno``)."""
+    try:
+        return fh.fileno()
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        return None
+
+
 class PartsWriter:
     """Part files of one component written stripe by stripe, each atomically.
 
@@ -536,6 +544,11 @@ class PartsWriter:
     exception inside the ``with`` block every temp file is removed. With
     ``threads > 1`` the parts are hashed, written and fsynced by that many
     threads (hashlib, zlib and file I/O release the GIL).
+
+    With ``writeback`` (the default) big fragments are pushed towards the
+    disk as soon as written (:func:`start_writeback`), for files that have a
+    descriptor; scratch files that are read back and deleted soon (the
+    client's salvage) pass ``writeback=False``.
     """
 
     def __init__(
@@ -544,10 +557,14 @@ class PartsWriter:
         paths: Mapping[int, Path],
         threads: int = 1,
         writer: WriterFactory = atomic_writer,
+        *,
+        writeback: bool = True,
     ) -> None:
         self.spec = spec
         self._ctx: dict[int, contextlib.AbstractContextManager[BinaryIO]] = {}
         self._fh: dict[int, BinaryIO] = {}
+        #: descriptor to start writeback on, per part (None: not a real file)
+        self._fd: dict[int, int | None] = {}
         self._hash: dict[int, PartHasher] = {}
         nums = sorted(paths)
         self._threads = max(1, min(threads, len(nums)))
@@ -558,6 +575,7 @@ class PartsWriter:
                 ctx = writer(paths[n])
                 self._fh[n] = ctx.__enter__()
                 self._ctx[n] = ctx
+                self._fd[n] = _fileno(self._fh[n]) if writeback else None
                 head = spec.header(n).pack()
                 self._hash[n] = PartHasher()
                 self._hash[n].update(head)
@@ -585,9 +603,10 @@ class PartsWriter:
             self._hash[n].update(frag)
             fh = self._fh[n]
             fh.write(frag)
-            if len(frag) >= _KICK:
+            fd = self._fd[n]
+            if fd is not None and len(frag) >= _KICK:
                 fh.flush()
-                start_writeback(fh.fileno())
+                start_writeback(fd)
 
         self._each(one)
 
