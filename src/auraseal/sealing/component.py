@@ -47,7 +47,9 @@ __all__ = [
     "DEFAULT_COHERENCE",
     "DEFAULT_PART_SIZE",
     "MAX_FRAGMENT_WIDTH",
+    "SYSTEMATIC",
     "ComponentSpec",
+    "DataFragments",
     "PartsWriter",
     "Plan",
     "SyncingWriter",
@@ -56,6 +58,7 @@ __all__ = [
     "coherence_parity",
     "fresh_writer",
     "integrity_for",
+    "iter_stream",
     "ordered_map",
     "plan_component",
     "start_writeback",
@@ -379,6 +382,55 @@ def iter_stripes(
         return engine.decode(k, m, frags, spans[i][1])
 
     yield from ordered_map(pool, one, range(len(spans)))
+
+
+#: Engines whose data fragment ``i`` of a stripe of ``L`` bytes is the stripe's
+#: bytes ``[i * w, (i + 1) * w)`` with ``w = ceil(L / k)``, zero-padded.
+SYSTEMATIC = frozenset({"isa_l", "zfec"})
+
+
+class DataFragments(Sequence[bytes]):
+    """The ``k`` data fragments of one stripe of a systematic engine, each
+    read from the stream only when asked for (one in memory at a time)."""
+
+    def __init__(self, spec: ComponentSpec, read: ReadRange, off: int, length: int) -> None:
+        self._read = read
+        self._off = off
+        self._len = length
+        self._k = spec.k
+        self._w = spec.engine().fragment_size(spec.plan.k, spec.plan.m, length)
+
+    def __len__(self) -> int:
+        return self._k
+
+    def __getitem__(self, i: int) -> bytes:  # type: ignore[override]
+        if not 0 <= i < self._k:
+            raise IndexError(i)
+        start = i * self._w
+        n = max(0, min(self._w, self._len - start))
+        got = bytes(self._read(self._off + start, n)) if n else b""
+        return got + bytes(self._w - len(got)) if len(got) < self._w else got
+
+
+def iter_stream(spec: ComponentSpec, sources: Mapping[int, ReadRange]) -> Iterator[Buffer]:
+    """The compressed stream from ``k`` good parts, in bounded memory: when
+    the ``k`` data parts are there and the code is systematic, fragment by
+    fragment straight from them (nothing to decode); else one stripe at a time
+    (:func:`iter_stripes` without a pool)."""
+    if spec.plan.engine not in SYSTEMATIC or not all(n in sources for n in range(spec.k)):
+        yield from iter_stripes(spec, sources)
+        return
+    hdr = spec.header(0)
+    engine = spec.engine()
+    for i, (_off, length) in enumerate(spec.spans()):
+        foff, flen = hdr.fragment_span(i)
+        w = engine.fragment_size(spec.plan.k, spec.plan.m, length)
+        if flen != w:
+            raise IntegrityError(f"fragment {i} is {flen} bytes, not {w}", spec.path)
+        for n in range(spec.k):
+            take = max(0, min(w, length - n * w))
+            if take:
+                yield sources[n](foff, take)
 
 
 def lost_error(spec: ComponentSpec, good: int, where: str) -> ComponentLostError:

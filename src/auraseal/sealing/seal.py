@@ -46,7 +46,9 @@ from auraseal.sealing.codecs import (
 from auraseal.sealing.component import (
     DEFAULT_COHERENCE,
     DEFAULT_PART_SIZE,
+    SYSTEMATIC,
     ComponentSpec,
+    DataFragments,
     PartsWriter,
     Plan,
     ReadRange,
@@ -200,9 +202,16 @@ def encode_parts_from(
 ) -> tuple[dict[int, bytes], dict[int, str]]:
     """:func:`encode_parts` over a stream read stripe by stripe with
     ``read(offset, length)`` (e.g. ``os.pread`` of a file): only the stripes
-    in flight are in memory (one without a ``pool``)."""
+    in flight are in memory (one without a ``pool``). When only data parts
+    are written and the code is systematic, nothing is encoded: each
+    fragment is read as it is written (one fragment in memory)."""
     engine = spec.engine()
     k, m = spec.plan.k, spec.plan.m
+    if spec.plan.engine in SYSTEMATIC and all(n < k for n in paths):
+        with PartsWriter(spec, paths, 1, writer, writeback=writeback) as parts:
+            for off, length in spec.spans():
+                parts.add(DataFragments(spec, read, off, length))
+            return parts.finish(expected)
 
     def one(span: tuple[int, int]) -> list[Buffer]:
         off, length = span

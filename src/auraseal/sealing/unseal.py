@@ -25,6 +25,7 @@ from auraseal.sealing.component import (
     ReadRange,
     check_part_bytes,
     fresh_writer,
+    iter_stream,
     iter_stripes,
     lost_error,
 )
@@ -96,7 +97,8 @@ def _write_rebuilt(
     (otherwise nothing is left at ``dest``'s temp name, and ``dest`` is untouched)."""
     if len(sources) < spec.k:
         raise lost_error(spec, len(sources), spec.path)
-    chunks = iter_decompress(spec.codec, iter_stripes(spec, sources, pool), spec.size, spec.path)
+    stream = iter_stripes(spec, sources, pool) if pool is not None else iter_stream(spec, sources)
+    chunks = iter_decompress(spec.codec, stream, spec.size, spec.path)
     write_verified(dest, chunks, spec.integrity, spec.path, threaded=threaded)
 
 
