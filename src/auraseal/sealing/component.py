@@ -412,25 +412,48 @@ class DataFragments(Sequence[bytes]):
         return got + bytes(self._w - len(got)) if len(got) < self._w else got
 
 
+#: Bytes of fragments read at a time when :func:`iter_stream` has to decode.
+_DECODE_WINDOW = 4 << 20
 def iter_stream(spec: ComponentSpec, sources: Mapping[int, ReadRange]) -> Iterator[Buffer]:
-    """The compressed stream from ``k`` good parts, in bounded memory: when
-    the ``k`` data parts are there and the code is systematic, fragment by
-    fragment straight from them (nothing to decode); else one stripe at a time
-    (:func:`iter_stripes` without a pool)."""
-    if spec.plan.engine not in SYSTEMATIC or not all(n in sources for n in range(spec.k)):
+    """The compressed stream from ``k`` good parts, in bounded memory.
+
+    Systematic codes (:data:`SYSTEMATIC`): the stream is the data fragments
+    one after another, so each present data part's fragment is read straight
+    from it; only the missing data rows of a stripe are decoded, a few
+    columns at a time (Reed-Solomon works byte column by byte column: ``k``
+    rows of ``c`` columns decode like a stripe of ``k * c`` bytes). Memory:
+    the missing rows of one stripe plus a 4 MiB window, never a whole stripe.
+    Other engines: stripe by stripe (:func:`iter_stripes` without a pool).
+    """
+    where = spec.path
+    k, m = spec.plan.k, spec.plan.m
+    good = sorted(sources)
+    if len(good) < k:
+        raise lost_error(spec, len(good), where)
+    if spec.plan.engine not in SYSTEMATIC:
         yield from iter_stripes(spec, sources)
         return
     hdr = spec.header(0)
     engine = spec.engine()
+    chosen = good[:k]
+    missing = [r for r in range(k) if r not in sources]
+    step = max(64, _DECODE_WINDOW // k)
     for i, (_off, length) in enumerate(spec.spans()):
         foff, flen = hdr.fragment_span(i)
-        w = engine.fragment_size(spec.plan.k, spec.plan.m, length)
+        w = engine.fragment_size(k, m, length)
         if flen != w:
-            raise IntegrityError(f"fragment {i} is {flen} bytes, not {w}", spec.path)
-        for n in range(spec.k):
-            take = max(0, min(w, length - n * w))
+            raise IntegrityError(f"fragment {i} is {flen} bytes, not {w}", where)
+        rows = {r: bytearray(w) for r in missing}
+        for a in range(0, w if missing else 0, step):
+            c = min(step, w - a)
+            frags = {n: sources[n](foff + a, c) for n in chosen}
+            cols = memoryview(engine.decode(k, m, frags, k * c))
+            for r in missing:
+                rows[r][a : a + c] = cols[r * c : (r + 1) * c]
+        for r in range(k):
+            take = max(0, min(w, length - r * w))
             if take:
-                yield sources[n](foff, take)
+                yield sources[r](foff, take) if r in sources else bytes(rows[r][:take])
 
 
 def lost_error(spec: ComponentSpec, good: int, where: str) -> ComponentLostError:
