@@ -3,6 +3,7 @@ from every source at once, against packages made by the real ``seal_tree``."""
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
@@ -193,3 +194,26 @@ def test_salvaged_candidate_that_does_not_verify_is_never_used(
     assert all(p != bytes(len(real)) for p in parts.values())
     for n, p in parts.items():
         assert p == (sealed[0] / part_name("r.bin", n)).read_bytes()
+
+
+def test_salvage_internal_failure_costs_a_warning_not_the_fetch(
+    client: Client, servers: tuple[FaultServer, FaultServer], sealed: tuple[Path, Path, Manifest]
+) -> None:
+    """Issue 10.1: an internal failure inside the salvage (there: ``fileno``
+    on an in-memory buffer) ended the fetch as ``error: : fileno``, exit 5,
+    with no ``where``. Salvage only saves downloads: the parts are fetched."""
+    a, _ = servers
+    k, m = _entry(sealed[2], "r.bin")
+
+    def broken_salvage(
+        entry: FileEntry, copy: Path, scratch: Path, skip: Collection[int]
+    ) -> dict[int, Path]:
+        raise io.UnsupportedOperation("fileno")
+
+    a.fault("r.bin", "flip")
+    r = client(a.url, salvage=broken_salvage)
+    assert snapshot(client.dest) == FILES
+    f = {x.path: x for x in r.files}["r.bin"]
+    assert f.source == "parts" and f.parts_salvaged == 0 and f.parts_used == k
+    assert sum(a.hits[part_name("r.bin", i)] for i in range(k + m)) == k
+    assert any("r.bin: salvage skipped: UnsupportedOperation: fileno" in w for w in r.warnings)

@@ -199,16 +199,17 @@ def test_fetch_rebuilds_20_and_64_mib_originals_with_4k_overwritten(
     _run(served, urls, "region", server, tmp_path)
 
 
+#: the region cells against static hosts are the test above, and the
+#: missing-nginx cell is the memory test below (run in a subprocess)
 MATRIX = [(k, s) for k in KINDS for s in SERVERS
-          if (k, s) not in {("region", "nginx"), ("region", "http.server")}]
+          if (k, s) not in {("region", "nginx"), ("region", "http.server"), ("missing", "nginx")}]
 
 
 @pytest.mark.parametrize(("kind", "server"), MATRIX)
 def test_fetch_recovery_matrix_byte_exact(
     served: Served, urls: dict[str, str], kind: str, server: str, tmp_path: Path
 ) -> None:
-    """Sizes 0 B .. 64 MiB x damage kind x server (the two region cells
-    against static hosts are the test above)."""
+    """Sizes 0 B .. 64 MiB x damage kind x server: byte-exact installs, exit 0."""
     _run(served, urls, kind, server, tmp_path)
 
 
@@ -235,18 +236,21 @@ FETCH_RSS_DRIVER = textwrap.dedent("""
 def test_fetch_rebuild_memory_stays_bounded_well_below_file_size(
     served: Served, urls: dict[str, str], tmp_path: Path
 ) -> None:
-    """Every original missing (and data part 0 of the 64 MiB file, so it is
-    decoded with parity): all files come from parts alone; the fetch's peak
+    """The matrix's missing x nginx cell, run as a subprocess: every original
+    missing (and data part 0 of the 64 MiB file, so it is decoded with
+    parity), all files come from parts alone, byte-exact; the fetch's peak
     RSS grows far less than the 64 MiB file (it used to hold every part, then
     the whole rebuilt file, in memory: +204 MiB)."""
     dest = tmp_path / "out" / "site"
     cmd = [sys.executable, "-c", FETCH_RSS_DRIVER, "fetch",
            urls["nginx"].format(kind="missing"), "-o", str(dest),
-           "--trusted-key", str(served.pub), "--no-cache", "--jobs", "1"]
+           "--trusted-key", str(served.pub), "--no-cache", "--jobs", "1", "--json"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     rc, before, peak = (int(x) for x in r.stderr.strip().splitlines()[-1].split())
     assert rc == 0, r.stderr
     _check_installed(served, dest)
+    files = {f["path"]: f for f in json.loads(r.stdout)["files"]}
+    assert {p for p, f in files.items() if f["source"] == "parts"} == set(SIZES)
     growth_mib = (peak - before) / 1024
     print(f"fetch RSS {before / 1024:.0f} MiB before, peak {peak / 1024:.0f} MiB")
     assert growth_mib < 48, f"peak RSS grew {growth_mib:.0f} MiB rebuilding 64 MiB"

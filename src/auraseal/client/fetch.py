@@ -485,10 +485,13 @@ class _Fetch:
         try:
             if target.stat().st_size == 0:
                 return
+        except OSError:
+            return  # nothing was downloaded
+        try:
             cands = self.salvage(entry, target, spool.dir(), frozenset(into))
-        except (AuraSealError, OSError):
+        except AuraSealError:
             return
-        except Exception as exc:  # a bug in salvage must not cost the fetch: say so
+        except Exception as exc:  # I/O or a bug: it must not cost the fetch; say so
             with self._lock:
                 self.warnings.append(
                     f"{entry.path}: salvage skipped: {type(exc).__name__}: {exc}"
