@@ -21,6 +21,11 @@
      so nothing can be salvaged and k parts of every file are fetched.
    Compared with curl fetching the intact files from another nginx on the
    same tree. Target: within 3x.
+3. Memory: one --rebuild-mib (256) MiB random file whose served original
+   (nginx) is replaced by other bytes, so all its data comes from parts: the
+   CLI fetch (its own process) salvages nothing, fetches k parts, rebuilds
+   and verifies the file; prints its time and peak RSS (VmHWM of the fetch
+   process). Target: peak RSS < 200 MiB. `--rebuild-only` runs just this row.
 
 Installs curl and nginx-light with apt-get if missing. Prints times (best of
 --runs) and ratios.
@@ -29,12 +34,14 @@ Installs curl and nginx-light with apt-get if missing. Prints times (best of
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import random
 import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -103,6 +110,77 @@ def lib_fetch(url: str, dest: Path, policy: TrustPolicy, jobs: int) -> tuple[flo
     return time.perf_counter() - t0, rep.sources()
 
 
+#: Runs the CLI and prints its exit code and peak RSS in KiB (VmHWM: this
+#: process's own high-water mark, fresh at exec, unlike a forked ru_maxrss).
+FETCH_RSS_DRIVER = textwrap.dedent("""
+    import sys
+    from auraseal.cli import main
+    rc = main(sys.argv[1:])
+    with open("/proc/self/status") as f:
+        hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    print(rc, hwm, file=sys.stderr)
+""")
+
+
+def start_nginx(root: Path, work: Path, procs: list[subprocess.Popen[bytes]]) -> int:
+    port = free_port()
+    d = work / f"nginx-{port}"
+    d.mkdir()
+    conf = d / "nginx.conf"
+    conf.write_text(render_nginx_conf(root, listen=f"127.0.0.1:{port}", standalone=d))
+    cmd = ["nginx", "-p", str(d), "-c", str(conf)]
+    if os.geteuid() == 0:
+        cmd += ["-g", "user root;"]
+    procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    wait_listening(port, 60)
+    return port
+
+
+def rebuild_row(work: Path, key: SigningKey, pub: Path, mib: int, jobs: int,
+                procs: list[subprocess.Popen[bytes]]) -> None:
+    """One big file rebuilt from parts alone by the CLI: time and peak RSS."""
+    src = work / "big-src"
+    src.mkdir()
+    h = hashlib.sha256()
+    with open(src / "big.bin", "wb") as fh:
+        for _ in range(mib // 16):
+            chunk = os.urandom(16 << 20)
+            h.update(chunk)
+            fh.write(chunk)
+    t0 = time.perf_counter()
+    m = seal_tree(src, work / "big-root" / "big", keys=[key], name="big")
+    rec = m.files[0].recovery
+    assert rec is not None
+    print(f"\nrebuild one {mib} MiB file: sealed in {time.perf_counter() - t0:.1f}s "
+          f"(k={rec.k}, m={rec.m}, codec {rec.codec}, engine {rec.engine})")
+    shutil.rmtree(src)
+    orig = work / "big-root" / "big" / "big.bin"
+    orig.unlink()
+    with open(orig, "wb") as fh:  # other bytes of the same size: nothing to salvage
+        for _ in range(mib // 16):
+            fh.write(os.urandom(16 << 20))
+    port = start_nginx(work / "big-root", work, procs)
+    dest = work / "out-big"
+    t0 = time.perf_counter()
+    r = subprocess.run(
+        [sys.executable, "-c", FETCH_RSS_DRIVER, "fetch",
+         f"http://127.0.0.1:{port}/packages/big/files/", "-o", str(dest),
+         "--trusted-key", str(pub), "--no-cache", "--jobs", str(jobs), "--json"],
+        capture_output=True, text=True, check=False,
+    )
+    secs = time.perf_counter() - t0
+    rc, hwm = (int(x) for x in r.stderr.strip().splitlines()[-1].split())
+    assert rc == 0, r.stderr
+    got = hashlib.sha256()
+    with open(dest / "big.bin", "rb") as fh:
+        while chunk := fh.read(16 << 20):
+            got.update(chunk)
+    assert got.digest() == h.digest(), "rebuilt file differs"
+    assert '"source": "parts"' in r.stdout, r.stdout
+    print(f"  original replaced, all data from parts (nginx), auraseal fetch (CLI): "
+          f"{secs:6.2f} s, peak RSS {hwm / 1024:.0f} MiB   target < 200 MiB")
+
+
 def best(fn, runs: int):  # type: ignore[no-untyped-def]
     results = [fn() for _ in range(runs)]
     return min(results, key=lambda r: r if isinstance(r, float) else r[0])
@@ -119,11 +197,19 @@ def main() -> int:
     ap.add_argument("--part-size", type=int, default=5120)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=8)
+    ap.add_argument("--rebuild-mib", type=int, default=256)
+    ap.add_argument("--rebuild-only", action="store_true")
     args = ap.parse_args()
     ensure_tools()
     work = Path(tempfile.mkdtemp(prefix="auraseal-bench-fetch-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
+        if args.rebuild_only:
+            key = SigningKey.generate()
+            pub = work / "key.pub"
+            pub.write_bytes(key.public.pem())
+            rebuild_row(work, key, pub, args.rebuild_mib, args.jobs, procs)
+            return 0
         src = work / "src"
         make_tree(src, args.mib << 20, args.files)
         key = SigningKey.generate()
@@ -222,6 +308,7 @@ def main() -> int:
               f"{t_rb_cli / t_curl_n:5.2f}x curl")
         print(f"  (each rebuild downloads the corrupt original, then the parts it lacks of "
               f"k; {nparts} parts in all)")
+        rebuild_row(work, key, pub, args.rebuild_mib, args.jobs, procs)
         return 0
     finally:
         for p in procs:

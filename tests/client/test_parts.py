@@ -3,15 +3,16 @@ from every source at once, against packages made by the real ``seal_tree``."""
 
 from __future__ import annotations
 
+import io
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
 from auraseal.errors import ComponentLostError
 from auraseal.manifest import FileEntry, Manifest, part_name
-from auraseal.sealing import rebuild_component, seal_tree
+from auraseal.sealing import rebuild_file, seal_tree
 from auraseal.signing import SigningKey
 
 from .conftest import Client
@@ -164,18 +165,23 @@ def test_salvaged_candidate_that_does_not_verify_is_never_used(
     real = (sealed[0] / part_name("r.bin", 0)).read_bytes()
     offered: list[int] = []
 
-    def bad_salvage(entry: FileEntry, data: bytes) -> dict[int, bytes]:
-        offered.append(len(data))
-        out = {n: bytes(len(real)) for n in range(1, k)}  # right size, wrong bytes
-        out[0] = real  # one genuine part
-        out[k + m + 5] = real  # no such part
+    def bad_salvage(
+        entry: FileEntry, copy: Path, scratch: Path, skip: Collection[int]
+    ) -> dict[int, Path]:
+        offered.append(copy.stat().st_size)
+        out: dict[int, Path] = {}
+        for n in [*range(k), k + m + 5]:
+            p = scratch / f"cand.{n}"
+            # one genuine part, the others right size but wrong bytes; one no such part
+            p.write_bytes(real if n in (0, k + m + 5) else bytes(len(real)))
+            out[n] = p
         return out
 
     rebuilt_from: list[dict[int, bytes]] = []
 
-    def rebuild(entry: FileEntry, parts: Mapping[int, bytes]) -> bytes:
-        rebuilt_from.append(dict(parts))
-        return rebuild_component(entry, parts)
+    def rebuild(entry: FileEntry, parts: Mapping[int, Path], target: Path) -> None:
+        rebuilt_from.append({n: p.read_bytes() for n, p in parts.items()})
+        rebuild_file(entry, parts, target)
 
     a.fault("r.bin", "flip")
     r = client(a.url, salvage=bad_salvage, rebuild=rebuild)
@@ -188,3 +194,26 @@ def test_salvaged_candidate_that_does_not_verify_is_never_used(
     assert all(p != bytes(len(real)) for p in parts.values())
     for n, p in parts.items():
         assert p == (sealed[0] / part_name("r.bin", n)).read_bytes()
+
+
+def test_salvage_internal_failure_costs_a_warning_not_the_fetch(
+    client: Client, servers: tuple[FaultServer, FaultServer], sealed: tuple[Path, Path, Manifest]
+) -> None:
+    """Issue 10.1: an internal failure inside the salvage (there: ``fileno``
+    on an in-memory buffer) ended the fetch as ``error: : fileno``, exit 5,
+    with no ``where``. Salvage only saves downloads: the parts are fetched."""
+    a, _ = servers
+    k, m = _entry(sealed[2], "r.bin")
+
+    def broken_salvage(
+        entry: FileEntry, copy: Path, scratch: Path, skip: Collection[int]
+    ) -> dict[int, Path]:
+        raise io.UnsupportedOperation("fileno")
+
+    a.fault("r.bin", "flip")
+    r = client(a.url, salvage=broken_salvage)
+    assert snapshot(client.dest) == FILES
+    f = {x.path: x for x in r.files}["r.bin"]
+    assert f.source == "parts" and f.parts_salvaged == 0 and f.parts_used == k
+    assert sum(a.hits[part_name("r.bin", i)] for i in range(k + m)) == k
+    assert any("r.bin: salvage skipped: UnsupportedOperation: fileno" in w for w in r.warnings)

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import io
 import os
+import shutil
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from auraseal._fs import fsync_dir, resolve_inside
+from auraseal._fs import fsync_dir, make_temp_dir, resolve_inside
 from auraseal._time import format_time, utcnow
 from auraseal.client.blockhub import Source, fallback_candidates, make_source
 from auraseal.client.cache import Cache
@@ -49,9 +49,9 @@ from auraseal.errors import (
     TrustError,
     UnrecoverableError,
 )
-from auraseal.integrity import StreamVerifier, parse_integrity, verify_bytes
+from auraseal.integrity import StreamVerifier, parse_integrity, verify_file
 from auraseal.manifest import FileEntry, Manifest, load_manifest, manifest_digest, part_name
-from auraseal.sealing import parts_from_original, rebuild_component
+from auraseal.sealing import parts_from_copy, rebuild_file
 from auraseal.signing import TrustPolicy
 
 __all__ = [
@@ -72,14 +72,14 @@ DEFAULT_JOBS = 4
 COPY_CHUNK = 1024 * 1024
 #: threads fsyncing finished files while others still download
 SYNC_THREADS = 2
-#: damaged originals up to this size are salvaged (read whole into memory)
-SALVAGE_MAX = 256 << 20
-
 #: ``record(entry_type, data)`` — where verifications, recoveries and refusals go.
 LedgerSink = Callable[[str, dict[str, Any]], None]
-RebuildFn = Callable[[FileEntry, Mapping[int, bytes]], bytes]
-#: ``salvage(entry, damaged_copy)`` -> candidate part bytes by number (verified by the caller)
-SalvageFn = Callable[[FileEntry, bytes], Mapping[int, bytes]]
+#: ``rebuild(entry, part_files_by_number, target)``: write the file to ``target``
+#: from k part files already verified against the manifest (checked again after)
+RebuildFn = Callable[[FileEntry, Mapping[int, Path], Path], None]
+#: ``salvage(entry, damaged_copy, scratch_dir, skip)`` -> candidate part files by
+#: number, written in ``scratch_dir`` (verified by the caller unless the default)
+SalvageFn = Callable[[FileEntry, Path, Path, Collection[int]], Mapping[int, Path]]
 T = TypeVar("T")
 
 
@@ -179,6 +179,31 @@ class _VerifySink:
         return self.fh.write(data)
 
 
+class _Spool:
+    """Scratch space for one file's recovery: salvaged and downloaded part
+    files, in a temp directory (``_fs`` scheme, kind ``parts``) next to the
+    staged file, made on first use and removed by :meth:`close` — the stage
+    is only swapped in after every file's spool is gone."""
+
+    def __init__(self, parent: Path, stem: str) -> None:
+        self._parent = parent
+        self._stem = stem
+        self._path: Path | None = None
+        self._lock = threading.Lock()
+
+    def dir(self) -> Path:
+        with self._lock:
+            if self._path is None:
+                self._path = make_temp_dir(self._parent, self._stem, "parts")
+            return self._path
+
+    def close(self) -> None:
+        with self._lock:
+            if self._path is not None:
+                shutil.rmtree(self._path, ignore_errors=True)
+                self._path = None
+
+
 class _Aborted(Exception):
     pass
 
@@ -257,8 +282,8 @@ class _Fetch:
         if cfg.max_connections < self.jobs * 2:
             cfg = dataclasses.replace(cfg, max_connections=self.jobs * 2)
         self.fetcher = Fetcher(cfg, transport)
-        self.rebuild: RebuildFn = rebuild if rebuild is not None else rebuild_component
-        self.salvage: SalvageFn = salvage if salvage is not None else parts_from_original
+        self.rebuild: RebuildFn = rebuild if rebuild is not None else rebuild_file
+        self.salvage: SalvageFn = salvage if salvage is not None else parts_from_copy
         self.warnings: list[str] = []
         self._lock = threading.Lock()
         self._downloaded = 0
@@ -452,62 +477,81 @@ class _Fetch:
     def _part_url(src: Source, entry: FileEntry, number: int, pinned: bool) -> str:
         return src.part_url(entry, number, pinned=pinned)
 
-    def _fetch_part(self, entry: FileEntry, number: int) -> tuple[bytes | None, list[str]]:
+    def _fetch_part(
+        self, entry: FileEntry, number: int, spool: _Spool
+    ) -> tuple[Path | None, list[str]]:
+        """Download part ``number`` into the spool, verified against the
+        manifest while it streams to disk; its file, or None and the refusals."""
         assert entry.recovery is not None
         info = entry.recovery.parts[number]
         n = len(self.sources)
         rejected: list[str] = []
+        dest = spool.dir() / f"part.{number}"
         for j in range(n):
             if self._abort.is_set():
                 break
             i = (number + j) % n
             src = self.sources[i]
 
-            def get(url: str) -> bytes:
-                buf = io.BytesIO()
-                self.fetcher.download(url, buf, info.size, progress=self._net_quiet)
-                data = buf.getvalue()
-                verify_bytes(data, info.integrity, url)
-                return data
+            def get(url: str) -> Path:
+                ver = StreamVerifier(info.integrity, url)
+                try:
+                    with open(dest, "wb") as fh:
+                        sink = _VerifySink(fh, ver)
+                        self.fetcher.download(url, sink, info.size, progress=self._net_quiet)
+                except OSError as exc:
+                    raise StorageError(f"cannot write: {exc.strerror}", str(dest)) from exc
+                ver.verify()
+                return dest
 
             try:
-                data = self._via(i, functools.partial(self._part_url, src, entry, number), get)
+                got = self._via(i, functools.partial(self._part_url, src, entry, number), get)
             except AuraSealError as exc:
                 rejected.append(f"{src.label} part {number}: {exc.what}")
                 continue
-            return data, rejected
+            return got, rejected
+        dest.unlink(missing_ok=True)  # never keep an unverified byte
         return None, rejected
 
     def _net_quiet(self, n: int) -> None:
         with self._lock:
             self._downloaded += n
 
-    def _salvage(self, entry: FileEntry, target: Path, into: dict[int, bytes]) -> None:
+    def _salvage(
+        self, entry: FileEntry, target: Path, into: dict[int, Path], spool: _Spool
+    ) -> None:
         """Add to ``into`` the parts the damaged copy at ``target`` still re-creates
-        exactly; each is checked against the manifest's part integrity here."""
+        exactly (streamed from disk: bounded memory whatever the size); each is
+        checked against the manifest's part integrity. Salvage only saves
+        downloads: if it fails for any reason, the parts are fetched instead."""
         rec = entry.recovery
-        if rec is None or entry.size > SALVAGE_MAX or len(into) >= rec.k:
+        if rec is None or len(into) >= rec.k:
             return
         try:
-            data = target.read_bytes()
+            if target.stat().st_size == 0:
+                return
         except OSError:
-            return
-        if not data:
-            return
+            return  # nothing was downloaded
         try:
-            cands = self.salvage(entry, data)
+            cands = self.salvage(entry, target, spool.dir(), frozenset(into))
         except AuraSealError:
             return
-        # parts_from_original returns only parts whose SHA-256 it compared with
-        # the manifest's; any other salvage function's output is checked here
-        checked = self.salvage is parts_from_original
+        except Exception as exc:  # I/O or a bug: it must not cost the fetch; say so
+            with self._lock:
+                self.warnings.append(
+                    f"{entry.path}: salvage skipped: {type(exc).__name__}: {exc}"
+                )
+            return
+        # parts_from_copy keeps only parts whose SHA-256 it compared with the
+        # manifest's; any other salvage function's output is checked here
+        checked = self.salvage is parts_from_copy
         for n, part in cands.items():
             if n in into or not 0 <= n < len(rec.parts):
                 continue
             if not checked:
                 try:
-                    verify_bytes(part, rec.parts[n].integrity, part_name(entry.path, n))
-                except AuraSealError:
+                    verify_file(part, rec.parts[n].integrity, part_name(entry.path, n))
+                except (AuraSealError, OSError):
                     continue  # never use an unverified byte
             into[n] = part
 
@@ -517,22 +561,24 @@ class _Fetch:
         target: Path,
         pool: ThreadPoolExecutor,
         report: FileReport,
-        salvaged: Mapping[int, bytes] | None = None,
+        *,
+        salvaged: Mapping[int, Path],
+        spool: _Spool,
     ) -> None:
         rec = entry.recovery
         assert rec is not None
         total = len(rec.parts)
-        good: dict[int, bytes] = dict(salvaged or {})
+        good: dict[int, Path] = dict(salvaged)
         report.parts_salvaged = len(good)
         # the data parts the salvage could not re-create first, then parity
         order = [n for n in range(min(rec.k, total)) if n not in good]
         order += [n for n in range(rec.k, total) if n not in good]
-        pending: dict[Future[tuple[bytes | None, list[str]]], int] = {}
+        pending: dict[Future[tuple[Path | None, list[str]]], int] = {}
         nxt = 0
 
         def submit() -> None:
             nonlocal nxt
-            fut = pool.submit(self._fetch_part, entry, order[nxt])
+            fut = pool.submit(self._fetch_part, entry, order[nxt], spool)
             pending[fut] = order[nxt]
             nxt += 1
 
@@ -552,18 +598,23 @@ class _Fetch:
                     good[number] = data
         for fut in pending:
             fut.cancel()
+        wait(list(pending))  # none may still be writing into the spool
         if len(good) < rec.k:
             raise ComponentLostError(
                 f"only {len(good)} good parts of {total}; {rec.k} needed", entry.path,
                 good=len(good), total=total, k=rec.k,
             )
-        data = self.rebuild(entry, good)
-        verify_bytes(data, entry.integrity, entry.path)
+        # decoded stripe by stripe into a temp file next to target, renamed
+        # over it only if the whole file matches the manifest
         try:
-            with open(target, "wb") as fh:
-                fh.write(data)
+            self.rebuild(entry, dict(sorted(good.items())[: rec.k]), target)
+            if self.rebuild is not rebuild_file:
+                verify_file(target, entry.integrity, entry.path)
         except OSError as exc:
-            raise StorageError(f"cannot write: {exc.strerror}", str(target)) from exc
+            raise StorageError(f"cannot rebuild: {exc.strerror or exc}", entry.path) from exc
+        except IntegrityError:
+            target.unlink(missing_ok=True)
+            raise
         report.parts_used = len(good)
 
     def _store(self, target: Path, entry: FileEntry, digest: bytes) -> None:
@@ -580,6 +631,15 @@ class _Fetch:
         if self._abort.is_set():
             raise _Aborted()
         target = stage.file(entry.path)
+        spool = _Spool(target.parent, target.name)
+        try:
+            return self._obtain(entry, target, pool, spool)
+        finally:
+            spool.close()
+
+    def _obtain(
+        self, entry: FileEntry, target: Path, pool: ThreadPoolExecutor, spool: _Spool
+    ) -> FileReport:
         report = FileReport(entry.path, entry.size, "")
         errors: list[AuraSealError] = []
 
@@ -635,7 +695,7 @@ class _Fetch:
         if not self.offline:
             # 3. the primary, then each mirror; what a damaged copy still
             #    re-creates of the parts is kept for step 4
-            salvaged: dict[int, bytes] = {}
+            salvaged: dict[int, Path] = {}
             for i, src in enumerate(self.sources):
                 if self._abort.is_set():
                     raise _Aborted()
@@ -658,14 +718,17 @@ class _Fetch:
                         "fetch.rejected",
                         {"path": entry.path, "url": url, "error": str(exc)},
                     )
-                    self._salvage(entry, target, salvaged)
+                    self._salvage(entry, target, salvaged, spool)
+                    target.unlink(missing_ok=True)  # the damaged copy: never kept
                     continue
                 self._store(target, entry, digest)
                 return done(src.label, url, counted=True)
             # 4. parts from all sources at once
             if entry.recovery is not None:
                 try:
-                    self._from_parts(entry, target, pool, report, salvaged)
+                    self._from_parts(
+                        entry, target, pool, report, salvaged=salvaged, spool=spool
+                    )
                     self._store(target, entry, self._digest_of(entry))
                     self.record(
                         "fetch.recovered",

@@ -37,8 +37,10 @@ from auraseal.sealing.scrub import (
 from auraseal.sealing.seal import SealOptions, seal_tree
 from auraseal.sealing.unseal import (
     UnsealReport,
+    parts_from_copy,
     parts_from_original,
     rebuild_component,
+    rebuild_file,
     unseal,
     verify_part,
 )
@@ -64,9 +66,11 @@ __all__ = [
     "extract_zip",
     "open_package",
     "parse_part",
+    "parts_from_copy",
     "parts_from_original",
     "plan_component",
     "rebuild_component",
+    "rebuild_file",
     "repair",
     "repair_path",
     "scrub",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import os
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
 import zstandard
@@ -28,6 +28,7 @@ __all__ = [
     "ZSTD_LEVEL",
     "ZstdStream",
     "compress",
+    "compress_into",
     "compress_stream",
     "iter_decompress",
     "looks_incompressible",
@@ -82,16 +83,55 @@ class ZstdStream:
     while a file is being read equals ``compress("zstd", file_bytes)``.
     """
 
-    def __init__(self, size: int) -> None:
-        self._out = io.BytesIO()
-        self._w = _zstd(size).stream_writer(self._out, size=size, closefd=False)
+    def __init__(self, size: int, out: BinaryIO | None = None) -> None:
+        self._mem: io.BytesIO | None = None
+        sink: BinaryIO
+        if out is None:
+            sink = self._mem = io.BytesIO()
+        else:
+            sink = out
+        self._w = _zstd(size).stream_writer(sink, size=size, closefd=False)
 
     def feed(self, chunk: bytes | bytearray | memoryview) -> None:
         self._w.write(chunk)
 
     def finish(self) -> bytes:
+        """End the frame; the stream (``b""`` when it went to ``out``)."""
         self._w.flush(zstandard.FLUSH_FRAME)
-        return self._out.getvalue()
+        return self._mem.getvalue() if self._mem is not None else b""
+
+
+#: Inputs below this are compressed in memory by :func:`compress_into`.
+_INTO_MIN = _MT_THRESHOLD
+
+
+def compress_into(
+    codec: str,
+    read: Callable[[int, int], bytes | bytearray | memoryview],
+    size: int,
+    dst: BinaryIO,
+) -> None:
+    """Write to ``dst`` exactly what ``compress(codec, data)`` returns, where
+    ``data`` is the ``size`` bytes given by ``read(offset, length)``. Inputs
+    of at least 8 MiB (and any ``none`` or ``huffman`` input) are read and
+    compressed in :data:`FEED` slices (the slices :func:`compress` feeds
+    zstd), so memory stays bounded whatever the size."""
+    _check(codec)
+    if codec == "zstd" and size < _INTO_MIN:
+        dst.write(compress(codec, read(0, size)))
+        return
+    huff = _huffman() if codec == "huffman" else None
+    zs = ZstdStream(size, dst) if codec == "zstd" else None
+    for off in range(0, size, FEED):
+        chunk = read(off, min(FEED, size - off))
+        if zs is not None:
+            zs.feed(chunk)
+        else:
+            dst.write(chunk if huff is None else huff.compress(chunk))
+    if zs is not None:
+        zs.finish()
+    elif huff is not None:
+        dst.write(huff.flush())
 
 
 def sample_compresses(sample: bytes | bytearray | memoryview) -> bool:

@@ -47,7 +47,9 @@ __all__ = [
     "DEFAULT_COHERENCE",
     "DEFAULT_PART_SIZE",
     "MAX_FRAGMENT_WIDTH",
+    "SYSTEMATIC",
     "ComponentSpec",
+    "DataFragments",
     "PartsWriter",
     "Plan",
     "SyncingWriter",
@@ -56,6 +58,7 @@ __all__ = [
     "coherence_parity",
     "fresh_writer",
     "integrity_for",
+    "iter_stream",
     "ordered_map",
     "plan_component",
     "start_writeback",
@@ -381,6 +384,78 @@ def iter_stripes(
     yield from ordered_map(pool, one, range(len(spans)))
 
 
+#: Engines whose data fragment ``i`` of a stripe of ``L`` bytes is the stripe's
+#: bytes ``[i * w, (i + 1) * w)`` with ``w = ceil(L / k)``, zero-padded.
+SYSTEMATIC = frozenset({"isa_l", "zfec"})
+
+
+class DataFragments(Sequence[bytes]):
+    """The ``k`` data fragments of one stripe of a systematic engine, each
+    read from the stream only when asked for (one in memory at a time)."""
+
+    def __init__(self, spec: ComponentSpec, read: ReadRange, off: int, length: int) -> None:
+        self._read = read
+        self._off = off
+        self._len = length
+        self._k = spec.k
+        self._w = spec.engine().fragment_size(spec.plan.k, spec.plan.m, length)
+
+    def __len__(self) -> int:
+        return self._k
+
+    def __getitem__(self, i: int) -> bytes:  # type: ignore[override]
+        if not 0 <= i < self._k:
+            raise IndexError(i)
+        start = i * self._w
+        n = max(0, min(self._w, self._len - start))
+        got = bytes(self._read(self._off + start, n)) if n else b""
+        return got + bytes(self._w - len(got)) if len(got) < self._w else got
+
+
+#: Bytes of fragments read at a time when :func:`iter_stream` has to decode.
+_DECODE_WINDOW = 4 << 20
+def iter_stream(spec: ComponentSpec, sources: Mapping[int, ReadRange]) -> Iterator[Buffer]:
+    """The compressed stream from ``k`` good parts, in bounded memory.
+
+    Systematic codes (:data:`SYSTEMATIC`): the stream is the data fragments
+    one after another, so each present data part's fragment is read straight
+    from it; only the missing data rows of a stripe are decoded, a few
+    columns at a time (Reed-Solomon works byte column by byte column: ``k``
+    rows of ``c`` columns decode like a stripe of ``k * c`` bytes). Memory:
+    the missing rows of one stripe plus a 4 MiB window, never a whole stripe.
+    Other engines: stripe by stripe (:func:`iter_stripes` without a pool).
+    """
+    where = spec.path
+    k, m = spec.plan.k, spec.plan.m
+    good = sorted(sources)
+    if len(good) < k:
+        raise lost_error(spec, len(good), where)
+    if spec.plan.engine not in SYSTEMATIC:
+        yield from iter_stripes(spec, sources)
+        return
+    hdr = spec.header(0)
+    engine = spec.engine()
+    chosen = good[:k]
+    missing = [r for r in range(k) if r not in sources]
+    step = max(64, _DECODE_WINDOW // k)
+    for i, (_off, length) in enumerate(spec.spans()):
+        foff, flen = hdr.fragment_span(i)
+        w = engine.fragment_size(k, m, length)
+        if flen != w:
+            raise IntegrityError(f"fragment {i} is {flen} bytes, not {w}", where)
+        rows = {r: bytearray(w) for r in missing}
+        for a in range(0, w if missing else 0, step):
+            c = min(step, w - a)
+            frags = {n: sources[n](foff + a, c) for n in chosen}
+            cols = memoryview(engine.decode(k, m, frags, k * c))
+            for r in missing:
+                rows[r][a : a + c] = cols[r * c : (r + 1) * c]
+        for r in range(k):
+            take = max(0, min(w, length - r * w))
+            if take:
+                yield sources[r](foff, take) if r in sources else bytes(rows[r][:take])
+
+
 def lost_error(spec: ComponentSpec, good: int, where: str) -> ComponentLostError:
     return ComponentLostError(
         f"unrecoverable: coherence {good}/{spec.total} parts good, {spec.k} needed "
@@ -527,6 +602,14 @@ class SyncingWriter:
         self._pool.shutdown(wait=True)
 
 
+def _fileno(fh: BinaryIO) -> int | None:
+    """``fh``'s descriptor, or None for an in-memory buffer (no ``fileno``)."""
+    try:
+        return fh.fileno()
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        return None
+
+
 class PartsWriter:
     """Part files of one component written stripe by stripe, each atomically.
 
@@ -536,6 +619,11 @@ class PartsWriter:
     exception inside the ``with`` block every temp file is removed. With
     ``threads > 1`` the parts are hashed, written and fsynced by that many
     threads (hashlib, zlib and file I/O release the GIL).
+
+    With ``writeback`` (the default) big fragments are pushed towards the
+    disk as soon as written (:func:`start_writeback`), for files that have a
+    descriptor; scratch files that are read back and deleted soon (the
+    client's salvage) pass ``writeback=False``.
     """
 
     def __init__(
@@ -544,10 +632,14 @@ class PartsWriter:
         paths: Mapping[int, Path],
         threads: int = 1,
         writer: WriterFactory = atomic_writer,
+        *,
+        writeback: bool = True,
     ) -> None:
         self.spec = spec
         self._ctx: dict[int, contextlib.AbstractContextManager[BinaryIO]] = {}
         self._fh: dict[int, BinaryIO] = {}
+        #: descriptor to start writeback on, per part (None: not a real file)
+        self._fd: dict[int, int | None] = {}
         self._hash: dict[int, PartHasher] = {}
         nums = sorted(paths)
         self._threads = max(1, min(threads, len(nums)))
@@ -558,6 +650,7 @@ class PartsWriter:
                 ctx = writer(paths[n])
                 self._fh[n] = ctx.__enter__()
                 self._ctx[n] = ctx
+                self._fd[n] = _fileno(self._fh[n]) if writeback else None
                 head = spec.header(n).pack()
                 self._hash[n] = PartHasher()
                 self._hash[n].update(head)
@@ -585,9 +678,10 @@ class PartsWriter:
             self._hash[n].update(frag)
             fh = self._fh[n]
             fh.write(frag)
-            if len(frag) >= _KICK:
+            fd = self._fd[n]
+            if fd is not None and len(frag) >= _KICK:
                 fh.flush()
-                start_writeback(fh.fileno())
+                start_writeback(fd)
 
         self._each(one)
 

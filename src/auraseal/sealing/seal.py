@@ -53,9 +53,12 @@ from auraseal.sealing.codecs import (
 from auraseal.sealing.component import (
     DEFAULT_COHERENCE,
     DEFAULT_PART_SIZE,
+    SYSTEMATIC,
     ComponentSpec,
+    DataFragments,
     PartsWriter,
     Plan,
+    ReadRange,
     SyncingWriter,
     WriterFactory,
     fresh_writer,
@@ -68,7 +71,14 @@ from auraseal.sealing.erasure import get_engine
 from auraseal.sealing.format import FOOTER_SIZE, HEADER_SIZE, stripe_spans
 from auraseal.signing import SigningKey
 
-__all__ = ["SealOptions", "encode_parts", "seal_file", "seal_tree", "write_zip"]
+__all__ = [
+    "SealOptions",
+    "encode_parts",
+    "encode_parts_from",
+    "seal_file",
+    "seal_tree",
+    "write_zip",
+]
 
 Progress = Callable[[int], None] | None
 Buffer = bytes | bytearray | memoryview
@@ -174,22 +184,52 @@ def encode_parts(
     *,
     expected: Mapping[int, bytes] | None = None,
     writer: WriterFactory = atomic_writer,
+    writeback: bool = True,
 ) -> tuple[dict[int, bytes], dict[int, str]]:
     """Encode ``stream`` into the part files ``paths`` (number -> path), atomically.
 
     Returns each committed part's whole-file SHA-256, and the parts refused
     because they did not match ``expected`` (when given).
     """
+    view = memoryview(stream).cast("B") if len(stream) else memoryview(b"")
+
+    def read(off: int, length: int) -> Buffer:
+        return view[off : off + length]
+
+    return encode_parts_from(
+        spec, read, paths, pool, expected=expected, writer=writer, writeback=writeback
+    )
+
+
+def encode_parts_from(
+    spec: ComponentSpec,
+    read: ReadRange,
+    paths: Mapping[int, Path],
+    pool: Executor | None = None,
+    *,
+    expected: Mapping[int, bytes] | None = None,
+    writer: WriterFactory = atomic_writer,
+    writeback: bool = True,
+) -> tuple[dict[int, bytes], dict[int, str]]:
+    """:func:`encode_parts` over a stream read stripe by stripe with
+    ``read(offset, length)`` (e.g. ``os.pread`` of a file): only the stripes
+    in flight are in memory (one without a ``pool``). When only data parts
+    are written and the code is systematic, nothing is encoded: each
+    fragment is read as it is written (one fragment in memory)."""
     engine = spec.engine()
     k, m = spec.plan.k, spec.plan.m
-    view = memoryview(stream).cast("B") if len(stream) else memoryview(b"")
+    if spec.plan.engine in SYSTEMATIC and all(n < k for n in paths):
+        with PartsWriter(spec, paths, 1, writer, writeback=writeback) as parts:
+            for off, length in spec.spans():
+                parts.add(DataFragments(spec, read, off, length))
+            return parts.finish(expected)
 
     def one(span: tuple[int, int]) -> list[Buffer]:
         off, length = span
-        return engine.encode(k, m, view[off : off + length])
+        return engine.encode(k, m, read(off, length))
 
     threads = 2 if pool is not None else 1
-    with PartsWriter(spec, paths, threads, writer) as parts:
+    with PartsWriter(spec, paths, threads, writer, writeback=writeback) as parts:
         for frags in ordered_map(pool, one, spec.spans()):
             parts.add(frags)
         return parts.finish(expected)

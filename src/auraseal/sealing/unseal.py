@@ -4,15 +4,18 @@ and :func:`rebuild_component` for parts that arrived some other way (HTTP)."""
 from __future__ import annotations
 
 import base64
+import contextlib
+import functools
 import hmac
 import io
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from auraseal._fs import temp_name
 from auraseal.errors import (
     AuraSealError,
     ComponentLostError,
@@ -23,19 +26,29 @@ from auraseal.errors import (
 )
 from auraseal.integrity import verify_bytes
 from auraseal.manifest import FileEntry, part_name
-from auraseal.sealing.codecs import compress, iter_decompress
+from auraseal.sealing.codecs import compress, compress_into, iter_decompress
 from auraseal.sealing.component import (
     ComponentSpec,
     ReadRange,
     check_part_bytes,
+    fresh_writer,
+    iter_stream,
     iter_stripes,
     lost_error,
 )
 from auraseal.sealing.package import Package, write_target
 from auraseal.sealing.scrub import BIG, check_component, clean_package_temps, write_verified
-from auraseal.sealing.seal import encode_parts
+from auraseal.sealing.seal import encode_parts, encode_parts_from
 
-__all__ = ["UnsealReport", "parts_from_original", "rebuild_component", "unseal", "verify_part"]
+__all__ = [
+    "UnsealReport",
+    "parts_from_copy",
+    "parts_from_original",
+    "rebuild_component",
+    "rebuild_file",
+    "unseal",
+    "verify_part",
+]
 
 Progress = Callable[[int], None] | None
 Buffer = bytes | bytearray | memoryview
@@ -75,6 +88,98 @@ def rebuild_component(entry: FileEntry, parts: Mapping[int, Buffer]) -> bytes:
     out = b"".join(iter_decompress(spec.codec, iter_stripes(spec, sources), spec.size, spec.path))
     verify_bytes(out, entry.integrity, entry.path)
     return out
+
+
+def _pread(fd: int, off: int, length: int) -> bytes:
+    return os.pread(fd, length, off)
+
+
+def _write_rebuilt(
+    spec: ComponentSpec,
+    sources: Mapping[int, ReadRange],
+    dest: Path,
+    pool: Executor | None = None,
+    *,
+    threaded: bool = False,
+    kind: str = "write",
+) -> None:
+    """Decode ``spec`` from ``k`` of ``sources`` stripe by stripe into ``dest``:
+    atomically, and only if the whole file matches the manifest's integrity
+    (otherwise nothing is left at ``dest``'s temp name, and ``dest`` is untouched)."""
+    if len(sources) < spec.k:
+        raise lost_error(spec, len(sources), spec.path)
+    stream = iter_stripes(spec, sources, pool) if pool is not None else iter_stream(spec, sources)
+    chunks = iter_decompress(spec.codec, stream, spec.size, spec.path)
+    write_verified(dest, chunks, spec.integrity, spec.path, threaded=threaded, kind=kind)
+
+
+def rebuild_file(entry: FileEntry, parts: Mapping[int, Path], dest: Path) -> None:
+    """Rebuild one file into ``dest`` from part files already checked against
+    the manifest (their whole-file SHA-256; e.g. verified while downloading).
+
+    Streams: one stripe in memory at a time (no pool: a stripe of a big
+    component is up to ``k * 256 KiB``), decoded, decompressed and hashed
+    on the way to a temp file next to ``dest`` that is renamed over ``dest``
+    only if the whole file matches the manifest's integrity
+    (:class:`~auraseal.errors.DigestMismatchError` otherwise, nothing kept).
+    Fewer than ``k`` parts: :class:`~auraseal.errors.ComponentLostError`.
+    """
+    spec = ComponentSpec.from_entry(entry)
+    with contextlib.ExitStack() as stack:
+        sources: dict[int, ReadRange] = {}
+        for n, path in parts.items():
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            stack.callback(os.close, fd)
+            sources[n] = functools.partial(_pread, fd)
+        _write_rebuilt(spec, sources, dest)
+
+
+def parts_from_copy(
+    entry: FileEntry, copy: Path, scratch: Path, skip: Collection[int] = ()
+) -> dict[int, Path]:
+    """:func:`parts_from_original` for a copy on disk, in bounded memory.
+
+    The copy is read in slices (zero-padded to the manifest's size if
+    shorter), compressed as sealing does into a scratch file in ``scratch``
+    (codecs other than ``none``), and encoded stripe by stripe; each data
+    part not in ``skip`` is written to ``scratch`` and kept only if its
+    whole-file SHA-256 equals the manifest's. Returns those part files by
+    number. The caller owns ``scratch`` (and removes it).
+    """
+    spec = ComponentSpec.from_entry(entry)
+    nums = [n for n in range(min(spec.k, spec.total)) if n not in skip]
+    if not nums:
+        return {}
+    stem = Path(spec.path).name
+    with contextlib.ExitStack() as stack:
+        fd = os.open(copy, os.O_RDONLY | os.O_CLOEXEC)
+        stack.callback(os.close, fd)
+        have = os.fstat(fd).st_size
+        if have > spec.size:
+            return {}
+
+        def padded(off: int, length: int) -> bytes:
+            got = os.pread(fd, max(0, min(length, have - off)), off) if off < have else b""
+            return got + bytes(length - len(got)) if len(got) < length else got
+
+        read: ReadRange = padded
+        if spec.codec != "none":
+            zpath = scratch / temp_name(stem, "salvage")
+            zfh = stack.enter_context(open(zpath, "w+b"))
+            stack.callback(zpath.unlink, missing_ok=True)
+            compress_into(spec.codec, padded, spec.size, zfh)
+            zfh.flush()
+            if zfh.tell() != spec.plan.compressed_size:
+                return {}
+            read = functools.partial(_pread, zfh.fileno())
+        elif spec.plan.compressed_size != spec.size:
+            return {}
+        paths = {n: scratch / f"{stem}.salvaged.{n}" for n in nums}
+        expected = {n: spec.part_digest(n) for n in nums}
+        done, _failed = encode_parts_from(
+            spec, read, paths, expected=expected, writer=fresh_writer, writeback=False
+        )
+        return {n: paths[n] for n in done}
 
 
 class _MemWriter:
@@ -119,7 +224,7 @@ def parts_from_original(entry: FileEntry, data: Buffer) -> dict[int, bytes]:
         return _MemWriter(got, path.name)
 
     paths = {n: Path(str(n)) for n in nums}
-    done, _failed = encode_parts(spec, stream, paths, None, writer=writer)
+    done, _failed = encode_parts(spec, stream, paths, None, writer=writer, writeback=False)
     out: dict[int, bytes] = {}
     for n, digest in done.items():
         # the manifest's part integrity is one sha256 token: compare its text
@@ -216,10 +321,7 @@ def _unseal_component(
         report.lost[entry.path] = lost_error(spec, len(sources), entry.path).what
         return
     try:
-        data = iter_decompress(spec.codec, iter_stripes(spec, sources, pool), spec.size, spec.path)
-        write_verified(
-            dest, data, entry.integrity, entry.path, threaded=entry.size >= BIG, kind=UNSEAL_KIND
-        )
+        _write_rebuilt(spec, sources, dest, pool, threaded=entry.size >= BIG, kind=UNSEAL_KIND)
     except IOFailure:
         raise
     except AuraSealError as exc:
