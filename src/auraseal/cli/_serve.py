@@ -69,8 +69,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Serve ROOT over HTTP. Every option can also be set in a TOML file "
         "(--config; keys are the option names without '--'); the command line wins.",
     )
-    p.add_argument(
-        "root", type=Path, nargs="?",
+    p.add_argument(  # no type=: argparse would turn the suppressed default into a Path
+        "root", nargs="?",
         help="package directory (default: the user data dir, with the bundled example sealed)",
     )
     p.add_argument("--config", type=Path, metavar="TOML",
@@ -146,7 +146,7 @@ def _convert(a: argparse.Action, key: str, value: Any, where: str, base: Path) -
 
 
 def _convert_one(a: argparse.Action, key: str, value: Any, where: str, base: Path) -> Any:
-    kind = a.type
+    kind = Path if a.dest == "root" else a.type
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ConfigError(f"{key} must be a string or a number", where)
     if kind is int or (kind is _size and isinstance(value, int)):
@@ -202,6 +202,8 @@ def load_config_file(path: Path, parser: argparse.ArgumentParser) -> dict[str, A
 def _serve_options(args: argparse.Namespace) -> argparse.Namespace:
     """Defaults, then ``--config`` file values, then the command line."""
     given = {k: v for k, v in vars(args).items() if k != "serve_parser"}
+    if isinstance(given.get("root"), str):
+        given["root"] = Path(given["root"])
     from_file: dict[str, Any] = {}
     if given.get("config") is not None:
         from_file = load_config_file(given["config"], args.serve_parser)
