@@ -24,14 +24,20 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TextIO
 
-from auraseal._time import format_time, utcnow
-
 __all__ = ["LOG_FORMATS", "ServerLog"]
 
 LOG_FORMATS = ("text", "json")
 
 Message = MutableMapping[str, Any]
 SendFn = Callable[[Message], Awaitable[None]]
+
+
+#: a JSON string literal (the C escaper json.dumps uses)
+_quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
+_JSON_ACCESS = (
+    '{"time":"%s","log":"access","client":%s,"method":%s,"path":%s,"query":%s,'
+    '"status":%d,"bytes":%d,"duration_ms":%.3f}'
+)
 
 
 def _text_value(v: Any) -> str:
@@ -50,6 +56,16 @@ class ServerLog:
         self.fmt = fmt
         self.access_enabled = access
         self._lock = threading.Lock()
+        self._second = -1
+        self._stamp = ""
+
+    def _now(self) -> str:
+        """The current UTC time as ``2026-11-28T20:30:27Z`` (formatted once a second)."""
+        sec = int(time.time())
+        if sec != self._second:
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(sec))
+            self._second = sec
+        return self._stamp
 
     def _write(self, line: str) -> None:
         with self._lock:
@@ -61,7 +77,7 @@ class ServerLog:
 
     def event(self, kind: str, data: dict[str, Any]) -> None:
         """One line for an event (publish, repair, tamper, lost, expiry_warning, ...)."""
-        now = format_time(utcnow())
+        now = self._now()
         fields = {k: v for k, v in data.items() if k not in ("type", "time")}
         if self.fmt == "json":
             rec = {"time": now, "log": "event", "event": kind, **fields}
@@ -74,18 +90,15 @@ class ServerLog:
         self, *, client: str, method: str, path: str, query: str, status: int, size: int,
         duration_ms: float,
     ) -> None:
-        """One line for a completed (or abandoned: status 0) HTTP request."""
+        """One line for a completed HTTP request."""
         if not self.access_enabled:
             return
-        now = format_time(utcnow())
-        if self.fmt == "json":
-            rec = {"time": now, "log": "access", "client": client, "method": method,
-                   "path": path, "query": query, "status": status, "bytes": size,
-                   "duration_ms": round(duration_ms, 3)}
-            self._write(json.dumps(rec, separators=(",", ":")))
+        now = self._now()
+        if self.fmt == "json":  # formatted by hand: this runs once per request
+            self._write(_JSON_ACCESS % (now, _quote(client), _quote(method), _quote(path),
+                                        _quote(query), status, size, duration_ms))
         else:
-            target = path + ("?" + query if query else "")
-            target = json.dumps(f"{method} {target}")
+            target = _quote(f"{method} {path}?{query}" if query else f"{method} {path}")
             self._write(f"{now} access {client or '-'} {target} {status} {size}B "
                         f"{duration_ms:.1f}ms")
 
