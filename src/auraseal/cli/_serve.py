@@ -84,17 +84,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--trusted-key", type=Path, action="append", metavar="PUB",
         help="accept publishes signed by this key (repeat; default: ROOT's own publisher key)",
     )
-    p.add_argument("--threshold", type=int,
+    p.add_argument("--threshold", type=int, metavar="K",
                    help="distinct trusted signatures needed (default: 1)")
     p.add_argument("--publish-token-file", type=Path, metavar="F",
                    help="SHA-256 hashes of bearer tokens allowed to publish")
     p.add_argument("--max-upload", type=_size, metavar="SIZE",
                    help="largest publish upload (default: 1G)")
-    p.add_argument("--scrub-interval", help="how often the store is scrubbed (default: 1h)")
-    p.add_argument("--commit-interval", help="ledger block timer (default: 5m)")
+    p.add_argument("--scrub-interval", metavar="DURATION",
+                   help="how often the store is scrubbed (default: 1h)")
+    p.add_argument("--commit-interval", metavar="DURATION", help="ledger block timer (default: 5m)")
     p.add_argument("--expiry-warning", metavar="DURATION",
                    help="log an expiry_warning for manifests expiring within this (default: 7d)")
-    p.add_argument("--workers", type=int, help="worker processes (default: 1)")
+    p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: 1)")
     p.add_argument("--server", choices=("granian", "uvicorn"),
                    help="the ASGI server that runs the app (default: granian)")
     p.add_argument("--example", action="store_true",
