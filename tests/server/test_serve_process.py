@@ -4,6 +4,7 @@ of real workers, and the fetch line it prints for the bundled example."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -178,8 +179,9 @@ def test_serve_prints_a_fetch_line_for_the_example_that_works(
                          f"--trusted-key {key}")
         wait_listening(port, 30, proc)
         argv = fetch.split()[1:]
+        env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}  # a fresh client
         done = subprocess.run([*AURASEAL, *argv], cwd=tmp_path, capture_output=True,
-                              timeout=60, check=False)
+                              timeout=60, check=False, env=env)
         assert done.returncode == 0, done.stderr
         assert (tmp_path / "site-copy" / "index.html").is_file()
     finally:

@@ -815,6 +815,7 @@ def create_app(
     """The AuraSeal server as a Starlette app (``app.state.auraseal`` is the ServerState);
     ``log``: where access and event lines go (see :mod:`auraseal.server.logs`)."""
     st = state or ServerState(config, log=log)
+    st.log = st.log or log
     tokens = TokenSet.load(config.publish_token_file)
     handlers = Handlers(st, tokens)
 
