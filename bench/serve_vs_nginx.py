@@ -68,7 +68,7 @@ def make_package(base: Path) -> tuple[Path, str, str]:
 def run_ours(root: Path, workers: int, server: str) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     cmd = [str(VENV_BIN / "auraseal"), "serve", str(root), "--port", str(port),
-           "--workers", str(workers), "--server", server]
+           "--workers", str(workers), "--server", server, "--no-access-log"]  # as nginx: off
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_listening(port)
     time.sleep(1.0)

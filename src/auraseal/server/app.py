@@ -34,6 +34,7 @@ from auraseal.manifest import MANIFEST_NAME, Manifest, manifest_digest, part_nam
 from auraseal.server.archive import build_archive, invalidate_archives
 from auraseal.server.config import STATE_DIR, ServerConfig, check_package_name
 from auraseal.server.ledger_port import LedgerPort
+from auraseal.server.logs import ServerLog
 from auraseal.server.metrics import CONTENT_TYPE as METRICS_TYPE
 from auraseal.server.openapi import openapi_document
 from auraseal.server.publish import (
@@ -804,8 +805,11 @@ class AuraSealApp(Starlette):
     """Starlette, with the small-file hot path tried before the middleware stack."""
 
     edge: EdgeMiddleware | None = None
+    access_log: ServerLog | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.access_log is not None and scope["type"] == "http":
+            send = self.access_log.wrap_send(scope, send)  # one access line per request
         if self.edge is not None and scope["type"] == "http" and await self.edge.try_fast(
             scope, send
         ):
@@ -813,9 +817,13 @@ class AuraSealApp(Starlette):
         await super().__call__(scope, receive, send)
 
 
-def create_app(config: ServerConfig, *, state: ServerState | None = None) -> Starlette:
-    """The AuraSeal server as a Starlette app (``app.state.auraseal`` is the ServerState)."""
-    st = state or ServerState(config)
+def create_app(
+    config: ServerConfig, *, state: ServerState | None = None, log: ServerLog | None = None
+) -> Starlette:
+    """The AuraSeal server as a Starlette app (``app.state.auraseal`` is the ServerState);
+    ``log``: where access and event lines go (see :mod:`auraseal.server.logs`)."""
+    st = state or ServerState(config, log=log)
+    st.log = st.log or log
     tokens = TokenSet.load(config.publish_token_file)
     handlers = Handlers(st, tokens)
 
@@ -852,6 +860,7 @@ def create_app(config: ServerConfig, *, state: ServerState | None = None) -> Sta
     app.state.auraseal = st
     app.add_middleware(EdgeMiddleware, state=st)
     app.edge = EdgeMiddleware(app.router, st, fast=handlers.fast_file)
+    app.access_log = log
     return app
 
 

@@ -52,6 +52,8 @@ class ServerConfig:
     cors_origin: str = "*"
     healing: bool = True
     small_file_cache_bytes: int = 64 << 20
+    #: warn (log event ``expiry_warning``) when a manifest expires within this many seconds
+    expiry_warning: float = 7 * 86400.0
 
     def __post_init__(self) -> None:
         if self.threshold < 1:

@@ -20,6 +20,7 @@ from auraseal.server.archive import clean_archive_temps, invalidate_archives
 from auraseal.server.config import ServerConfig
 from auraseal.server.healing import PackageHealth, repair_view, scrub_view
 from auraseal.server.ledger_port import LedgerPort, open_port
+from auraseal.server.logs import ServerLog
 from auraseal.server.metrics import Metrics
 from auraseal.server.static import FileCache
 from auraseal.server.store import PackageStore, PackageView
@@ -41,8 +42,13 @@ def prepare_root(store: PackageStore) -> list[str]:
 class ServerState:
     """Shared state of one running server."""
 
-    def __init__(self, config: ServerConfig, *, ledger: LedgerPort | None = None) -> None:
+    def __init__(
+        self, config: ServerConfig, *, ledger: LedgerPort | None = None,
+        log: ServerLog | None = None,
+    ) -> None:
         self.config = config
+        #: where event lines go (``auraseal serve`` passes one on stderr); None: nowhere
+        self.log = log
         self.store = PackageStore(config.root, config.keep_versions)
         prepare_root(self.store)
         self.metrics = Metrics()
@@ -124,7 +130,14 @@ class ServerState:
                 event["ledger_error"] = str(exc)
         with self._lock:
             self._events.append(event)
+        if self.log is not None:
+            self.log.event(kind, {k: v for k, v in event.items() if k not in ("type", "time")})
         return event
+
+    def note(self, kind: str, data: dict[str, Any]) -> None:
+        """An event for the log only (tamper detected, expiry warning): not in the ledger."""
+        if self.log is not None:
+            self.log.event(kind, data)
 
     def scrub_package_sync(self, name: str, repair: bool = True) -> PackageHealth:
         """Scrub ``name`` now (and repair what parity can rebuild); blocking."""
@@ -152,6 +165,9 @@ class ServerState:
             bad = [c for c in health.components if c.state != "intact"]
             if bad:
                 self.metrics.inc("auraseal_verification_failures_total", len(bad))
+                self.note("tamper", {"package": name, "version": view.version,
+                                     "components": [c.path for c in bad][:20],
+                                     "count": len(bad)})
             if repair and any(c.state == "recoverable" for c in health.components):
                 health, repaired = repair_view(view, health)
                 for path in repaired:
@@ -184,8 +200,23 @@ class ServerState:
         for name in self.store.names():
             try:
                 self.scrub_package_sync(name)
+                self.check_expiry(name)
             except AuraSealError as exc:
                 self.record_event("scrub_failed", {"package": name, "error": str(exc)})
+
+    def check_expiry(self, name: str) -> bool:
+        """Log an ``expiry_warning`` if ``name``'s manifest expires within
+        ``config.expiry_warning`` seconds (or has expired); True if it did."""
+        view = self.store.get(name)
+        expires = view.manifest.expires
+        if expires is None:
+            return False
+        left = (expires - utcnow()).total_seconds()
+        if left > self.config.expiry_warning:
+            return False
+        self.note("expiry_warning", {"package": name, "version": view.version,
+                                     "expires": format_time(expires), "expired": left <= 0})
+        return True
 
     def _gauges(self) -> list[tuple[str, str, dict[str, str], float]]:
         out: list[tuple[str, str, dict[str, str], float]] = []
