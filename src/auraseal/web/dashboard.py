@@ -121,6 +121,8 @@ def _scalars(d: Mapping[str, Any]) -> list[tuple[str, Any]]:
 
 def _ledger_words(head: Mapping[str, Any]) -> str:
     entries, blocks, pending = head.get("entries", 0), head.get("blocks", 0), head.get("pending")
+    if not entries and not pending:
+        return "No event recorded yet."
     text = (f"{entries} event(s) committed in {blocks} signed block(s)"
             if entries else "Nothing committed yet")
     if isinstance(pending, int) and pending:
@@ -206,7 +208,7 @@ def _versions_html(p: Mapping[str, Any]) -> str:
         parts.append(f"signed by key id(s): {ids}")
     if not parts:
         return ""
-    return f'<p class="meta versions">{" &middot; ".join(parts)}</p>'
+    return f'<p class="versions">{" &middot; ".join(parts)}</p>'
 
 
 def _package_html(p: Mapping[str, Any], can_verify: bool = True) -> str:
