@@ -153,6 +153,12 @@ def test_events_come_from_the_ledger_and_survive_a_restart(
     assert 'id="ledger-words"' in page and "pending" in page
     entry = httpx.get(f"{other}/ledger/entries/{ids[0]}").json()
     assert "inclusion" in entry and entry["entry_id"] == ids[0]
+    # an API-recorded entry with huge details: hashed in full, not copied into the page
+    r = httpx.post(f"{other}/ledger/entries", headers=auth,
+                   json={"type": "note", "data": {"blob": "x" * 50_000}})
+    assert r.status_code == 201
+    page = httpx.get(f"{other}/").text
+    assert "metadata_omitted" in page and "x" * 1000 not in page
 
 
 def test_docs_page_renders_the_api_without_external_assets(base_url: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from datetime import timedelta
@@ -16,6 +17,8 @@ from auraseal.signing import SigningKey, generate_keypair, load_signing_key
 __all__ = ["RealLedgerPort"]
 
 CHECKPOINT_NAME = "auraseal-server"
+#: Event details up to this size (JSON) are kept as the entry's metadata too.
+MAX_METADATA = 8192
 
 
 def _checkpoint_key(path: Path) -> SigningKey:
@@ -51,8 +54,10 @@ class RealLedgerPort:
         with self._lock:
             # the event's details are kept as the entry's metadata too, so the
             # dashboard reads its events back from the ledger after a restart
+            meta = data if len(json.dumps(data, default=str)) <= MAX_METADATA else {
+                "metadata_omitted": f"details larger than {MAX_METADATA} bytes"}
             return self.ledger.record(
-                f"server.{kind}", data, data, with_signature=signed
+                f"server.{kind}", data, meta, with_signature=signed
             ).entry_id
 
     def recent(self, limit: int) -> list[dict[str, Any]]:

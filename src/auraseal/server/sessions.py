@@ -25,13 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from auraseal._fs import atomic_writer
+from auraseal._fs import atomic_writer, clean_stale_temps, is_temp_name
 from auraseal.server.publish import TokenSet
 
 __all__ = ["COOKIE_NAME", "OperatorAuth", "RunLimiter", "same_origin"]
 
 COOKIE_NAME = "auraseal_session"
 SESSION_SECONDS = 12 * 3600
+#: Temp-file kind (``_fs.temp_name``) of session files being written.
+SESSION_KIND = "session"
 
 
 def same_origin(headers: Mapping[str, str], host: str) -> bool:
@@ -82,6 +84,8 @@ class OperatorAuth:
         self.tokens = tokens
         self.dir = Path(directory)
         self.limiter = RunLimiter(min_interval)
+        with contextlib.suppress(OSError):
+            clean_stale_temps(self.dir, {SESSION_KIND})
 
     @property
     def enabled(self) -> bool:
@@ -100,7 +104,7 @@ class OperatorAuth:
             return None
         sid = secrets.token_urlsafe(32)
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with atomic_writer(self._path(sid), 0o600, kind="session") as fh:
+        with atomic_writer(self._path(sid), 0o600, kind=SESSION_KIND) as fh:
             fh.write(str(int(time.time()) + SESSION_SECONDS).encode())
         self._prune()
         return sid
@@ -124,6 +128,8 @@ class OperatorAuth:
         now = time.time()
         with contextlib.suppress(OSError):
             for n in os.listdir(self.dir):
+                if is_temp_name(n):
+                    continue
                 p = self.dir / n
                 try:
                     if int(p.read_text("ascii").strip()) <= now:

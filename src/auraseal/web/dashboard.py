@@ -265,7 +265,8 @@ def _event_details(ev: Mapping[str, Any]) -> str:
         before = f" (before: {ev['before']})" if ev.get("before") else ""
         return (f"{ev.get('package')} v{ev.get('version')}: {ev.get('component')}: "
                 f"{changed}{before}")
-    return ", ".join(f"{k}={v}" for k, v in ev.items() if k not in skip)
+    text = ", ".join(f"{k}={str(v)[:200]}" for k, v in ev.items() if k not in skip)
+    return text if len(text) <= 1000 else text[:1000] + "..."
 
 
 def _events_html(events: Sequence[Mapping[str, Any]]) -> str:
