@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from auraseal.server.publish import new_token
 from auraseal.server.testing import run_server
 from auraseal.signing import SigningKey
 from auraseal.web.dashboard import CSP, render_dashboard
@@ -24,6 +25,7 @@ pytestmark = pytest.mark.browser
 class Dash:
     base: str
     root: Path
+    token: str
 
 
 @pytest.fixture
@@ -38,9 +40,21 @@ def dash(tmp_path: Path) -> Iterator[Dash]:
         "css/site.css": b"body { margin: 0 }\n",
     }, key, "alpha")
     seal_package(root, tmp_path / "beta", {"data/notes.txt": b"beta notes\n"}, key, "beta")
+    token, line = new_token()
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text(line + "\n")
     # healing on: one background scrub at start, blocks committed every 0.5 s
-    with run_server(root, trusted_keys=(key.public,), commit_interval=0.5) as base:
-        yield Dash(base, root)
+    with run_server(root, trusted_keys=(key.public,), commit_interval=0.5,
+                    publish_token_file=tokens) as base:
+        yield Dash(base, root, token)
+
+
+def login(page: Any, dash: Dash) -> None:
+    """Log in through the dashboard's own form (a plain POST, JavaScript off)."""
+    page.goto(dash.base + "/")
+    page.fill('input[name="token"]', dash.token)
+    page.click('form[action="/login"] button')
+    assert page.locator('form[action="/logout"]').count() == 1
 
 
 def corrupt(path: Path) -> None:
@@ -54,6 +68,7 @@ def test_dashboard_renders_and_reflects_damage(browser: Any, dash: Dash,
     ctx = browser.new_context(java_script_enabled=False, viewport={"width": 1100, "height": 900})
     page = ctx.new_page()
     try:
+        login(page, dash)
         resp = page.goto(dash.base + "/")
         for _ in range(100):  # the server's first background scrub
             if page.locator('#pkg-beta[data-state="intact"]').count():
@@ -116,7 +131,11 @@ def test_verify_refuses_cross_site_posts_and_unknown_packages(dash: Dash) -> Non
         assert r.status_code == 403
         r = client.post("/verify/alpha", headers={"Sec-Fetch-Site": "same-site"})
         assert r.status_code == 403
-        r = client.post("/verify/nope")
+        r = client.post("/verify/alpha", headers={"Origin": dash.base})
+        assert r.status_code == 401  # not logged in
+        r = client.post("/login", data={"token": dash.token}, headers={"Origin": dash.base})
+        assert r.status_code == 303
+        r = client.post("/verify/nope", headers={"Origin": dash.base})
         assert r.status_code == 404
         r = client.post("/verify/alpha", headers={"Origin": dash.base})
         assert r.status_code == 303 and r.headers["location"].startswith("/?verified=alpha")

@@ -15,12 +15,15 @@ __all__ = ["register"]
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "publish",
-        help="upload a sealed package (directory or zip) to an auraseal server",
+        help="upload a sealed package (directory, zip or just its manifest) to a server",
         description=(
             "Upload PACKAGE (a sealed package directory or its zip) to SERVER "
             "(e.g. http://127.0.0.1:8000) as PUT /packages/<name>. The token comes from "
             "--token-file or $AURASEAL_TOKEN. Publishing the version the server already "
-            "serves with the same content is a no-op (exit 0). Exit 2 refused as malformed "
+            "serves with the same content is a no-op (exit 0). Given only an "
+            "integrity-manifest.json (e.g. after `auraseal resign`), only the manifest is "
+            "sent; the server refuses it unless its files are the served ones. "
+            "Exit 2 refused as malformed "
             "or too large, 3 bad token / signatures / version not newer, 5 network."
         ),
     )

@@ -2,13 +2,18 @@
 
 The publisher side of the workflow (docs/SERVER.md, "Publishing"): the
 package is a sealed directory or its zip; a directory is zipped into a temp
-file first (the same ``write_zip`` sealing uses). The upload streams from
+file first (the same ``write_zip`` sealing uses). Given a manifest file
+(``integrity-manifest.json``, e.g. refreshed by ``auraseal resign``), only the
+manifest is sent (``Content-Type: application/json``): the server makes a new
+version from the files it already serves, if they are identical. The upload streams from
 disk with a byte-progress callback, is retried on transient failures
 (connection errors, 502/503/504) with back-off, and maps the server's
 answers to one exception each:
 
 * 201 published;
 * 409 with the same manifest already served: nothing to do (idempotent);
+* 409 for a manifest-only publish whose files differ from the served ones:
+  :class:`PublishRefusedError` (exit 2; upload the whole package);
 * 409 otherwise: :class:`~auraseal.errors.RollbackError` (exit 3);
 * 401 / 403: :class:`PublishAuthError` (exit 3);
 * 413: :class:`~auraseal.server.publish.PayloadTooLargeError`-like
@@ -118,6 +123,31 @@ def _read_manifest_of(zip_path: Path) -> bytes:
         raise InputError(f"not a readable zip: {exc}", str(zip_path)) from exc
 
 
+def _is_manifest_file(source: Path) -> bool:
+    """True if ``source`` is a manifest file (JSON), not a package zip or directory."""
+    if not source.is_file():
+        return False
+    if source.name == MANIFEST_NAME:
+        return True
+    try:
+        with open(source, "rb") as fh:
+            head = fh.read(64)
+    except OSError as exc:
+        raise StorageError(f"cannot read: {exc.strerror}", str(source)) from exc
+    return head.lstrip()[:1] == b"{"
+
+
+@contextlib.contextmanager
+def _as_upload(source: Path, manifest_only: bool) -> Iterator[Path]:
+    if manifest_only:
+        if source.stat().st_size > 64 << 20:
+            raise ManifestFormatError("manifest too large", str(source))
+        yield source
+        return
+    with _as_zip(source) as zip_path:
+        yield zip_path
+
+
 @contextlib.contextmanager
 def _as_zip(source: Path) -> Iterator[Path]:
     """``source`` itself if it is a zip, else a temp zip of the package directory."""
@@ -152,6 +182,14 @@ def _error_text(resp: httpx.Response) -> str:
     return f"HTTP {resp.status_code}"
 
 
+def _error_type(resp: httpx.Response) -> str:
+    try:
+        value = resp.json()["error"]["type"]
+    except (ValueError, KeyError, TypeError):
+        return ""
+    return value if isinstance(value, str) else ""
+
+
 def _body(path: Path, progress: Callable[[int], None] | None) -> Iterator[bytes]:
     with open(path, "rb") as fh:
         while chunk := fh.read(CHUNK):
@@ -180,8 +218,11 @@ def publish_package(
     source = Path(source)
     if not token or any(c.isspace() for c in token):
         raise UsageError("empty or malformed publish token", "token")
-    with _as_zip(source) as zip_path:
-        manifest_bytes = _read_manifest_of(zip_path)
+    manifest_only = _is_manifest_file(source)
+    with _as_upload(source, manifest_only) as zip_path:
+        manifest_bytes = (
+            zip_path.read_bytes() if manifest_only else _read_manifest_of(zip_path)
+        )
         manifest = load_manifest(manifest_bytes, str(source))
         url = package_url(server, manifest.name)
         size = zip_path.stat().st_size
@@ -192,6 +233,7 @@ def publish_package(
             resp = _put_with_retries(
                 http, url, token, zip_path, size,
                 progress=progress, restart=restart, retries=retries, backoff=backoff,
+                content_type="application/json" if manifest_only else "application/zip",
             )
             if resp.status_code in (200, 201):
                 entry = None
@@ -204,6 +246,8 @@ def publish_package(
             if resp.status_code == 409:
                 if _served_manifest_is(http, url, manifest_digest(manifest)):
                     return PublishResult(manifest.name, manifest.version, "unchanged", url, 0)
+                if _error_type(resp) == "FilesDifferError":
+                    raise PublishRefusedError(_error_text(resp), url)
                 raise RollbackError(_error_text(resp), url)
             if resp.status_code in (401, 403):
                 raise PublishAuthError(_error_text(resp), url)
@@ -228,10 +272,11 @@ def _put_with_retries(
     restart: Callable[[], None] | None,
     retries: int,
     backoff: float,
+    content_type: str = "application/zip",
 ) -> httpx.Response:
     headers = {
         "Authorization": f"Bearer {token}",
-        "Content-Type": "application/zip",
+        "Content-Type": content_type,
         "Content-Length": str(size),
     }
     last = ""

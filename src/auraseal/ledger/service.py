@@ -371,6 +371,10 @@ class Ledger:
     def pending(self) -> list[Entry]:
         return self.store.pending()
 
+    def recent(self, limit: int = 50) -> list[Entry]:
+        """The ``limit`` most recently recorded entries, newest first (pending ones too)."""
+        return self.store.recent(limit)
+
     # --- proofs -------------------------------------------------------------
 
     def _size(self, tree_size: int | None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from datetime import timedelta
@@ -18,6 +19,8 @@ from auraseal.signing import SigningKey, generate_keypair, load_signing_key
 __all__ = ["RealLedgerPort"]
 
 CHECKPOINT_NAME = "auraseal-server"
+#: Event details up to this size (JSON) are kept as the entry's metadata too.
+MAX_METADATA = 8192
 
 
 def _checkpoint_key(path: Path) -> SigningKey:
@@ -52,7 +55,31 @@ class RealLedgerPort:
     def record(self, kind: str, data: dict[str, Any]) -> str:
         signed = bool(os.environ.get(HMAC_ENV))
         with self._lock:
-            return self.ledger.record(f"server.{kind}", data, None, with_signature=signed).entry_id
+            # the event's details are kept as the entry's metadata too, so the
+            # dashboard reads its events back from the ledger after a restart
+            meta = data if len(json.dumps(data, default=str)) <= MAX_METADATA else {
+                "metadata_omitted": f"details larger than {MAX_METADATA} bytes"}
+            return self.ledger.record(
+                f"server.{kind}", data, meta, with_signature=signed
+            ).entry_id
+
+    def recent(self, limit: int) -> list[dict[str, Any]]:
+        """The latest ``limit`` server events, newest first, with their ledger state."""
+        with self._lock:
+            entries = self.ledger.recent(limit)
+        out = []
+        for e in entries:
+            if not e.entry_type.startswith("server."):
+                continue
+            meta = e.metadata
+            out.append({
+                **{k: v for k, v in meta.items() if k not in ("type", "time", "entry_id")},
+                "type": e.entry_type.removeprefix("server."),
+                "time": e.timestamp,
+                "entry_id": e.entry_id,
+                "committed": e.block_number is not None,
+            })
+        return out
 
     def head(self) -> dict[str, Any]:
         with self._lock:

@@ -38,12 +38,16 @@ from auraseal.server.logs import ServerLog
 from auraseal.server.metrics import CONTENT_TYPE as METRICS_TYPE
 from auraseal.server.openapi import openapi_document
 from auraseal.server.publish import (
+    MAX_MANIFEST_BYTES,
+    FilesDifferError,
     PayloadTooLargeError,
     TokenSet,
+    check_manifest_update,
     check_package,
     check_version,
     safe_extract,
 )
+from auraseal.server.sessions import OperatorAuth
 from auraseal.server.state import ServerState
 from auraseal.server.static import (
     Receive,
@@ -78,6 +82,8 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"
 def _error_status(exc: AuraSealError) -> int:
     if isinstance(exc, PayloadTooLargeError):
         return 413
+    if isinstance(exc, FilesDifferError):
+        return 409
     if isinstance(exc, NotFoundError):
         return 404
     if isinstance(exc, RollbackError):
@@ -333,7 +339,7 @@ class Handlers:
         rel = _rel(str(request.path_params["path"]))
         return await self._file(request, view, rel, True)
 
-    async def seed_part(self, request: Request) -> Response:
+    async def part_by_number(self, request: Request) -> Response:
         name = _name(request)
         raw = str(request.path_params["part"])
         if not raw.isdigit() or int(raw) > 255:
@@ -461,13 +467,20 @@ class Handlers:
                     raise InputError("upload stopped before the end", name) from exc
             if declared is not None and received != int(declared):
                 raise InputError("upload shorter than its Content-Length", name)
+            manifest_only = _is_manifest_upload(request.headers.get("content-type"), upload)
+            if manifest_only and received > MAX_MANIFEST_BYTES:
+                raise PayloadTooLargeError(
+                    f"manifest larger than {MAX_MANIFEST_BYTES} bytes", name
+                )
+            sync = self._publish_manifest_sync if manifest_only else self._publish_sync
             async with lock:
-                manifest = await anyio.to_thread.run_sync(self._publish_sync, name, upload)
+                manifest = await anyio.to_thread.run_sync(sync, name, upload)
                 self.state.cache.clear()
             event = self.state.record_event(
                 "publish",
                 {"package": name, "version": manifest.version, "files": len(manifest.files),
-                 "bytes": received, "manifest_sha256": manifest_digest(manifest)},
+                 "bytes": received, "manifest_sha256": manifest_digest(manifest),
+                 "manifest_only": manifest_only},
             )
             self.state.metrics.inc("auraseal_publishes_total", result="ok")
             await self.state.verify_package(name)
@@ -504,6 +517,45 @@ class Handlers:
             if staging is not None:
                 store.discard(staging)
         invalidate_archives(self.state.config.root, name)
+        return manifest
+
+    def _publish_manifest_sync(self, name: str, upload: Path) -> Manifest:
+        """A manifest-only publish: the same checks as :meth:`_publish_sync`, the
+        files taken from the served version by hard links (``docs/SERVER.md``)."""
+        store = self.state.store
+        cfg = self.state.config
+        data = upload.read_bytes()
+        try:
+            served = store.get(name)
+        except NotFoundError as exc:
+            raise FilesDifferError(
+                "no version is served to take the files from: upload the whole package", name
+            ) from exc
+        check_manifest_update(data, name, served.manifest, policy=cfg.policy,
+                              state=self._trust_state())
+        staging: Path | None = store.staging_dir(name)
+        assert staging is not None
+        try:
+            store.link_files(served, staging)
+            with open(staging / MANIFEST_NAME, "xb") as fh:
+                fh.write(data)
+            manifest = check_package(staging, name, policy=cfg.policy,
+                                     current_version=served.version, state=self._trust_state())
+            with store.lock("publish", name):
+                now = store.get(name)
+                if now.version != served.version:  # another worker published meanwhile
+                    check_manifest_update(data, name, now.manifest, policy=cfg.policy,
+                                          state=self._trust_state())
+                check_version(name, manifest, current_version=now.version,
+                              state=self._trust_state())
+                store.install(name, staging, manifest.version)
+                staging = None
+                if cfg.trusted_keys:
+                    self._trust_state().record(name, manifest.version, manifest_digest(manifest))
+        finally:
+            if staging is not None:
+                store.discard(staging)
+        invalidate_archives(cfg.root, name)
         return manifest
 
     def _trust_state(self) -> TrustState:
@@ -600,8 +652,9 @@ class Handlers:
     # --- operations -------------------------------------------------------------------
 
     async def healthz(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok", "packages": len(self.state.store.names()),
-                             "ledger": self.state.ledger is not None})
+        """200 always while serving: "degraded" (with reasons) is a warning, not down."""
+        body = await anyio.to_thread.run_sync(self.state.health_summary)
+        return JSONResponse(body, headers={"cache-control": "no-cache"})
 
     async def metrics(self, request: Request) -> Response:
         text = await anyio.to_thread.run_sync(self.state.metrics.render)
@@ -609,6 +662,15 @@ class Handlers:
 
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(openapi_document())
+
+
+def _is_manifest_upload(content_type: str | None, upload: Path) -> bool:
+    """A publish body that is a manifest (JSON), not a package zip."""
+    if (content_type or "").split(";")[0].strip().lower() == "application/json":
+        return True
+    with open(upload, "rb") as fh:
+        head = fh.read(64)
+    return head.lstrip()[:1] == b"{"
 
 
 def _wrap(fn: Callable[[Request], Any]) -> Callable[[Request], Any]:
@@ -635,7 +697,7 @@ def _routes(h: Handlers) -> list[BaseRoute]:
         Route("/packages/{name}/scrub", _wrap(h.scrub), methods=["POST"]),
         Route("/packages/{name}/integrity-manifest.json", _wrap(h.manifest), methods=gh),
         Route("/packages/{name}/files/{path:path}", _wrap(h.package_file), methods=gh),
-        Route("/packages/{name}/parts/{part}", _wrap(h.seed_part), methods=gh),
+        Route("/packages/{name}/parts/{part}", _wrap(h.part_by_number), methods=gh),
         Route("/packages/{name}/versions", _wrap(h.versions), methods=gh),
         Route(
             "/packages/{name}/versions/{version}/integrity-manifest.json",
@@ -655,7 +717,7 @@ def _routes(h: Handlers) -> list[BaseRoute]:
     ]
 
 
-def _web_routes(state: ServerState) -> list[BaseRoute]:
+def _web_routes(state: ServerState, auth: OperatorAuth) -> list[BaseRoute]:
     try:
         from auraseal.web import dashboard  # noqa: PLC0415
     except ImportError:
@@ -663,7 +725,7 @@ def _web_routes(state: ServerState) -> list[BaseRoute]:
     fn = getattr(dashboard, "routes", None)
     if fn is None:
         return []
-    routes: list[BaseRoute] = list(fn(state))
+    routes: list[BaseRoute] = list(fn(state, auth, openapi_document))
     return routes
 
 
@@ -852,7 +914,8 @@ def create_app(
         headers = dict(getattr(exc, "headers", None) or {})
         return _plain_error(code, detail, **headers)
 
-    routes = _web_routes(st) + _routes(handlers)
+    auth = OperatorAuth(tokens, config.root.resolve() / STATE_DIR / "sessions")
+    routes = _web_routes(st, auth) + _routes(handlers)
     app = AuraSealApp(
         routes=routes, lifespan=lifespan,
         exception_handlers={404: http_error, 405: http_error, HTTPException: http_error},

@@ -97,7 +97,8 @@ def _copy_verified(view: PackageView, zf: zipfile.ZipFile) -> None:
 
 
 def build_archive(root: Path, view: PackageView) -> tuple[Path, str]:
-    """The zip of ``view`` (seed layout, ZIP_STORED) and its integrity; built once.
+    """The zip of ``view`` (the layout of docs/FORMAT.md, ZIP_STORED) and its integrity;
+    built once.
 
     Raises :class:`~auraseal.errors.DigestMismatchError` if a stored byte does
     not match the manifest (the caller repairs and calls again).

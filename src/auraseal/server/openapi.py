@@ -50,6 +50,14 @@ _PACKAGE = {
         "files": {"type": "integer"},
         "created": {"type": "string"},
         "expires": {"type": "string", "nullable": True},
+        "seconds_left": {"type": "integer", "nullable": True,
+                         "description": "seconds until the manifest expires (negative: expired)"},
+        "expiry_state": {"type": "string", "enum": ["ok", "expiring", "expired"],
+                         "description": "expiring: within 7 days"},
+        "versions": {"type": "array", "items": {"type": "integer"},
+                     "description": "versions kept (the last one is served)"},
+        "signers": {"type": "array", "items": {"type": "string"},
+                    "description": "key ids of the manifest's signatures"},
         "health": {"$ref": "#/components/schemas/Health"},
     },
 }
@@ -109,9 +117,18 @@ def openapi_document() -> dict[str, Any]:
             "See docs/SERVER.md.",
         },
         "paths": {
-            "/healthz": {"get": {"summary": "liveness", "responses": {
-                "200": _json("ok", {"type": "object", "required": ["status"],
-                                    "properties": {"status": {"type": "string"}}})}}},
+            "/healthz": {"get": {
+                "summary": "liveness and warnings",
+                "description": "Always 200 while the server answers. status is \"degraded\" "
+                "(with one reason each) when a manifest expires within 7 days or has "
+                "expired, or a package was found lost or damaged.",
+                "responses": {"200": _json("ok or degraded", {
+                    "type": "object", "required": ["status", "reasons"],
+                    "properties": {
+                        "status": {"type": "string", "enum": ["ok", "degraded"]},
+                        "reasons": {"type": "array", "items": {"type": "string"}},
+                        "packages": {"type": "integer"},
+                        "ledger": {"type": "boolean"}}})}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
                 "200": {"description": "text exposition format",
                         "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
@@ -122,7 +139,7 @@ def openapi_document() -> dict[str, Any]:
                         "$ref": "#/components/schemas/Package"}}}})}}},
             "/packages/{name}": {
                 "get": {
-                    "summary": "the package as a zip archive (seed 001 §6)",
+                    "summary": "the package as a zip archive (docs/FORMAT.md)",
                     "parameters": [NAME, {
                         "name": "coherence", "in": "query", "required": False,
                         "schema": {"type": "number", "minimum": 0, "maximum": 1,
@@ -146,11 +163,16 @@ def openapi_document() -> dict[str, Any]:
                     },
                 },
                 "put": {
-                    "summary": "publish a sealed package zip",
+                    "summary": "publish a sealed package zip, or only a new signed manifest",
+                    "description": "A body that is a signed manifest (application/json) "
+                    "publishes a new version whose files are the served version's (hard "
+                    "links); its files must be identical to the served ones (409 otherwise).",
                     "security": auth,
                     "parameters": [NAME],
-                    "requestBody": {"required": True, "content": {"application/octet-stream": {
-                        "schema": {"type": "string", "format": "binary"}}}},
+                    "requestBody": {"required": True, "content": {
+                        "application/octet-stream": {
+                            "schema": {"type": "string", "format": "binary"}},
+                        "application/json": {"schema": {"type": "object"}}}},
                     "responses": {
                         "201": _json("published", {"type": "object", "required": ["package",
                                                                                     "version"],
@@ -162,7 +184,9 @@ def openapi_document() -> dict[str, Any]:
                         "400": _err("bad upload"),
                         "401": _err("missing or invalid token"),
                         "403": _err("not signed by trusted keys"),
-                        "409": _err("version not greater than the one served"),
+                        "409": _err("version not greater than the one served, or (a "
+                                    "manifest-only publish) files differ from the served "
+                                    "version"),
                         "413": _err("too large"),
                         "422": _err("package fails its own manifest"),
                     },
@@ -180,7 +204,7 @@ def openapi_document() -> dict[str, Any]:
                 "a file, a part (<path>.part.<M>) or the manifest of the current version",
                 [NAME, PATH]),
             "/packages/{name}/parts/{part}": _static(
-                "seed 001 §6: part number of the (only, or ?component=) sealed component",
+                "part number of the (only, or ?component=) sealed component",
                 [NAME, {"name": "part", "in": "path", "required": True,
                         "schema": {"type": "integer", "minimum": 0, "maximum": 255}},
                  {"name": "component", "in": "query", "required": False,

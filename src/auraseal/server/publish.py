@@ -8,6 +8,12 @@ manifest's signatures against the trusted keys and threshold, its name and
 version (strictly greater than the version served and than any version
 trusted before), and a full scrub (every original and part intact). Only then
 is the unpacked tree swapped in atomically (:meth:`PackageStore.install`).
+
+A *manifest-only* publish (the body is just a signed manifest, e.g. one that
+``auraseal resign`` refreshed) passes the same checks; its ``files`` must be
+identical to the served version's (:func:`check_manifest_update`), and the new
+version directory is made of hard links to the served version's files
+(:meth:`PackageStore.link_files`) plus the new manifest.
 """
 
 from __future__ import annotations
@@ -35,9 +41,12 @@ from auraseal.manifest import MANIFEST_NAME, Manifest, load_manifest, manifest_d
 from auraseal.signing import TrustPolicy, TrustState
 
 __all__ = [
+    "MAX_MANIFEST_BYTES",
     "TOKEN_PREFIX",
+    "FilesDifferError",
     "PayloadTooLargeError",
     "TokenSet",
+    "check_manifest_update",
     "check_package",
     "check_version",
     "hash_token",
@@ -51,8 +60,16 @@ COPY_CHUNK = 1 << 20
 RATIO_FLOOR = 1 << 20
 
 
+#: Largest manifest accepted as a manifest-only publish (the store reads no more).
+MAX_MANIFEST_BYTES = 64 << 20
+
+
 class PayloadTooLargeError(InputError):
     """An upload (or what it unpacks to) is larger than the server accepts (413)."""
+
+
+class FilesDifferError(InputError):
+    """A manifest-only publish whose files are not the served version's (409)."""
 
 
 def hash_token(token: str) -> str:
@@ -232,6 +249,41 @@ def check_version(
         )
     if state is not None:
         state.check(name, manifest.version, manifest_digest(manifest), name)
+
+
+def check_manifest_update(
+    data: bytes,
+    name: str,
+    served: Manifest,
+    *,
+    policy: TrustPolicy | None,
+    state: TrustState | None,
+) -> Manifest:
+    """The cheap checks of a manifest-only publish, before anything is linked.
+
+    The manifest must be signed by the trusted keys (threshold), not expired,
+    name ``name``, carry a version above ``served`` (and any trusted before),
+    and list exactly the served version's files: same paths, sizes,
+    integrity, parts and recovery. :func:`check_package` then checks the
+    linked tree in full, as for any publish."""
+    if policy is None:
+        raise ThresholdError("the server trusts no publisher key (--trusted-key)", "publish")
+    manifest = load_manifest(data, f"upload: {MANIFEST_NAME}", policy=policy)
+    if manifest.name != name:
+        raise InputError(f"manifest names package '{manifest.name}', not '{name}'", "upload")
+    check_version(name, manifest, current_version=served.version, state=state)
+    mine = {f.path: f for f in manifest.files}
+    theirs = {f.path: f for f in served.files}
+    if mine != theirs:
+        changed = sorted(set(mine) ^ set(theirs)) or sorted(
+            p for p in mine if mine[p] != theirs[p]
+        )
+        raise FilesDifferError(
+            "files differ from the served version "
+            f"(v{served.version}; first: {changed[0]!r}): upload the whole package",
+            name,
+        )
+    return manifest
 
 
 def check_package(

@@ -8,8 +8,10 @@ triggers :meth:`ServerState.verify_package`.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import deque
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
@@ -25,7 +27,36 @@ from auraseal.server.metrics import Metrics
 from auraseal.server.static import FileCache
 from auraseal.server.store import PackageStore, PackageView
 
-__all__ = ["ServerState", "prepare_root"]
+__all__ = ["EXPIRING_WITHIN", "ServerState", "expiry_of", "prepare_root", "signer_ids"]
+
+#: A package whose manifest expires within this is "expiring" (``/healthz`` degraded).
+EXPIRING_WITHIN = timedelta(days=7)
+
+
+def expiry_of(expires: datetime | None, now: datetime) -> dict[str, Any]:
+    """``{"expires", "seconds_left", "expiry_state": ok|expiring|expired}`` of a manifest."""
+    if expires is None:
+        return {"expires": None, "seconds_left": None, "expiry_state": "ok"}
+    left = int((expires - now).total_seconds())
+    if left <= 0:
+        state = "expired"
+    elif left <= EXPIRING_WITHIN.total_seconds():
+        state = "expiring"
+    else:
+        state = "ok"
+    return {"expires": format_time(expires), "seconds_left": left, "expiry_state": state}
+
+
+def signer_ids(manifest_bytes: bytes) -> list[str]:
+    """Key ids (hex SHA-256 of the raw public key) of the envelope's signatures."""
+    try:
+        doc = json.loads(manifest_bytes)
+    except ValueError:
+        return []
+    sigs = doc.get("signatures") if isinstance(doc, dict) else None
+    if not isinstance(sigs, list):
+        return []
+    return [s["keyid"] for s in sigs if isinstance(s, dict) and isinstance(s.get("keyid"), str)]
 
 
 def prepare_root(store: PackageStore) -> list[str]:
@@ -37,6 +68,14 @@ def prepare_root(store: PackageStore) -> list[str]:
     store.clean_staging()
     clean_archive_temps(store.root)
     return store.adopt()
+
+
+def _repair_change(c: Any) -> dict[str, Any]:
+    """What a repair changed in one component, from its health before the repair."""
+    if c is None:
+        return {}
+    return {"original_rebuilt": not c.original_ok, "parts_rebuilt": max(0, c.total - c.good),
+            "before": f"{c.good}/{c.total} parts intact"}
 
 
 class ServerState:
@@ -69,31 +108,57 @@ class ServerState:
         with self._lock:
             return self._health.get(name)
 
-    def package_info(self, view: PackageView) -> dict[str, Any]:
+    def package_info(self, view: PackageView, now: datetime | None = None) -> dict[str, Any]:
         h = self.health(view.name)
         if h is None or h.version != view.version:
             h = PackageHealth(view.name, view.version, None)
+        signers = view.memo.get("signers")
+        if signers is None:
+            signers = view.memo["signers"] = tuple(signer_ids(view.manifest_bytes))
+        try:
+            kept = self.store.versions(view.name)
+        except AuraSealError:
+            kept = [view.version]
         return {
             "name": view.name,
             "version": view.version,
+            "versions": kept,
             "size": view.size,
             "files": len(view.manifest.files),
             "created": format_time(view.manifest.created),
-            "expires": (
-                None if view.manifest.expires is None else format_time(view.manifest.expires)
-            ),
+            **expiry_of(view.manifest.expires, now or utcnow()),
+            "signers": list(signers),
             "health": h.to_dict(),
         }
 
-    def packages(self) -> list[dict[str, Any]]:
-        """Every served package: name, version, size, files, per-component health."""
+    def health_summary(self, now: datetime | None = None) -> dict[str, Any]:
+        """``/healthz``: "ok", or "degraded" with one reason per package expiring
+        within :data:`EXPIRING_WITHIN` or expired, or found lost or damaged."""
+        reasons = []
+        pkgs = self.packages(now)
+        for p in pkgs:
+            if p["expiry_state"] == "expired":
+                reasons.append(f"{p['name']}: manifest expired at {p['expires']}")
+            elif p["expiry_state"] == "expiring":
+                days = p["seconds_left"] / 86400
+                reasons.append(
+                    f"{p['name']}: manifest expires at {p['expires']} (in {days:.1f} days)"
+                )
+            if p["health"]["state"] in ("lost", "degraded"):
+                reasons.append(f"{p['name']}: health {p['health']['state']}")
+        return {"status": "degraded" if reasons else "ok", "reasons": reasons,
+                "packages": len(pkgs), "ledger": self.ledger is not None}
+
+    def packages(self, now: datetime | None = None) -> list[dict[str, Any]]:
+        """Every served package: name, version(s), size, files, expiry, signers, health."""
+        now = now or utcnow()
         out = []
         for name in self.store.names():
             try:
                 view = self.store.get(name)
             except AuraSealError:
                 continue
-            out.append(self.package_info(view))
+            out.append(self.package_info(view, now))
         return out
 
     def ledger_head(self) -> dict[str, Any] | None:
@@ -115,6 +180,13 @@ class ServerState:
             return None
 
     def recent_events(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The latest events, newest first: read from the ledger (so they survive a
+        restart and show what every worker did), else from this process's memory."""
+        if self.ledger is not None:
+            try:
+                return self.ledger.recent(limit)
+            except AuraSealError:
+                pass
         with self._lock:
             return list(self._events)[-limit:][::-1]
 
@@ -169,12 +241,13 @@ class ServerState:
                                      "components": [c.path for c in bad][:20],
                                      "count": len(bad)})
             if repair and any(c.state == "recoverable" for c in health.components):
+                before = {c.path: c for c in health.components}
                 health, repaired = repair_view(view, health)
                 for path in repaired:
                     self.metrics.inc("auraseal_repairs_total")
-                    self.record_event(
-                        "repair", {"package": name, "version": view.version, "component": path}
-                    )
+                    self.record_event("repair", {"package": name, "version": view.version,
+                                                 "component": path,
+                                                 **_repair_change(before.get(path))})
                 if repaired:
                     self.cache.clear()
                     invalidate_archives(self.config.root, name)

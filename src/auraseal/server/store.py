@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import hashlib
 import os
 import shutil
@@ -264,6 +265,30 @@ class PackageStore:
         if not check_package_name(name):
             raise UnsafePathError("invalid package name", name)
         return make_temp_dir(self.real_root / VERSIONS_DIR / name, "staging", STAGING_KIND)
+
+    def link_files(self, view: PackageView, staging: Path) -> int:
+        """Fill ``staging`` with every file and part of ``view`` (not its manifest):
+        hard links to the immutable version's files, or copies where the
+        filesystem cannot link. Returns how many were hard-linked."""
+        linked = 0
+        for rel, res in view.resources.items():
+            if res.kind == "manifest":
+                continue
+            src = view.path_of(res)
+            dst = staging / rel
+            try:
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(src, dst, follow_symlinks=False)
+                    linked += 1
+                except OSError as exc:
+                    if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                        raise
+                    shutil.copyfile(src, dst, follow_symlinks=False)
+            except OSError as exc:
+                raise StorageError(f"cannot link: {exc.strerror or exc}", f"{view.name}/{rel}"
+                                   ) from exc
+        return linked
 
     def install(self, name: str, staging: Path, version: int) -> Path:
         """Make ``staging`` the served version ``version`` of ``name``, atomically.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -125,6 +126,14 @@ class Store(ABC):
 
     @abstractmethod
     def entry(self, entry_id: str) -> Entry | None: ...
+
+    def recent(self, limit: int) -> list[Entry]:
+        """The ``limit`` most recently recorded entries (committed or not), newest first.
+
+        This default reads every entry; stores override it with one bounded query."""
+        tail: deque[Entry] = deque(self.committed_entries(), maxlen=limit)
+        tail.extend(self.pending())
+        return list(tail)[::-1]
 
     def entry_and_head(self, entry_id: str) -> tuple[Entry | None, Block | None]:
         """:meth:`entry` and :meth:`head` together (one round trip where the store can)."""

@@ -328,6 +328,10 @@ class PostgresStore(Store):
         return [_entry(r) for r in
                 self._q(_ENTRY_SELECT + " WHERE block_number IS NULL ORDER BY seq")]
 
+    def recent(self, limit: int) -> list[Entry]:
+        rows = self._q(_ENTRY_SELECT + " ORDER BY seq DESC LIMIT %s", (max(0, limit),))
+        return [_entry(r) for r in rows]
+
     def entry(self, entry_id: str) -> Entry | None:
         try:
             key = str(uuid.UUID(entry_id))

@@ -268,6 +268,10 @@ class SQLiteStore(Store):
         rows = self._q(_ENTRY_SELECT + " WHERE id = ?", (entry_id,))
         return _entry(rows[0]) if rows else None
 
+    def recent(self, limit: int) -> list[Entry]:
+        rows = self._q(_ENTRY_SELECT + " ORDER BY seq DESC LIMIT ?", (max(0, limit),))
+        return [_entry(r) for r in rows]
+
     @staticmethod
     def _nodes_in(
         db: sqlite3.Connection, coords: Iterable[tuple[int, int]]
