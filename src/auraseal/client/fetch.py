@@ -1016,7 +1016,7 @@ def _sync_file(p: Path, e: FileEntry) -> None:
 
 
 def no_anchor_message(name: str | None) -> str:
-    what = f"package '{name}'" if name else "this package"
+    what = f"package '{name}'" if name else "this package (the URL names none: --package)"
     return (
         f"no trust anchor for {what}: pass --trusted-key PUB, or --trust-on-first-use "
         "to pin the keys it is signed with now, or --allow-unsigned to install without "
