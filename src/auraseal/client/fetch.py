@@ -427,18 +427,6 @@ class _Fetch:
         if self.cache is not None:
             self.cache.trust_state.check(m.name, m.version, digest, where)
         rec = self.record_now
-        self.new_anchor = anchor if mode == "pinned-now" else None
-        self.trust_info = {
-            "mode": mode,
-            "name": m.name,
-            "verified": policy is not None,
-            "signatures": len(good),
-            "trusted_keys": 0 if policy is None else len({k.key_id for k in policy.keys}),
-            "threshold": 0 if policy is None else policy.threshold,
-            "key_ids": sorted(good),
-            "pin": None if anchor is None or self.cache is None
-            else str(pin_path(self.cache.root, name)),
-        }
         seen = rec.highest(m.name) if rec is not None else None
         if seen is not None:
             seen_version, seen_digest = seen
@@ -452,6 +440,19 @@ class _Fetch:
                 raise RollbackError(
                     f"version {m.version} of '{m.name}' differs from the installed one", where
                 )
+        # the accepted candidate: how it was trusted (for the report)
+        self.new_anchor = anchor if mode == "pinned-now" else None
+        self.trust_info = {
+            "mode": mode,
+            "name": m.name,
+            "verified": policy is not None,
+            "signatures": len(good),
+            "trusted_keys": 0 if policy is None else len({k.key_id for k in policy.keys}),
+            "threshold": 0 if policy is None else policy.threshold,
+            "key_ids": sorted(good),
+            "pin": None if anchor is None or self.cache is None
+            else str(pin_path(self.cache.root, name)),
+        }
         return m, digest
 
     def manifest(self) -> tuple[Manifest, str, str]:
