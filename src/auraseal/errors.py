@@ -26,6 +26,7 @@ __all__ = [
     "ChecksumError",
     "ComponentLostError",
     "ConfigError",
+    "DestinationNotEmptyError",
     "DigestMismatchError",
     "ExpiredError",
     "FreezeError",
@@ -41,9 +42,11 @@ __all__ = [
     "MerkleProofError",
     "MissingSecretError",
     "NetworkError",
+    "NoTrustAnchorError",
     "NotFoundError",
     "PackageMismatchError",
     "PartFormatError",
+    "PinnedKeyError",
     "RollbackError",
     "StorageError",
     "ThresholdError",
@@ -158,6 +161,10 @@ class UnverifiableScriptError(InputError):
     """A page loads code in a way no integrity can be enforced for (SVG ``<script href>``)."""
 
 
+class DestinationNotEmptyError(InputError):
+    """The destination holds files that are not an AuraSeal install (``--force`` replaces it)."""
+
+
 class NotFoundError(InputError):
     """A named thing (file, package, entry, block) does not exist."""
 
@@ -208,6 +215,14 @@ class RollbackError(TrustError):
 
 class PackageMismatchError(TrustError):
     """Signed metadata is for another package than the one asked for."""
+
+
+class NoTrustAnchorError(TrustError):
+    """Nothing to trust a manifest by: no trusted key, no pinned keys, no explicit opt-out."""
+
+
+class PinnedKeyError(TrustError):
+    """A manifest is not signed by the keys pinned for its package (trust on first use)."""
 
 
 # --- 4: unrecoverable -------------------------------------------------------

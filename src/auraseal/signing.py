@@ -5,7 +5,9 @@ where each ``sig`` is the base64 Ed25519 signature over the RFC 8785 canonical
 JSON of ``signed`` and ``keyid`` is the hex SHA-256 of the signer's raw
 32-byte public key. A :class:`TrustPolicy` accepts an envelope when at least
 ``threshold`` *distinct trusted* keys produced valid signatures; signatures by
-unknown keys never count. :class:`TrustState` remembers the highest version
+unknown keys never count. Each signature also carries its signer's raw public
+key (``public_key``, base64) so a client can pin it on first use; it is never
+trusted because it is there. :class:`TrustState` remembers the highest version
 trusted per name so an older one (rollback) or a different document with the
 same version is refused.
 """
@@ -47,11 +49,13 @@ __all__ = [
     "SigningKey",
     "TrustPolicy",
     "TrustState",
+    "envelope_signers",
     "generate_keypair",
     "load_public_key",
     "load_signing_key",
     "sign_envelope",
     "verify_envelope",
+    "verify_envelope_signers",
 ]
 
 
@@ -194,9 +198,44 @@ def sign_envelope(signed: Mapping[str, Any], keys: Sequence[SigningKey]) -> dict
     """Wrap ``signed`` in an envelope signed by each of ``keys``."""
     body = canonical_json(dict(signed))
     sigs = [
-        {"keyid": k.key_id, "sig": base64.b64encode(k.sign(body)).decode("ascii")} for k in keys
+        {
+            "keyid": k.key_id,
+            "sig": base64.b64encode(k.sign(body)).decode("ascii"),
+            "public_key": base64.b64encode(k.public.raw).decode("ascii"),
+        }
+        for k in keys
     ]
     return {"signed": dict(signed), "signatures": sigs}
+
+
+def envelope_signers(envelope: Mapping[str, Any], where: str = "") -> list[PublicKey]:
+    """The public keys carried in the envelope's signatures (``public_key``,
+    base64 of the raw 32 bytes) whose key id matches and whose signature
+    verifies — what trust on first use may pin. Proves only that the holder
+    of each key signed; whether the key is the right one is the caller's call."""
+    signed = envelope.get("signed")
+    sigs = envelope.get("signatures")
+    if not isinstance(signed, dict) or not isinstance(sigs, list):
+        return []
+    body = canonical_json(signed)
+    out: dict[str, PublicKey] = {}
+    for s in sigs:
+        if not isinstance(s, dict):
+            continue
+        try:
+            raw = base64.b64decode(str(s.get("public_key", "")), validate=True)
+            sig = base64.b64decode(str(s.get("sig", "")), validate=True)
+            key = PublicKey.from_raw(raw)
+        except (binascii.Error, ConfigError, ValueError):
+            continue
+        if key.key_id != s.get("keyid") or key.key_id in out:
+            continue
+        try:
+            key.verify(sig, body, where)
+        except BadSignatureError:
+            continue
+        out[key.key_id] = key
+    return list(out.values())
 
 
 def verify_envelope(
@@ -208,6 +247,14 @@ def verify_envelope(
     invalid, :class:`UnknownKeyError` if only untrusted keys signed, and
     :class:`ThresholdError` if too few distinct trusted keys signed.
     """
+    return verify_envelope_signers(envelope, policy, where)[0]
+
+
+def verify_envelope_signers(
+    envelope: Mapping[str, Any], policy: TrustPolicy, where: str = ""
+) -> tuple[dict[str, Any], frozenset[str]]:
+    """:func:`verify_envelope`, also returning the ids of the trusted keys
+    whose signatures verified (at least ``policy.threshold`` of them)."""
     signed = envelope.get("signed")
     sigs = envelope.get("signatures")
     if not isinstance(signed, dict) or not isinstance(sigs, list):
@@ -231,7 +278,7 @@ def verify_envelope(
         key.verify(raw, body, where)
         good.add(keyid)
     if len(good) >= policy.threshold:
-        return signed
+        return signed, frozenset(good)
     if not good and unknown:
         raise UnknownKeyError(
             f"signed only by {unknown} untrusted key(s); none of the trusted keys signed", where

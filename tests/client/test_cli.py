@@ -89,7 +89,7 @@ def test_cli_exit_codes_and_json_errors(
     rc, _, _ = run_cli("fetch", primary.url, "-o", str(dest), "--threshold", "2", "--no-cache")
     assert rc == 2
     primary.fault("data/blob.bin", "status", status=404)
-    rc, _, err = run_cli("fetch", primary.url, "-o", str(dest), "--no-cache")
+    rc, _, err = run_cli("fetch", primary.url, "-o", str(dest), "--no-cache", "--allow-unsigned")
     assert rc == 5 and "HTTP 404" in err
     assert not dest.exists()
 
@@ -115,6 +115,8 @@ def test_unsigned_package_without_keys_and_refused_with_keys(
     write_package(pkg, FILES_V1, [])
     r = client(primary.url, policy=None)
     assert r.version == 1
+    assert r.trust["mode"] == "unsigned" and r.to_dict()["trust"]["verified"] is False
+    assert "UNSIGNED" in r.summary()
     with pytest.raises(ThresholdError):
         client(primary.url, manifest_ttl=timedelta(0))
 

@@ -127,22 +127,22 @@ def test_accidental_corruption_and_404_fail_over_to_mirror(
     assert src == {"index.html": "mirror 1", "js/app.js": "mirror 1", "data/blob.bin": "primary"}
 
 
-def test_stale_cache_manifest_ttl_and_etag_revalidation(
+def test_manifest_revalidated_with_etag_on_every_online_fetch(
     client: Client, primary: FaultServer
 ) -> None:
-    """Index cached for its TTL (no request), then revalidated with ETag (304)."""
+    """Within its TTL the cached index is still revalidated (one 304), files from cache."""
     r1 = client(primary.url)
     assert r1.manifest_source == "primary"
     primary.clear()
     r2 = client(primary.url)
-    assert r2.manifest_source == "cache"
-    assert primary.hits[MANIFEST_NAME] == 0
+    assert r2.manifest_source == "revalidated"
+    assert primary.hits[MANIFEST_NAME] == 1
     assert {f.source for f in r2.files} == {"cache"}
-    assert sum(primary.hits.values()) == 0
+    assert sum(primary.hits.values()) == 1
     later = utcnow() + timedelta(hours=2)
     r3 = client(primary.url, now=later)
     assert r3.manifest_source == "revalidated"
-    assert primary.hits[MANIFEST_NAME] == 1
+    assert primary.hits[MANIFEST_NAME] == 2
     installed(client, FILES_V1)
 
 
@@ -429,13 +429,23 @@ def test_hosts_without_kept_versions_use_the_plain_base(
 def test_manifest_unreachable_everywhere_uses_cached_copy_with_warning(
     client: Client, primary: FaultServer, mirror: FaultServer
 ) -> None:
-    client(primary.url)
+    first = client(primary.url)
     primary.fault(MANIFEST_NAME, "status", status=503)
     mirror.fault(MANIFEST_NAME, "stall")
-    r = client(primary.url, mirrors=[mirror.url], manifest_ttl=timedelta(0))
+    r = client(primary.url, mirrors=[mirror.url], manifest_ttl=timedelta(hours=1))
     assert r.manifest_source == "stale cache"
-    assert any("cached copy" in w for w in r.warnings)
+    assert r.manifest_cached_at is not None and r.to_dict()["manifest_cached_at"]
+    assert any(
+        w.startswith("using cached manifest from ") and w.endswith("(server unreachable)")
+        for w in r.warnings
+    )
     installed(client, FILES_V1)
+    # past the TTL the cached copy is not used: the fetch fails (exit 5), DIR unchanged
+    before = snapshot(client.dest)
+    with pytest.raises(NetworkError, match="older than the manifest TTL"):
+        client(primary.url, mirrors=[mirror.url], manifest_ttl=timedelta(hours=1),
+               now=utcnow() + timedelta(hours=2))
+    assert snapshot(client.dest) == before and first.version == 1
 
 
 def test_corrupted_cache_entry_is_detected_and_replaced(

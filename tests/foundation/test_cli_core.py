@@ -75,6 +75,7 @@ def test_build_verify_tamper_threshold_rollback(signed_site: tuple[Path, Path]) 
     ok = run("manifest", "verify", str(tree), "--manifest", str(m), *trust,
              "--threshold", "2", *st)
     assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.rstrip().endswith("verified: 2 of 3 trusted signatures (threshold 2)")
     assert_clean_error(
         run("manifest", "verify", str(tree), "--manifest", str(m), *trust, "--threshold", "3"),
         3, "2 of the required 3",
@@ -158,3 +159,31 @@ def test_manifest_verify_records_ledger_event(
     with open_ledger(url) as led:
         events = [e for e in led.pending() if e.entry_type == "manifest_verify"]
     assert len(events) == 1
+
+
+def test_manifest_verify_says_whether_signatures_were_verified(
+    signed_site: tuple[Path, Path],
+) -> None:
+    """Matching hashes alone never read as "verified": the output says which it is."""
+    tree, d = signed_site
+    m2, m0 = d / "m2.json", d / "m0.json"
+    assert run("manifest", "build", str(tree), "-o", str(m2), "--key", str(d / "k1"),
+               "--key", str(d / "k2")).returncode == 0
+    assert run("manifest", "build", str(tree), "-o", str(m0)).returncode == 0
+    trust = ["--trusted-key", str(d / "k1.pub"), "--trusted-key", str(d / "k2.pub")]
+    p = run("manifest", "verify", str(tree), "--manifest", str(m2), *trust)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip().endswith("; verified: 2 of 2 trusted signatures (threshold 1)")
+    p = run("manifest", "verify", str(tree), "--manifest", str(m2), *trust, "--json")
+    sig = json.loads(p.stdout)["signature"]
+    assert sig["status"] == "verified" and sig["signatures"] == 2 and sig["trusted_keys"] == 2
+    p = run("manifest", "verify", str(tree), "--manifest", str(m0))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip().endswith("; hashes match; NOT signed")
+    assert json.loads(run("manifest", "verify", str(tree), "--manifest", str(m0),
+                          "--json").stdout)["signature"]["status"] == "unsigned"
+    p = run("manifest", "verify", str(tree), "--manifest", str(m2))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip().endswith(
+        "; hashes match; NOT verified: 2 signature(s) not checked (no --trusted-key)"
+    )

@@ -184,3 +184,33 @@ def test_verify_reports_swapped_jsonl_lines_and_accepts_crlf(
     path.write_bytes(b"".join(lines))
     code, text, _ = _run(capsys, *common)
     assert code == 1 and "TAMPERED" in text and "out of order" in text
+
+
+def test_ledger_verify_missing_database_fails_exit_5_and_creates_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    db, jsonl = work / "typo.db", work / "typo.jsonl"
+    for url in (str(db), f"sqlite://{db}"):  # sqlite:///abs/path
+        for extra in ((), ("--jsonl", str(jsonl)), ("--reconcile",)):
+            code, out, err = _run(capsys, "ledger", "verify", "--ledger", url, *extra)
+            assert code == 5, (url, extra, out, err)
+            assert out == "" and "JSONL checked" not in out
+            lines = err.strip().splitlines()
+            assert len(lines) == 1
+            assert lines[0] == f"auraseal: error: {db}: no ledger database here " \
+                               "(nothing was created)"
+            assert list(work.iterdir()) == []
+
+
+def test_ledger_verify_missing_jsonl_mirror_is_not_reported_checked(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    db, jsonl = tmp_path / "l.db", tmp_path / "gone.jsonl"
+    assert _run(capsys, "ledger", "record", "t", "--data", "1", "--unsigned", "--ledger",
+                str(db))[0] == 0
+    code, out, err = _run(capsys, "ledger", "verify", "--ledger", str(db), "--jsonl", str(jsonl))
+    assert code == 5 and "JSONL checked" not in out
+    assert err.strip() == f"auraseal: error: {jsonl}: no JSONL mirror here (nothing was created)"
+    assert not jsonl.exists()

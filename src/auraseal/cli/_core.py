@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import sys
 from pathlib import Path
+from typing import Any
 
 from auraseal._fs import atomic_write_bytes
 from auraseal._time import format_time, parse_duration
@@ -25,8 +26,9 @@ from auraseal.manifest import (
     MANIFEST_NAME,
     build_manifest,
     dump_manifest,
+    load_manifest,
     manifest_digest,
-    read_manifest_file,
+    parse_json,
     resign_manifest,
     verify_tree,
 )
@@ -36,6 +38,7 @@ from auraseal.signing import (
     generate_keypair,
     load_public_key,
     load_signing_key,
+    verify_envelope_signers,
 )
 
 __all__ = ["register", "trust_policy"]
@@ -218,7 +221,12 @@ def cmd_manifest_verify(args: argparse.Namespace) -> int:
     mpath: Path = args.manifest or root / MANIFEST_NAME
     policy = trust_policy(args)
     state = TrustState(args.state) if args.state else None
-    manifest = read_manifest_file(mpath, policy=policy, state=state, record=False)
+    try:
+        raw = mpath.read_bytes()
+    except OSError as exc:
+        raise StorageError(f"cannot read manifest: {exc.strerror}", str(mpath)) from exc
+    manifest = load_manifest(raw, str(mpath), policy=policy, state=state, record=False)
+    signature = _signature_status(raw, str(mpath), policy)
     exclude = {MANIFEST_NAME}
     with contextlib.suppress(ValueError):
         exclude.add(mpath.resolve().relative_to(root.resolve()).as_posix())
@@ -228,6 +236,7 @@ def cmd_manifest_verify(args: argparse.Namespace) -> int:
         )
     data = {"manifest": str(mpath), "name": manifest.name, "version": manifest.version}
     data.update(report.to_dict())
+    data["signature"] = signature
     record_event(
         "manifest_verify",
         {
@@ -254,8 +263,35 @@ def cmd_manifest_verify(args: argparse.Namespace) -> int:
         raise TreeMismatchError(report.summary(), str(root), report=report)
     if state is not None:
         state.record(manifest.name, manifest.version, manifest_digest(manifest))
-    emit(args, data, f"{root}: OK ({report.checked} files, {manifest.name} v{manifest.version})")
+    emit(args, data, f"{root}: OK ({report.checked} files, {manifest.name} "
+                     f"v{manifest.version}); {signature['text']}")
     return 0
+
+
+def _signature_status(raw: bytes, where: str, policy: TrustPolicy | None) -> dict[str, Any]:
+    """What ``manifest verify`` says about signatures (already checked against
+    ``policy`` by the caller): ``verified``, ``unchecked`` (signed, but no
+    --trusted-key) or ``unsigned`` — never silence."""
+    doc = parse_json(raw, where)
+    sigs = doc.get("signatures") if isinstance(doc, dict) else None
+    present = len(sigs) if isinstance(sigs, list) else 0
+    out: dict[str, Any] = {"present": present}
+    if policy is not None:
+        good = verify_envelope_signers(doc, policy, where)[1]
+        keys = len({k.key_id for k in policy.keys})
+        out.update(
+            status="verified", signatures=len(good), trusted_keys=keys,
+            threshold=policy.threshold, key_ids=sorted(good),
+            text=f"verified: {len(good)} of {keys} trusted signatures "
+                 f"(threshold {policy.threshold})",
+        )
+    elif present:
+        out.update(status="unchecked", signatures=0,
+                   text=f"hashes match; NOT verified: {present} signature(s) not checked "
+                        "(no --trusted-key)")
+    else:
+        out.update(status="unsigned", signatures=0, text="hashes match; NOT signed")
+    return out
 
 
 def cmd_resign(args: argparse.Namespace) -> int:

@@ -42,8 +42,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="fetch a package: verify, repair from parts, install atomically",
         description=(
             "Fetch the package at URL (a package base holding integrity-manifest.json, "
-            "or a manifest / BlockHub index.json URL) into DIR. Exit 0 ok, 1 integrity, "
-            "2 usage, 3 trust, 4 unrecoverable, 5 I/O or network; DIR is unchanged on error."
+            "or a manifest / BlockHub index.json URL) into DIR. The manifest must be "
+            "signed by --trusted-key keys or by the keys pinned for the package; "
+            "--trust-on-first-use pins the signing keys of a first fetch, "
+            "--allow-unsigned skips the check (reported as UNSIGNED). Exit 0 ok, "
+            "1 integrity, 2 usage, 3 trust, 4 unrecoverable, 5 I/O or network; DIR is "
+            "unchanged on error."
         ),
     )
     p.add_argument("url", metavar="URL")
@@ -56,12 +60,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--trusted-key", type=Path, action="append", default=[], metavar="PUB",
                    help="trust this Ed25519 public key (repeat); signatures then required")
     p.add_argument("--threshold", type=int, default=1, help="distinct trusted signatures needed")
+    p.add_argument("--trust-on-first-use", action="store_true",
+                   help="no key and nothing pinned yet: pin the keys that signed this "
+                        "manifest (all of them required later) in the cache")
+    p.add_argument("--allow-unsigned", action="store_true",
+                   help="install without checking signatures (reported as UNSIGNED)")
+    p.add_argument("--force", action="store_true",
+                   help="DIR holds files AuraSeal did not install: move them to the "
+                        "rollback copy and install anyway")
     p.add_argument("--cache", type=Path, metavar="DIR",
                    help="cache directory (default: the user cache dir)")
     p.add_argument("--no-cache", action="store_true", help="use no cache (no rollback state)")
     p.add_argument("--fallback", type=Path, metavar="DIR",
                    help="local fallback copies, used only if they match the manifest")
-    p.add_argument("--manifest-ttl", default="1h", help="reuse a cached manifest this long")
+    p.add_argument("--manifest-ttl", default="1h",
+                   help="use the cached manifest this long when no server answers "
+                        "(online fetches always revalidate it)")
     p.add_argument("--file-ttl", default="6h", help="reuse a cached file this long")
     p.add_argument("--offline", action="store_true", help="use only the cache and fallback")
     p.add_argument("--jobs", type=int, default=DEFAULT_JOBS, help="parallel downloads")
@@ -157,6 +171,9 @@ def cmd_fetch(args: argparse.Namespace) -> int:
             progress=bar,
             ledger=ledger,
             package=args.package,
+            allow_unsigned=args.allow_unsigned,
+            trust_on_first_use=args.trust_on_first_use,
+            force=args.force,
         )
     lines = [report.summary()]
     lines += [f"warning: {w}" for w in report.warnings]
@@ -166,14 +183,16 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     from auraseal.client import rollback  # noqa: PLC0415
+    from auraseal.client.install import FOREIGN  # noqa: PLC0415
 
     record = rollback(args.dir)
     cur = record.current
-    text = (
-        f"rolled back {args.dir} to {cur.name} v{cur.version}"
-        if cur is not None
-        else f"rolled back {args.dir} to the previous tree"
-    )
+    if cur is None:
+        text = f"rolled back {args.dir} to the previous tree"
+    elif cur.name == FOREIGN:
+        text = f"rolled back {args.dir} to the files that were there before 'fetch --force'"
+    else:
+        text = f"rolled back {args.dir} to {cur.name} v{cur.version}"
     emit(
         args,
         {

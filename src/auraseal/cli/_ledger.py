@@ -35,7 +35,7 @@ from auraseal.ledger.note import (
     load_note_verifier,
     read_note_file,
 )
-from auraseal.ledger.service import env_jsonl
+from auraseal.ledger.service import env_jsonl, sqlite_path
 from auraseal.ledger.tilelog import write_tiles
 from auraseal.merkle import verify_consistency
 
@@ -185,7 +185,7 @@ def _open_cp(args: argparse.Namespace, path: Path) -> Checkpoint:
                                 witness_threshold=k, where=str(path))
 
 
-def _open(args: argparse.Namespace) -> Ledger:
+def _open(args: argparse.Namespace, *, must_exist: bool = False) -> Ledger:
     jsonl = args.jsonl
     if jsonl is None and args.ledger is None:
         jsonl = env_jsonl()  # the mirror that goes with $AURASEAL_LEDGER
@@ -193,7 +193,8 @@ def _open(args: argparse.Namespace) -> Ledger:
         raise UsageError("--block-entries must be at least 1", "--block-entries")
     policy = BlockPolicy(max_entries=args.block_entries,
                          max_age=parse_duration(args.block_age, "--block-age"))
-    return open_ledger(resolve_ledger_url(args.ledger), jsonl, policy=policy)
+    return open_ledger(resolve_ledger_url(args.ledger), jsonl, policy=policy,
+                       must_exist=must_exist)
 
 
 def _read_text(path: Path) -> str:
@@ -252,7 +253,13 @@ def cmd_commit(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    with _open(args) as led:
+    # verifying reads: a database or mirror that does not exist is an error
+    # (exit 5), never an empty ledger created on the spot
+    # (--reconcile may write a missing JSONL mirror, never a missing database)
+    db = sqlite_path(resolve_ledger_url(args.ledger))
+    if db is not None and not db.is_file():
+        raise StorageError("no ledger database here (nothing was created)", str(db))
+    with _open(args, must_exist=not args.reconcile) as led:
         if args.entry:
             data = _json_arg(args.data, args.data_file, "--data")
             res = led.verify_entry(args.entry, data)

@@ -4,7 +4,8 @@
 
     CACHE/
       trust.json                      rollback state (TrustState format, version 1)
-      trust.lock                      flock held while trust.json is read-modified-written
+      trust.lock                      flock held while trust.json or a pin is written
+      pins/<name>.json                keys pinned by --trust-on-first-use (client/trust.py)
       manifests/<key>.json            the manifest bytes as last fetched
       manifests/<key>.meta.json       {"format", "version": 1, "url", "etag", ...}
       files/<alg>/<hh>/<hex>          file contents, named by their verified digest
@@ -34,7 +35,8 @@ from typing import Any
 
 from auraseal._fs import atomic_write_bytes, clean_stale_temps, temp_name
 from auraseal._time import format_time, parse_time
-from auraseal.errors import AuraSealError, StorageError
+from auraseal.client.trust import TrustAnchor, load_pin, pin_path
+from auraseal.errors import AuraSealError, PinnedKeyError, StorageError
 from auraseal.integrity import parse_integrity
 from auraseal.manifest import FileEntry
 from auraseal.signing import TrustState
@@ -130,12 +132,39 @@ class Cache:
             raise StorageError(f"cannot create cache: {exc.strerror}", str(self.root)) from exc
         clean_stale_temps(self.root, {"cache", "write"})
         clean_stale_temps(self.root / "manifests", {"write"})
+        clean_stale_temps(self.root / "pins", {"write"})
 
     # --- rollback state ---------------------------------------------------
 
     @property
     def trust_state(self) -> LockedTrustState:
         return LockedTrustState(self.root / "trust.json", self.root / "trust.lock")
+
+    # --- pinned trust anchors ----------------------------------------------
+
+    def pin(self, name: str) -> TrustAnchor | None:
+        return load_pin(self.root, name)
+
+    def save_pin(self, anchor: TrustAnchor, where: str = "") -> tuple[Path, bool]:
+        """Pin ``anchor`` for its package under the trust lock; returns the pin
+        file and whether it was written now. A pin that appeared meanwhile
+        for other keys is refused (:class:`PinnedKeyError`), never replaced."""
+        p = pin_path(self.root, anchor.name)
+        with self.trust_state.locked():
+            old = load_pin(self.root, anchor.name)
+            if old is not None:
+                if not old.same_trust(anchor):
+                    raise PinnedKeyError(
+                        f"package '{anchor.name}' was pinned meanwhile to other keys in {p}",
+                        where,
+                    )
+                return p, False
+            try:
+                p.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot create pins: {exc.strerror}", str(p.parent)) from exc
+            atomic_write_bytes(p, json.dumps(anchor.to_dict(), indent=2).encode())
+        return p, True
 
     # --- manifests ---------------------------------------------------------
 

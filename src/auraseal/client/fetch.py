@@ -27,32 +27,51 @@ from auraseal.client.blockhub import Source, fallback_candidates, make_source
 from auraseal.client.cache import Cache
 from auraseal.client.http import Fetcher, HttpConfig
 from auraseal.client.install import (
+    FOREIGN,
     Installed,
     InstallRecord,
     Staging,
     StepHook,
+    foreign_entries,
     install_lock,
+    prev_dir,
+    read_record,
     recover,
     swap_in,
 )
+from auraseal.client.trust import TrustAnchor, load_pin, pin_path
 from auraseal.errors import (
     AuraSealError,
+    BadSignatureError,
     ComponentLostError,
+    DestinationNotEmptyError,
     DigestMismatchError,
     ExpiredError,
     InputError,
     IntegrityError,
     NetworkError,
+    NoTrustAnchorError,
     PackageMismatchError,
+    PinnedKeyError,
     RollbackError,
     StorageError,
+    ThresholdError,
     TrustError,
+    UnknownKeyError,
     UnrecoverableError,
+    UsageError,
 )
 from auraseal.integrity import StreamVerifier, parse_integrity, verify_file
-from auraseal.manifest import FileEntry, Manifest, load_manifest, manifest_digest, part_name
+from auraseal.manifest import (
+    FileEntry,
+    Manifest,
+    load_manifest,
+    manifest_digest,
+    parse_json,
+    part_name,
+)
 from auraseal.sealing import parts_from_copy, rebuild_file
-from auraseal.signing import TrustPolicy
+from auraseal.signing import TrustPolicy, envelope_signers, verify_envelope_signers
 
 __all__ = [
     "DEFAULT_FILE_TTL",
@@ -132,6 +151,11 @@ class FetchReport:
     bytes_downloaded: int
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    #: how the manifest was trusted (see :meth:`_Fetch.trust`): ``mode`` is
+    #: ``trusted-key``, ``pinned``, ``pinned-now`` or ``unsigned``
+    trust: dict[str, Any] = field(default_factory=dict)
+    #: when the manifest used was fetched, if it was a cached copy
+    manifest_cached_at: str | None = None
 
     REPORT_VERSION = 1
 
@@ -151,6 +175,8 @@ class FetchReport:
             "version": self.version,
             "previous_version": self.previous_version,
             "manifest_source": self.manifest_source,
+            "manifest_cached_at": self.manifest_cached_at,
+            "trust": dict(self.trust),
             "files": [f.to_dict() for f in self.files],
             "sources": self.sources(),
             "bytes": sum(f.size for f in self.files),
@@ -165,8 +191,24 @@ class FetchReport:
         return (
             f"installed {self.name} v{self.version}{prev} into {self.dest}: "
             f"{len(self.files)} files ({src}); manifest from {self.manifest_source}; "
+            f"{trust_text(self.trust)}; "
             f"{self.bytes_downloaded} bytes downloaded in {self.seconds:.2f}s"
         )
+
+
+def trust_text(trust: Mapping[str, Any]) -> str:
+    """One phrase saying how a manifest was trusted (the ``trust`` of a report)."""
+    mode = trust.get("mode")
+    if mode == "unsigned":
+        return "UNSIGNED: signatures not checked (--allow-unsigned)"
+    good, keys, thr = trust.get("signatures"), trust.get("trusted_keys"), trust.get("threshold")
+    if mode == "pinned-now":
+        return (
+            f"trust on first use: pinned {keys} key(s), threshold {thr}, "
+            f"for '{trust.get('name')}' in {trust.get('pin')}; later fetches require them"
+        )
+    kind = "pinned" if mode == "pinned" else "trusted"
+    return f"verified: {good} of {keys} {kind} signatures (threshold {thr})"
 
 
 class _VerifySink:
@@ -257,8 +299,20 @@ class _Fetch:
         salvage: SalvageFn | None,
         package: str | None = None,
         step: StepHook | None = None,
+        allow_unsigned: bool = False,
+        trust_on_first_use: bool = False,
+        force: bool = False,
     ) -> None:
         self.url = url
+        self.allow_unsigned = allow_unsigned
+        self.trust_on_first_use = trust_on_first_use
+        self.force = force
+        #: how the manifest returned by :meth:`manifest` was trusted
+        self.trust_info: dict[str, Any] = {}
+        #: keys to pin (trust on first use) once every file is verified
+        self.new_anchor: TrustAnchor | None = None
+        self.manifest_cached_at: datetime | None = None
+        self.foreign = 0
         self.package = package
         self.step = step
         #: the package name the manifest must carry (set by :meth:`run`)
@@ -327,10 +381,62 @@ class _Fetch:
 
     # --- manifest ----------------------------------------------------------
 
+    def _policy(
+        self, name: str, doc: Any, where: str
+    ) -> tuple[TrustPolicy | None, str, TrustAnchor | None]:
+        """The policy a manifest for ``name`` must meet, how it was chosen, and
+        the anchor to pin if it is a first use. Explicit keys win; then the
+        keys pinned for the package; then (opt-in) the keys that signed this
+        manifest; then (opt-in) no check at all."""
+        if self.policy is not None:
+            return self.policy, "trusted-key", None
+        if self.cache is not None:
+            anchor = self.cache.pin(name)
+            if anchor is not None:
+                return anchor.policy(), "pinned", anchor
+        if self.trust_on_first_use:
+            keys = envelope_signers(doc, where) if isinstance(doc, dict) else []
+            if not keys:
+                raise NoTrustAnchorError(
+                    "--trust-on-first-use: the manifest carries no valid signature with a "
+                    "public key to pin (unsigned, or signed by an older AuraSeal); "
+                    "pass --trusted-key PUB",
+                    where,
+                )
+            # every key that signed, all of them required: a pin never asks less
+            # of later manifests than this first one showed (safer than 1)
+            anchor = TrustAnchor(
+                name, tuple(keys), len(keys), pinned_at=self.now, source=self.url
+            )
+            return anchor.policy(), "pinned-now", anchor
+        if self.allow_unsigned:
+            return None, "unsigned", None
+        raise NoTrustAnchorError(no_anchor_message(name), where)
+
     def trust(self, data: bytes, where: str) -> tuple[Manifest, str]:
-        m = load_manifest(
-            data, where, policy=self.policy, state=None, now=self.now, name=self.url
-        )
+        plain = load_manifest(data, where, policy=None, state=None, now=self.now, name=self.url)
+        name = self.expected if self.expected is not None else plain.name
+        doc = parse_json(data, where)
+        policy, mode, anchor = self._policy(name, doc, where)
+        good: frozenset[str] = frozenset()
+        if policy is None:
+            m = plain
+        else:
+            try:
+                m = load_manifest(data, where, policy=policy, state=None, now=self.now,
+                                  name=self.url)
+                good = verify_envelope_signers(doc, policy, where)[1]
+            except (BadSignatureError, UnknownKeyError, ThresholdError) as exc:
+                if mode != "pinned" or self.cache is None:
+                    raise
+                pin = pin_path(self.cache.root, name)
+                raise PinnedKeyError(
+                    f"not signed by the {len(policy.keys)} key(s) pinned for '{name}' "
+                    f"(threshold {policy.threshold}) in {pin}: {exc.what}; if the publisher "
+                    "really changed keys, check the new key out of band, then delete that "
+                    "file or pass --trusted-key",
+                    where,
+                ) from exc
         if self.expected is not None and m.name != self.expected:
             # every package on a server is signed by the same key: a mirror or
             # man-in-the-middle must not install another one instead
@@ -338,7 +444,7 @@ class _Fetch:
                 f"manifest is for package '{m.name}', not the '{self.expected}' asked for",
                 where,
             )
-        if self.policy is None and m.expires is not None and m.expires <= self.now:
+        if policy is None and m.expires is not None and m.expires <= self.now:
             raise ExpiredError(
                 f"manifest '{m.name}' v{m.version} expired at {format_time(m.expires)}", where
             )
@@ -359,23 +465,35 @@ class _Fetch:
                 raise RollbackError(
                     f"version {m.version} of '{m.name}' differs from the installed one", where
                 )
+        # the accepted candidate: how it was trusted (for the report)
+        self.new_anchor = anchor if mode == "pinned-now" else None
+        self.trust_info = {
+            "mode": mode,
+            "name": m.name,
+            "verified": policy is not None,
+            "signatures": len(good),
+            "trusted_keys": 0 if policy is None else len({k.key_id for k in policy.keys}),
+            "threshold": 0 if policy is None else policy.threshold,
+            "key_ids": sorted(good),
+            "pin": None if anchor is None or self.cache is None
+            else str(pin_path(self.cache.root, name)),
+        }
         return m, digest
 
     def manifest(self) -> tuple[Manifest, str, str]:
+        """The trusted manifest, where it came from. Online, every fetch asks
+        the server (with ``If-None-Match`` when a copy is cached: a 304 is one
+        small request), so a fetch right after a publish sees it; the cached
+        copy stands in only when no source answers, and only within the
+        manifest TTL (said in the report). Offline uses the cached copy."""
         primary = self.sources[0]
         cached = self.cache.manifest(primary.manifest_url) if self.cache is not None else None
         errors: list[AuraSealError] = []
-        if cached is not None:
-            data, meta = cached
-            if self.offline or self.now - meta.fetched_at < self.manifest_ttl:
-                try:
-                    return *self.trust(data, f"{primary.manifest_url} (cached)"), "cache"
-                except TrustError as exc:
-                    if self.offline:
-                        raise
-                    errors.append(exc)
         if self.offline:
-            raise StorageError("no cached manifest to use offline", primary.manifest_url)
+            if cached is None:
+                raise StorageError("no cached manifest to use offline", primary.manifest_url)
+            self.manifest_cached_at = cached[1].fetched_at
+            return *self.trust(cached[0], f"{primary.manifest_url} (cached)"), "cache"
         for i, src in enumerate(self.sources):
             try:
                 if i == 0 and cached is not None:
@@ -407,8 +525,17 @@ class _Fetch:
                     {"url": src.manifest_url, "error": str(exc), "exit_code": exc.exit_code},
                 )
         if cached is not None and all(isinstance(e, NetworkError) for e in errors):
-            m, digest = self.trust(cached[0], f"{primary.manifest_url} (cached)")
-            self.warnings.append("manifest: no source answered; used the cached copy")
+            data, meta = cached
+            when = format_time(meta.fetched_at)
+            if self.now - meta.fetched_at >= self.manifest_ttl:
+                raise NetworkError(
+                    f"no source answered ({errors[0].what}) and the cached manifest from "
+                    f"{when} is older than the manifest TTL ({self.manifest_ttl})",
+                    primary.manifest_url,
+                )
+            m, digest = self.trust(data, f"{primary.manifest_url} (cached)")
+            self.manifest_cached_at = meta.fetched_at
+            self.warnings.append(f"using cached manifest from {when} (server unreachable)")
             return m, digest, "stale cache"
         for family in (TrustError, InputError, IntegrityError):
             for e in errors:
@@ -802,9 +929,11 @@ class _Fetch:
         with install_lock(self.dest):
             # finish or undo a fetch/rollback killed half-way; drop dead temps
             self.record_now = recover(self.dest)
-            cur = self.record_now.current if self.record_now is not None else None
+            self.foreign = check_destination(self.dest, self.record_now, self.force)
             if self.expected is None:
-                self.expected = cur.name if cur is not None else package_name_from_url(self.url)
+                self.expected = installed_name(self.record_now) or package_name_from_url(
+                    self.url
+                )
             return self._run()
 
     def _run(self) -> FetchReport:
@@ -828,6 +957,13 @@ class _Fetch:
         try:
             reports = self._all_files(manifest, stage)
             self._check_stage(manifest, stage)
+            if self.new_anchor is not None and self.cache is not None:
+                # every file verified: pin the keys (under the trust lock) before the swap
+                pin, written = self.cache.save_pin(self.new_anchor, self.url)
+                if not written:  # pinned meanwhile by another fetch, to the same keys
+                    self.trust_info["mode"] = "pinned"
+                self.trust_info["pin"] = str(pin)
+            old_prev = self.record_now.previous if self.record_now is not None else None
             rec = swap_in(
                 stage,
                 Installed(manifest.name, manifest.version, digest, self.url, format_time(utcnow())),
@@ -837,7 +973,26 @@ class _Fetch:
         except BaseException:
             stage.discard()
             raise
-        previous = rec.previous.version if rec.previous is not None else None
+        if self.foreign:
+            self.warnings.append(
+                f"{self.dest} was not an AuraSeal install: its {self.foreign} entries were "
+                f"moved to {prev_dir(self.dest)}; 'auraseal rollback {self.dest}' restores "
+                "them until the next fetch replaces that copy"
+            )
+        elif (
+            old_prev is not None
+            and old_prev.name == FOREIGN
+            and (rec.previous is None or rec.previous.name != FOREIGN)
+        ):
+            self.warnings.append(
+                f"removed {prev_dir(self.dest)}: the files that were in {self.dest} before "
+                "'fetch --force' (kept until this fetch)"
+            )
+        previous = (
+            rec.previous.version
+            if rec.previous is not None and rec.previous.name != FOREIGN
+            else None
+        )
         report = FetchReport(
             url=self.url,
             dest=str(self.dest),
@@ -849,6 +1004,10 @@ class _Fetch:
             bytes_downloaded=self._downloaded,
             seconds=time.monotonic() - t0,
             warnings=self.warnings,
+            trust=self.trust_info,
+            manifest_cached_at=None
+            if self.manifest_cached_at is None
+            else format_time(self.manifest_cached_at),
         )
         self.record(
             "fetch.installed",
@@ -920,6 +1079,35 @@ def _sync_file(p: Path, e: FileEntry) -> None:
         os.close(fd)
 
 
+def no_anchor_message(name: str | None) -> str:
+    what = f"package '{name}'" if name else "this package (the URL names none: --package)"
+    return (
+        f"no trust anchor for {what}: pass --trusted-key PUB, or --trust-on-first-use "
+        "to pin the keys it is signed with now, or --allow-unsigned to install without "
+        "checking signatures"
+    )
+
+
+def installed_name(record: InstallRecord | None) -> str | None:
+    """The package installed in DIR per its record (None for user files)."""
+    cur = record.current if record is not None else None
+    return cur.name if cur is not None and cur.name != FOREIGN else None
+
+
+def check_destination(dest: Path, record: InstallRecord | None, force: bool) -> int:
+    """How many entries of a non-empty DIR that is not an AuraSeal install
+    ``--force`` will move to the previous copy (0: nothing foreign). Without
+    ``force`` such a DIR is refused."""
+    n = foreign_entries(dest, record)
+    if n and not force:
+        raise DestinationNotEmptyError(
+            f"not empty ({n} entries) and not an AuraSeal install; nothing was changed "
+            "(--force moves its files to the rollback copy and installs)",
+            str(dest),
+        )
+    return n
+
+
 def fetch_package(
     url: str,
     dest: Path,
@@ -941,6 +1129,9 @@ def fetch_package(
     salvage: SalvageFn | None = None,
     package: str | None = None,
     step: StepHook | None = None,
+    allow_unsigned: bool = False,
+    trust_on_first_use: bool = False,
+    force: bool = False,
 ) -> FetchReport:
     """Fetch the package at ``url`` into ``dest``: verify, repair, install atomically.
 
@@ -954,12 +1145,36 @@ def fetch_package(
     :func:`package_name_from_url`); another package is refused (exit 3).
     ``step`` is called after each step of the install (tests inject kills).
     A fetch or rollback killed half-way is finished or undone first.
+
+    Trust (docs/CLIENT.md, "Trust"): ``policy`` (explicit keys), else the keys
+    pinned for the package in ``cache_dir``, else with ``trust_on_first_use``
+    the keys that signed this manifest (pinned once every file verified), else
+    with ``allow_unsigned`` no signature check (reported as ``unsigned``);
+    with none of them the fetch is refused (exit 3) before anything is written.
+    A non-empty ``dest`` that is not an AuraSeal install is refused (exit 2)
+    unless ``force``: then its files become the previous copy (rollback).
     """
+    dest = Path(dest).absolute()
+    if trust_on_first_use and cache_dir is None:
+        raise UsageError(
+            "--trust-on-first-use needs a cache to pin the keys in (drop --no-cache)",
+            "--trust-on-first-use",
+        )
+    for u in (url, *mirrors):
+        make_source(u, "check")  # a malformed URL is a usage error (exit 2) first
+    # refusals that must leave no trace: checked before anything is created
+    record = read_record(dest) if dest.parent.is_dir() else None
+    check_destination(dest, record, force)
+    if policy is None and not trust_on_first_use and not allow_unsigned:
+        name = package or installed_name(record) or package_name_from_url(url)
+        if name is None or cache_dir is None or load_pin(cache_dir, name) is None:
+            raise NoTrustAnchorError(no_anchor_message(name), url)
     f = _Fetch(
         url, dest, mirrors=mirrors, policy=policy, cache_dir=cache_dir,
         fallback_dir=fallback_dir, manifest_ttl=manifest_ttl, file_ttl=file_ttl,
         offline=offline, jobs=jobs, progress=progress, transport=transport, http=http,
         ledger=ledger, now=now, rebuild=rebuild, salvage=salvage, package=package, step=step,
+        allow_unsigned=allow_unsigned, trust_on_first_use=trust_on_first_use, force=force,
     )
     try:
         return f.run()

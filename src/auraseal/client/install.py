@@ -50,6 +50,7 @@ from auraseal._fs import (
 from auraseal.errors import NotFoundError, StorageError, TreeMismatchError
 
 __all__ = [
+    "FOREIGN",
     "INSTALL_FORMAT",
     "INSTALL_VERSION",
     "TEMP_KINDS",
@@ -59,6 +60,7 @@ __all__ = [
     "Staging",
     "StepHook",
     "exchange",
+    "foreign_entries",
     "install_lock",
     "read_record",
     "recover",
@@ -67,6 +69,9 @@ __all__ = [
     "tree_fingerprint",
 ]
 
+#: the ``name`` recorded for a tree that was in DIR before AuraSeal installed
+#: there (``fetch --force``): the previous copy then holds the user's files
+FOREIGN = ""
 INSTALL_FORMAT = "auraseal-install"
 INSTALL_VERSION = 1
 #: temp kinds made next to DIR: the staging tree (and its swap name) and
@@ -295,6 +300,22 @@ def install_lock(dest: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def foreign_entries(dest: Path, record: InstallRecord | None) -> int:
+    """The number of entries in ``dest`` when it is a non-empty directory that
+    AuraSeal did not install (no record of a current package, or the user's
+    own files rolled back into place); else 0."""
+    cur = record.current if record is not None else None
+    if cur is not None and cur.name != FOREIGN:
+        return 0
+    try:
+        with os.scandir(dest) as it:
+            return sum(1 for _ in it)
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    except OSError as exc:
+        raise StorageError(f"cannot list directory: {exc.strerror}", str(dest)) from exc
 
 
 def tree_fingerprint(root: Path) -> str:
@@ -526,6 +547,13 @@ def swap_in(
         )
         if old_ino is None:
             to_prev, previous = False, None
+        elif (cur is None or cur.name == FOREIGN) and foreign_entries(dest, old):
+            # files AuraSeal did not install (fetch --force): kept as the
+            # previous copy, so rollback restores them until the next fetch
+            to_prev = True
+            previous = cur or Installed(
+                FOREIGN, 0, "", "", new.installed_at, tree_fingerprint(dest)
+            )
         elif same:
             to_prev, previous = False, old.previous if old is not None else None
         else:

@@ -27,6 +27,7 @@ from auraseal.errors import (
     MerkleProofError,
     MissingSecretError,
     NotFoundError,
+    StorageError,
 )
 from auraseal.ledger._model import (
     HMAC_ENV,
@@ -135,6 +136,15 @@ def open_store(url: str, *, durable: bool = False) -> Store:
         from auraseal.ledger.stores.postgres import PostgresStore  # noqa: PLC0415
 
         return PostgresStore(url)
+    path = sqlite_path(url)
+    assert path is not None
+    return SQLiteStore(path, durable=durable)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The SQLite file a ledger URL names (None for PostgreSQL)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return None
     if url.startswith("sqlite://"):
         path = url[len("sqlite://") :]
     elif url.startswith("sqlite:"):
@@ -145,18 +155,32 @@ def open_store(url: str, *, durable: bool = False) -> Store:
         path = url
     if not path:
         raise ConfigError("ledger URL names no file", url)
-    return SQLiteStore(Path(path), durable=durable)
+    return Path(path)
 
 
 def open_ledger(
-    url: str, jsonl: Path | None = None, *, durable: bool = False, **kwargs: Any
+    url: str,
+    jsonl: Path | None = None,
+    *,
+    durable: bool = False,
+    must_exist: bool = False,
+    **kwargs: Any,
 ) -> Ledger:
     """Open (creating or migrating) the ledger at ``url`` with an optional JSONL mirror.
 
     ``durable=True`` fsyncs every acknowledged entry on both sides (SQLite
     ``synchronous=FULL`` and JSONL ``fsync="always"``); the default fsyncs at
     block boundaries (docs/LEDGER.md, "Dual write and fsync policy").
+    ``must_exist=True`` (for reading commands such as ``verify``) refuses a
+    SQLite file or JSONL mirror that does not exist (:class:`StorageError`,
+    exit 5) instead of creating it.
     """
+    if must_exist:
+        db = sqlite_path(url)
+        if db is not None and not db.is_file():
+            raise StorageError("no ledger database here (nothing was created)", str(db))
+        if jsonl is not None and not Path(jsonl).is_file():
+            raise StorageError("no JSONL mirror here (nothing was created)", str(jsonl))
     if durable:
         kwargs.setdefault("fsync", "always")
     return Ledger(open_store(url, durable=durable), jsonl=jsonl, **kwargs)
