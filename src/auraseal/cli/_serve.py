@@ -10,7 +10,7 @@ from pathlib import Path
 from auraseal._fs import atomic_write_bytes
 from auraseal._time import parse_duration
 from auraseal.cli._core import trust_policy
-from auraseal.cli._output import emit
+from auraseal.cli._output import emit, input_dir, input_path, int_at_least, listen_address
 from auraseal.errors import UsageError
 
 __all__ = ["register"]
@@ -33,21 +33,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="package directory (default: the user data dir, with the bundled example sealed)",
     )
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int_at_least(0, "--port", 65535), default=8000)
     p.add_argument("--ledger", metavar="URL", help="sqlite:///path or postgresql://... "
                    "(default: ROOT/.auraseal/ledger.sqlite3)")
     p.add_argument("--ledger-jsonl", type=Path, metavar="FILE", help="append-only JSONL mirror")
     p.add_argument(
-        "--trusted-key", type=Path, action="append", default=[], metavar="PUB",
+        "--trusted-key", type=input_path, action="append", default=[], metavar="PUB",
         help="accept publishes signed by this key (repeat; default: ROOT's own publisher key)",
     )
-    p.add_argument("--threshold", type=int, default=1, help="distinct trusted signatures needed")
-    p.add_argument("--publish-token-file", type=Path, metavar="F",
+    p.add_argument("--threshold", type=int_at_least(1, "--threshold"), default=1,
+                   help="distinct trusted signatures needed")
+    p.add_argument("--publish-token-file", type=input_path, metavar="F",
                    help="SHA-256 hashes of bearer tokens allowed to publish")
     p.add_argument("--max-upload", type=_size, default=1 << 30, metavar="SIZE")
     p.add_argument("--scrub-interval", default="1h", help="how often the store is scrubbed")
     p.add_argument("--commit-interval", default="5m", help="ledger block timer")
-    p.add_argument("--workers", type=int, default=1, help="worker processes")
+    p.add_argument("--workers", type=int_at_least(1, "--workers"), default=1,
+                   help="worker processes")
     p.add_argument("--server", choices=("granian", "uvicorn"), default="granian",
                    help="the ASGI server that runs the app (default: granian)")
     p.add_argument("--example", action="store_true",
@@ -55,9 +57,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=cmd_serve)
 
     n = sub.add_parser("nginx-conf", help="print an nginx config serving ROOT statically")
-    n.add_argument("root", type=Path)
+    n.add_argument("root", type=input_dir)
     n.add_argument("--server-name", default="_")
-    n.add_argument("--listen", default="80", help="port or address:port")
+    n.add_argument("--listen", type=listen_address, default="80", help="port or address:port")
     n.add_argument("--upstream", metavar="URL",
                    help="proxy publishing, archives and the ledger to this auraseal serve")
     n.add_argument("--standalone", type=Path, metavar="DIR",
@@ -152,6 +154,9 @@ def cmd_nginx_conf(args: argparse.Namespace) -> int:
     )
     if args.output is not None:
         atomic_write_bytes(args.output, text.encode())
+        emit(args, {"output": str(args.output)}, None)
+    elif args.json:
+        emit(args, {"output": None, "config": text})
     else:
         sys.stdout.write(text)
     return 0
