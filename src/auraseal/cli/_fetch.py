@@ -80,7 +80,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=cmd_fetch)
 
     r = sub.add_parser("rollback", help="restore the version installed before the last fetch")
-    r.add_argument("dir", type=Path, metavar="DIR")
+    r.add_argument("dir", type=input_dir, metavar="DIR")
     r.add_argument("--json", action="store_true")
     r.set_defaults(handler=cmd_rollback)
 
