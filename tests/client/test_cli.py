@@ -83,7 +83,7 @@ def test_cli_exit_codes_and_json_errors(
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not dest.exists()
     rc, _, err = run_cli("rollback", str(dest))
-    assert rc == 2 and "no previous version" in err
+    assert rc == 2 and "no such file or directory" in err
     rc, _, err = run_cli("fetch", "ftp://x/", "-o", str(dest))
     assert rc == 2
     rc, _, _ = run_cli("fetch", primary.url, "-o", str(dest), "--threshold", "2", "--no-cache")

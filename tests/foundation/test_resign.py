@@ -110,4 +110,4 @@ def test_resign_cli_missing_manifest_is_exit_2(tmp_path: Path) -> None:
     keyfile = tmp_path / "k"
     generate_keypair(keyfile)
     rc, _o, err = run_cli("resign", str(tmp_path / "nope.json"), "--key", str(keyfile))
-    assert rc == 2 and "no such manifest" in err
+    assert rc == 2 and "no such file" in err

@@ -193,4 +193,4 @@ def test_publish_bad_arguments(sealed_versions: dict[int, Path], tmp_path: Path)
                    "--retries", "-1")[0] == 2
     missing = tmp_path / "nope"
     rc, _o, err = run_cli("publish", str(missing), "http://x", "--token-file", tf)
-    assert rc == 2 and "no such package" in err
+    assert rc == 2 and "no such file" in err

@@ -10,7 +10,14 @@ from typing import Any
 
 from auraseal._fs import atomic_write_bytes
 from auraseal._time import format_time, parse_duration
-from auraseal.cli._output import emit, progress_bar
+from auraseal.cli._output import (
+    emit,
+    input_dir,
+    input_path,
+    int_at_least,
+    package_name,
+    progress_bar,
+)
 from auraseal.errors import NotFoundError, StorageError, TreeMismatchError, UsageError
 from auraseal.integrity import (
     ALGORITHMS,
@@ -46,17 +53,17 @@ __all__ = ["register", "trust_policy"]
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("hash", help="print a file's integrity string")
-    p.add_argument("file", type=Path)
+    p.add_argument("file", type=input_path)
     p.add_argument("--algorithm", choices=list(ALGORITHMS), default="sha512")
     p.add_argument(
-        "--recovery", type=Path, metavar="FILE2", help="dual string with a recovery copy"
+        "--recovery", type=input_path, metavar="FILE2", help="dual string with a recovery copy"
     )
     p.add_argument("--sri", action="store_true", help="plain W3C SRI token")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_hash)
 
     p = sub.add_parser("check", help="check a file against an integrity string (exit 0/1/2)")
-    p.add_argument("file", type=Path)
+    p.add_argument("file", type=input_path)
     p.add_argument("integrity")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_check)
@@ -71,16 +78,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     m.required = True
     b = m.add_parser("build", help="hash a tree into a (signed) manifest")
-    b.add_argument("dir", type=Path)
+    b.add_argument("dir", type=input_dir)
     b.add_argument("-o", "--output", type=Path, help=f"default DIR/{MANIFEST_NAME}; '-' = stdout")
-    b.add_argument("--name", help="package name (default: the directory's name)")
-    b.add_argument("--version", type=int, default=1, help="monotonically increasing version")
+    b.add_argument("--name", type=package_name("--name"),
+                   help="package name (default: the directory's name)")
+    b.add_argument("--version", type=int_at_least(0, "--version"), default=1,
+                   help="monotonically increasing version")
     b.add_argument("--expires", default="30d", help="validity, e.g. 12h, 30d, or 'never'")
-    b.add_argument("--key", type=Path, action="append", default=[], help="sign with KEY (repeat)")
+    b.add_argument("--key", type=input_path, action="append", default=[],
+                   help="sign with KEY (repeat)")
     b.add_argument("--format", choices=FORMATS, default="native")
     b.add_argument("--algorithm", choices=list(ALGORITHMS), default=None)
     b.add_argument("--base-url", help="absolute URL prefix for each file (BlockHub url)")
-    b.add_argument("--jobs", type=int, default=None, help="hashing threads (default: all cores)")
+    b.add_argument("--jobs", type=int_at_least(1, "--jobs"), default=None,
+                   help="hashing threads (default: all cores)")
     b.add_argument("--json", action="store_true")
     b.set_defaults(handler=cmd_manifest_build)
 
@@ -95,11 +106,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "Written atomically in place, or to -o OUT."
         ),
     )
-    r.add_argument("manifest", type=Path, metavar="MANIFEST")
-    r.add_argument("--key", type=Path, action="append", default=[], required=True,
+    r.add_argument("manifest", type=input_path, metavar="MANIFEST")
+    r.add_argument("--key", type=input_path, action="append", default=[], required=True,
                    help="sign with KEY (repeat)")
     r.add_argument("--expires", default="30d", help="validity from now, e.g. 30d, or 'never'")
-    r.add_argument("--version", type=int, default=None, help="new version (default: +1)")
+    r.add_argument("--version", type=int_at_least(0, "--version"), default=None,
+                   help="new version (default: +1)")
     r.add_argument("-o", "--output", type=Path, help="write here instead of in place")
     r.add_argument("--accept-foreign-manifest", action="store_true",
                    help="re-sign even if none of the keys signed the input (unsafe)")
@@ -107,10 +119,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.set_defaults(handler=cmd_resign)
 
     v = m.add_parser("verify", help="verify a tree against its manifest")
-    v.add_argument("dir", type=Path)
-    v.add_argument("--manifest", type=Path, help=f"default DIR/{MANIFEST_NAME}")
+    v.add_argument("dir", type=input_dir)
+    v.add_argument("--manifest", type=input_path, help=f"default DIR/{MANIFEST_NAME}")
     add_trust_args(v)
-    v.add_argument("--jobs", type=int, default=None)
+    v.add_argument("--jobs", type=int_at_least(1, "--jobs"), default=None)
     v.add_argument("--json", action="store_true")
     v.set_defaults(handler=cmd_manifest_verify)
 
@@ -118,10 +130,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def add_trust_args(p: argparse.ArgumentParser) -> None:
     """``--trusted-key``, ``--threshold``, ``--state`` (shared with other parts)."""
     p.add_argument(
-        "--trusted-key", type=Path, action="append", default=[], metavar="PUB",
+        "--trusted-key", type=input_path, action="append", default=[], metavar="PUB",
         help="trust this Ed25519 public key (repeat); required signatures then apply",
     )
-    p.add_argument("--threshold", type=int, default=1, help="distinct trusted signatures needed")
+    p.add_argument("--threshold", type=int_at_least(1, "--threshold"), default=1,
+                   help="distinct trusted signatures needed")
     p.add_argument("--state", type=Path, help="rollback state file (highest trusted versions)")
 
 

@@ -24,7 +24,14 @@ from rich.progress import (
 
 from auraseal._time import parse_duration
 from auraseal.cli._core import trust_policy
-from auraseal.cli._output import emit, want_json
+from auraseal.cli._output import (
+    emit,
+    input_dir,
+    input_path,
+    int_at_least,
+    package_name,
+    want_json,
+)
 
 if TYPE_CHECKING:
     from auraseal.client.fetch import LedgerSink
@@ -52,14 +59,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("url", metavar="URL")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="DIR")
-    p.add_argument("--package", metavar="NAME",
+    p.add_argument("--package", metavar="NAME", type=package_name("--package"),
                    help="the package name the manifest must carry (default: the one "
                         "installed in DIR, else the URL's last path segment)")
     p.add_argument("--mirror", action="append", default=[], metavar="URL",
                    help="another copy of the package (repeat; tried in order)")
-    p.add_argument("--trusted-key", type=Path, action="append", default=[], metavar="PUB",
+    p.add_argument("--trusted-key", type=input_path, action="append", default=[], metavar="PUB",
                    help="trust this Ed25519 public key (repeat); signatures then required")
-    p.add_argument("--threshold", type=int, default=1, help="distinct trusted signatures needed")
+    p.add_argument("--threshold", type=int_at_least(1, "--threshold"), default=1,
+                   help="distinct trusted signatures needed")
     p.add_argument("--trust-on-first-use", action="store_true",
                    help="no key and nothing pinned yet: pin the keys that signed this "
                         "manifest (all of them required later) in the cache")
@@ -71,21 +79,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--cache", type=Path, metavar="DIR",
                    help="cache directory (default: the user cache dir)")
     p.add_argument("--no-cache", action="store_true", help="use no cache (no rollback state)")
-    p.add_argument("--fallback", type=Path, metavar="DIR",
+    p.add_argument("--fallback", type=input_dir, metavar="DIR",
                    help="local fallback copies, used only if they match the manifest")
     p.add_argument("--manifest-ttl", default="1h",
                    help="use the cached manifest this long when no server answers "
                         "(online fetches always revalidate it)")
     p.add_argument("--file-ttl", default="6h", help="reuse a cached file this long")
     p.add_argument("--offline", action="store_true", help="use only the cache and fallback")
-    p.add_argument("--jobs", type=int, default=DEFAULT_JOBS, help="parallel downloads")
+    p.add_argument("--jobs", type=int_at_least(1, "--jobs"), default=DEFAULT_JOBS,
+                   help="parallel downloads")
     p.add_argument("--ledger", metavar="URL",
                    help="record verifications and refusals (default: $AURASEAL_LEDGER if set)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_fetch)
 
     r = sub.add_parser("rollback", help="restore the version installed before the last fetch")
-    r.add_argument("dir", type=Path, metavar="DIR")
+    r.add_argument("dir", type=input_dir, metavar="DIR")
     r.add_argument("--json", action="store_true")
     r.set_defaults(handler=cmd_rollback)
 

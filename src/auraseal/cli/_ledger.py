@@ -15,7 +15,7 @@ from typing import Any
 
 from auraseal._fs import atomic_write_bytes
 from auraseal._time import parse_duration
-from auraseal.cli._output import emit, progress_bar
+from auraseal.cli._output import emit, input_path, int_at_least, progress_bar
 from auraseal.errors import InputError, StorageError, UsageError
 from auraseal.ledger import (
     BlockPolicy,
@@ -54,7 +54,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         help="JSONL mirror (default $AURASEAL_LEDGER_JSONL when --ledger is"
                              " not given)")
     common.add_argument("--json", action="store_true", help="machine-readable output")
-    common.add_argument("--block-entries", type=int, default=100, metavar="N",
+    common.add_argument("--block-entries", type=int_at_least(1, "--block-entries"),
+                        default=100, metavar="N",
                         help="commit a block every N entries (default 100)")
     common.add_argument("--block-age", default="5m", metavar="DURATION",
                         help="... or when the oldest pending entry is this old (default 5m)")
@@ -68,7 +69,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("entry_type")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--data", help="the event data as JSON")
-    g.add_argument("--data-file", type=Path, help="file holding the event data as JSON")
+    g.add_argument("--data-file", type=input_path, help="file holding the event data as JSON")
     p.add_argument("--metadata", default="{}", help="metadata as a JSON object")
     p.add_argument("--unsigned", action="store_true",
                    help="record without an HMAC (explicitly unsigned)")
@@ -83,10 +84,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--entry", metavar="ID", help="verify one entry against its data")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--data", help="the entry's original data as JSON")
-    g.add_argument("--data-file", type=Path)
+    g.add_argument("--data-file", type=input_path)
     p.add_argument("--reconcile", action="store_true",
                    help="append what the JSONL mirror is missing after an interrupted write")
-    p.add_argument("--checkpoint", type=Path, metavar="NOTE",
+    p.add_argument("--checkpoint", type=input_path, metavar="NOTE",
                    help="also check the tree against this signed checkpoint")
     p.add_argument("--pub", metavar="KEY", help=_PUB_HELP)
     p.add_argument("--name", default=DEFAULT_KEY_NAME, help="checkpoint key name")
@@ -95,23 +96,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = lsub.add_parser("show", parents=[common], help="show the head, a block or an entry")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--block", type=int, metavar="N")
+    g.add_argument("--block", type=int_at_least(0, "--block"), metavar="N")
     g.add_argument("--entry", metavar="ID")
     g.add_argument("--blocks", action="store_true", help="list blocks")
-    p.add_argument("--limit", type=int, default=20, help="with --blocks: the last N")
+    p.add_argument("--limit", type=int_at_least(0, "--limit"), default=20,
+                   help="with --blocks: the last N")
     p.set_defaults(handler=cmd_show)
 
     p = lsub.add_parser("proof", parents=[common],
                         help="inclusion proof of an entry; --bundle writes an offline bundle")
     p.add_argument("entry_id", nargs="?")
-    p.add_argument("--size", type=int, help="tree size (default: the whole committed tree)")
+    p.add_argument("--size", type=int_at_least(0, "--size"),
+                   help="tree size (default: the whole committed tree)")
     p.add_argument("--bundle", type=Path, metavar="OUT", help="write an offline proof bundle")
     p.add_argument("--key", help="private key to sign the bundle's checkpoint (PEM or"
                                  " PRIVATE+KEY+...)")
-    p.add_argument("--check", type=Path, metavar="BUNDLE",
+    p.add_argument("--check", type=input_path, metavar="BUNDLE",
                    help="verify a bundle offline (needs only --pub)")
     p.add_argument("--pub", metavar="KEY", help=_PUB_HELP)
-    p.add_argument("--data-file", type=Path, help="with --check: also check the data")
+    p.add_argument("--data-file", type=input_path, help="with --check: also check the data")
     p.add_argument("--name", default=DEFAULT_KEY_NAME, help="checkpoint key name")
     _witness_args(p)
     p.set_defaults(handler=cmd_proof)
@@ -121,9 +124,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--key", help="Ed25519 private key (auraseal keygen PEM, or a note signer"
                                  " key PRIVATE+KEY+..., or a file holding one)")
     p.add_argument("--name", default=DEFAULT_KEY_NAME, help="key name in the signed note")
-    p.add_argument("--size", type=int, help="tree size (default: the whole committed tree)")
+    p.add_argument("--size", type=int_at_least(0, "--size"),
+                   help="tree size (default: the whole committed tree)")
     p.add_argument("--out", type=Path, help="write the note here")
-    p.add_argument("--check", type=Path, metavar="NOTE", help="verify a note with --pub")
+    p.add_argument("--check", type=input_path, metavar="NOTE", help="verify a note with --pub")
     p.add_argument("--pub", metavar="KEY", help=_PUB_HELP)
     _witness_args(p)
     p.set_defaults(handler=cmd_checkpoint)
@@ -142,12 +146,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = lsub.add_parser("consistency", parents=[common],
                         help="consistency proof between two checkpoints (or sizes)")
-    p.add_argument("old", nargs="?", type=Path, help="older signed checkpoint")
-    p.add_argument("new", nargs="?", type=Path, help="newer signed checkpoint")
+    p.add_argument("old", nargs="?", type=input_path, help="older signed checkpoint")
+    p.add_argument("new", nargs="?", type=input_path, help="newer signed checkpoint")
     p.add_argument("--pub", metavar="KEY", help=_PUB_HELP)
     p.add_argument("--name", default=DEFAULT_KEY_NAME)
-    p.add_argument("--size1", type=int)
-    p.add_argument("--size2", type=int)
+    p.add_argument("--size1", type=int_at_least(0, "--size1"))
+    p.add_argument("--size2", type=int_at_least(0, "--size2"))
     _witness_args(p)
     p.set_defaults(handler=cmd_consistency)
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from rich.progress import (
@@ -19,10 +21,86 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from auraseal.errors import NotFoundError, UsageError
+from auraseal.server.config import check_package_name
+
 Handler = Callable[[argparse.Namespace], int]
 Subparsers = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
-__all__ = ["Handler", "emit", "progress_bar", "want_json"]
+__all__ = [
+    "Handler",
+    "emit",
+    "input_dir",
+    "input_path",
+    "int_at_least",
+    "listen_address",
+    "package_name",
+    "progress_bar",
+    "want_json",
+]
+
+# Argument types. They raise AuraSealErrors (not ValueError), which argparse
+# lets through, so ``main`` reports them like any other failure: one line,
+# ``where: what``, and the family's exit code (a missing input is 2).
+
+
+def input_path(text: str) -> Path:
+    """An input the user names: it must exist (else NotFoundError, exit 2)."""
+    path = Path(text)
+    if not path.exists():
+        raise NotFoundError("no such file or directory", text)
+    return path
+
+
+def input_dir(text: str) -> Path:
+    """An input directory the user names (missing or not a directory: exit 2)."""
+    path = input_path(text)
+    if not path.is_dir():
+        raise UsageError("not a directory", text)
+    return path
+
+
+def int_at_least(low: int, flag: str, high: int | None = None) -> Callable[[str], int]:
+    """An integer option bounded below (and above), e.g. ``--version`` >= 0."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise UsageError(f"not an integer: {text!r}", flag) from None
+        if value < low:
+            raise UsageError(f"must be >= {low}, got {value}", flag)
+        if high is not None and value > high:
+            raise UsageError(f"must be <= {high}, got {value}", flag)
+        return value
+
+    return parse
+
+
+def package_name(flag: str) -> Callable[[str], str]:
+    """A package name as the server accepts it (no ``/``, no ``..``)."""
+
+    def parse(text: str) -> str:
+        if not check_package_name(text):
+            raise UsageError(
+                f"not a package name: {text!r} (letters, digits, '.', '_', '-'; "
+                "no '/' or '..')",
+                flag,
+            )
+        return text
+
+    return parse
+
+
+_LISTEN = re.compile(r"^(?:(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):)?([0-9]{1,5})$")
+
+
+def listen_address(text: str) -> str:
+    """nginx ``listen``: PORT, HOST:PORT or [IPv6]:PORT, port 1-65535."""
+    m = _LISTEN.match(text)
+    if m is None or not 1 <= int(m.group(1)) <= 65535:
+        raise UsageError(f"not PORT or ADDRESS:PORT: {text!r}", "--listen")
+    return text
 
 
 def want_json(args: argparse.Namespace) -> bool:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
-from auraseal.cli._output import emit, progress_bar
+from auraseal.cli._output import emit, input_path, int_at_least, progress_bar
 from auraseal.errors import UsageError
 
 __all__ = ["register"]
@@ -27,11 +26,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "or too large, 3 bad token / signatures / version not newer, 5 network."
         ),
     )
-    p.add_argument("package", type=Path, metavar="PACKAGE")
+    p.add_argument("package", type=input_path, metavar="PACKAGE")
     p.add_argument("server", metavar="SERVER_URL")
-    p.add_argument("--token-file", type=Path, metavar="F",
+    p.add_argument("--token-file", type=input_path, metavar="F",
                    help="file whose first line is the publish token (else $AURASEAL_TOKEN)")
-    p.add_argument("--retries", type=int, default=3,
+    p.add_argument("--retries", type=int_at_least(0, "--retries"), default=3,
                    help="retries after a connection error or 502/503/504 (default 3)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per network operation")
     p.add_argument("--json", action="store_true", help="machine-readable output")

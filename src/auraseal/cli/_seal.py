@@ -12,8 +12,15 @@ from typing import Any
 
 from auraseal._time import format_time, parse_duration
 from auraseal.cli._core import add_trust_args, trust_policy
-from auraseal.cli._output import emit, progress_bar
-from auraseal.errors import StorageError
+from auraseal.cli._output import (
+    emit,
+    input_dir,
+    input_path,
+    int_at_least,
+    package_name,
+    progress_bar,
+)
+from auraseal.errors import StorageError, UsageError
 from auraseal.manifest import MANIFEST_NAME
 from auraseal.sealing import (
     CODEC_NAMES,
@@ -47,9 +54,10 @@ def _open(args: argparse.Namespace) -> Package:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("seal", help="seal a directory into a package with Reed-Solomon parts")
-    p.add_argument("src", type=Path)
+    p.add_argument("src", type=input_dir)
     p.add_argument("-o", "--output", type=Path, required=True, metavar="PKG")
-    p.add_argument("--part-size", type=int, default=DEFAULT_PART_SIZE, metavar="BYTES")
+    p.add_argument("--part-size", type=int_at_least(1, "--part-size"),
+                   default=DEFAULT_PART_SIZE, metavar="BYTES")
     p.add_argument(
         "--coherence",
         type=float,
@@ -65,38 +73,41 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="erasure engine (default: chosen by fragment size)",
     )
     p.add_argument("--zip", action="store_true", help="also write PKG.zip")
-    p.add_argument("--key", type=Path, action="append", default=[], help="sign with KEY (repeat)")
-    p.add_argument("--name", help="package name (default: the source directory's name)")
-    p.add_argument("--version", type=int, default=1, help="monotonically increasing version")
+    p.add_argument("--key", type=input_path, action="append", default=[],
+                   help="sign with KEY (repeat)")
+    p.add_argument("--name", type=package_name("--name"),
+                   help="package name (default: the source directory's name)")
+    p.add_argument("--version", type=int_at_least(0, "--version"), default=1,
+                   help="monotonically increasing version")
     p.add_argument("--expires", default="30d", help="validity, e.g. 12h, 30d, or 'never'")
-    p.add_argument("--jobs", type=int, default=None)
+    p.add_argument("--jobs", type=int_at_least(1, "--jobs"), default=None)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_seal)
 
     p = sub.add_parser("unseal", help="rebuild every file of a package (directory or zip)")
-    p.add_argument("package", type=Path)
+    p.add_argument("package", type=input_path)
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT")
-    p.add_argument("--jobs", type=int, default=None)
+    p.add_argument("--jobs", type=int_at_least(1, "--jobs"), default=None)
     add_trust_args(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_unseal)
 
     p = sub.add_parser("scrub", help="check every file and part (exit 0 intact/1 damaged/4 lost)")
-    p.add_argument("package", type=Path)
-    p.add_argument("--jobs", type=int, default=None)
+    p.add_argument("package", type=input_path)
+    p.add_argument("--jobs", type=int_at_least(1, "--jobs"), default=None)
     add_trust_args(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_scrub)
 
     p = sub.add_parser("repair", help="rebuild missing or corrupt files and parts in place")
-    p.add_argument("package", type=Path)
-    p.add_argument("--jobs", type=int, default=None)
+    p.add_argument("package", type=input_path)
+    p.add_argument("--jobs", type=int_at_least(1, "--jobs"), default=None)
     add_trust_args(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_repair)
 
     p = sub.add_parser("inspect", help="show a part file's header and footer, or a package summary")
-    p.add_argument("path", type=Path)
+    p.add_argument("path", type=input_path)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_inspect)
 
@@ -164,6 +175,9 @@ def _finish(
 
 
 def cmd_unseal(args: argparse.Namespace) -> int:
+    pkg_path, out_path = args.package.resolve(), args.output.resolve()
+    if out_path == pkg_path or pkg_path in out_path.parents:
+        raise UsageError("the output is inside the package", str(args.output))
     with _open(args) as pkg, progress_bar(args, "unsealing", pkg.manifest.total_size) as adv:
         report = unseal(pkg, args.output, jobs=args.jobs, progress=adv, strict=False)
     lines = [f"lost {p}: {why}" for p, why in sorted(report.lost.items())]

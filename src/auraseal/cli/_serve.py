@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from auraseal._fs import atomic_write_bytes
 from auraseal._time import parse_duration
 from auraseal.cli._core import trust_policy
-from auraseal.cli._output import emit
+from auraseal.cli._output import emit, input_dir, input_path, int_at_least, listen_address
 from auraseal.errors import AuraSealError, ConfigError, NetworkError, UsageError
 
 if TYPE_CHECKING:
@@ -76,17 +76,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--config", type=Path, metavar="TOML",
                    help="read options from this TOML file (see docs/SERVER.md)")
     p.add_argument("--host", help="address to listen on (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, help="TCP port (default: 8000)")
+    p.add_argument("--port", type=int_at_least(0, "--port", 65535),
+                   help="TCP port (default: 8000)")
     p.add_argument("--ledger", metavar="URL", help="sqlite:///path or postgresql://... "
                    "(default: ROOT/.auraseal/ledger.sqlite3)")
     p.add_argument("--ledger-jsonl", type=Path, metavar="FILE", help="append-only JSONL mirror")
     p.add_argument(
-        "--trusted-key", type=Path, action="append", metavar="PUB",
+        "--trusted-key", type=input_path, action="append", metavar="PUB",
         help="accept publishes signed by this key (repeat; default: ROOT's own publisher key)",
     )
-    p.add_argument("--threshold", type=int, metavar="K",
+    p.add_argument("--threshold", type=int_at_least(1, "--threshold"), metavar="K",
                    help="distinct trusted signatures needed (default: 1)")
-    p.add_argument("--publish-token-file", type=Path, metavar="F",
+    p.add_argument("--publish-token-file", type=input_path, metavar="F",
                    help="SHA-256 hashes of bearer tokens allowed to publish")
     p.add_argument("--max-upload", type=_size, metavar="SIZE",
                    help="largest publish upload (default: 1G)")
@@ -95,7 +96,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--commit-interval", metavar="DURATION", help="ledger block timer (default: 5m)")
     p.add_argument("--expiry-warning", metavar="DURATION",
                    help="log an expiry_warning for manifests expiring within this (default: 7d)")
-    p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: 1)")
+    p.add_argument("--workers", type=int_at_least(1, "--workers"), metavar="N",
+                   help="worker processes (default: 1)")
     p.add_argument("--server", choices=("granian", "uvicorn"),
                    help="the ASGI server that runs the app (default: granian)")
     p.add_argument("--example", action="store_true",
@@ -107,9 +109,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=cmd_serve, serve_parser=p)
 
     n = sub.add_parser("nginx-conf", help="print an nginx config serving ROOT statically")
-    n.add_argument("root", type=Path)
+    n.add_argument("root", type=input_dir)
     n.add_argument("--server-name", default="_")
-    n.add_argument("--listen", default="80", help="port or address:port")
+    n.add_argument("--listen", type=listen_address, default="80", help="port or address:port")
     n.add_argument("--upstream", metavar="URL",
                    help="proxy publishing, archives and the ledger to this auraseal serve")
     n.add_argument("--standalone", type=Path, metavar="DIR",
@@ -412,6 +414,9 @@ def cmd_nginx_conf(args: argparse.Namespace) -> int:
     )
     if args.output is not None:
         atomic_write_bytes(args.output, text.encode())
+        emit(args, {"output": str(args.output)}, None)
+    elif args.json:
+        emit(args, {"output": None, "config": text})
     else:
         sys.stdout.write(text)
     return 0

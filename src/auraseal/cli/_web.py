@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from auraseal.cli._output import emit
+from auraseal.cli._output import emit, input_dir, input_path
 from auraseal.integrity import ALGORITHMS
 from auraseal.web import LOADER_NAME
 from auraseal.web.html import rewrite_file, rewrite_page
@@ -25,13 +25,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "loader. Writes the page to stdout unless -o is given. Idempotent."
         ),
     )
-    p.add_argument("page", type=Path, metavar="IN.html")
+    p.add_argument("page", type=input_path, metavar="IN.html")
     p.add_argument("-o", "--output", type=Path, metavar="OUT.html", help="write here (atomic)")
     p.add_argument("--in-place", action="store_true", help="rewrite IN.html itself")
     p.add_argument(
-        "--root", type=Path, help="tree that local URLs name (default: the page's directory)"
+        "--root", type=input_dir, help="tree that local URLs name (default: the page's directory)"
     )
-    p.add_argument("--manifest", type=Path, metavar="PATH", help="manifest pinning integrity")
+    p.add_argument("--manifest", type=input_path, metavar="PATH", help="manifest pinning integrity")
     p.add_argument(
         "--loader-url",
         default="/" + LOADER_NAME,
@@ -56,7 +56,10 @@ def cmd_html(args: argparse.Namespace) -> int:
     }
     if args.output is None and not args.in_place:
         result = rewrite_page(args.page, **kw)
-        sys.stdout.write(result.html)
+        if args.json:
+            emit(args, {"output": None, "html": result.html})
+        else:
+            sys.stdout.write(result.html)
         return 0
     out = args.page if args.in_place else args.output
     result = rewrite_file(args.page, out, **kw)

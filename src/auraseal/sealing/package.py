@@ -119,6 +119,9 @@ class Package:
             except OSError as exc:
                 raise StorageError(f"cannot open: {exc.strerror}", str(zip_path)) from exc
         self._offsets: dict[str, int] = {}
+        #: called as ``on_read(name, nbytes)`` for each chunk :meth:`iter_chunks`
+        #: yields (progress within a file; see ``sealing._progress``)
+        self.on_read: Callable[[str, int], None] | None = None
 
     @property
     def is_zip(self) -> bool:
@@ -258,6 +261,8 @@ class Package:
             data = read(off, min(chunk, size - off))
             if not data:
                 return
+            if self.on_read is not None:
+                self.on_read(name, len(data))
             yield data
             off += len(data)
 

@@ -25,6 +25,7 @@ from auraseal.errors import (
 from auraseal.integrity import parse_integrity
 from auraseal.manifest import FileEntry, part_name
 from auraseal.sealing._events import record
+from auraseal.sealing._progress import metered
 from auraseal.sealing.codecs import compress, iter_decompress
 from auraseal.sealing.component import (
     ComponentSpec,
@@ -266,13 +267,14 @@ def _run(pkg: Package, fn: Callable[[FileEntry, Executor], Any], jobs: int | Non
 def scrub(pkg: Package, *, jobs: int | None = None, progress: Progress = None) -> ScrubReport:
     """Check every file and part of ``pkg``; report intact / recoverable / lost."""
 
-    def one(entry: FileEntry, pool: Executor) -> ComponentReport:
-        rep = check_component(pkg, entry, pool)
-        if progress is not None:
-            progress(entry.size)
-        return rep
+    with metered(pkg, progress) as done:
 
-    return ScrubReport(pkg.where, _run(pkg, one, jobs))
+        def one(entry: FileEntry, pool: Executor) -> ComponentReport:
+            rep = check_component(pkg, entry, pool)
+            done(entry.path)
+            return rep
+
+        return ScrubReport(pkg.where, _run(pkg, one, jobs))
 
 
 # --- repair -----------------------------------------------------------------------
@@ -627,13 +629,14 @@ def repair(pkg: Package, *, jobs: int | None = None, progress: Progress = None) 
         )
     clean_package_temps(pkg.root, pkg.manifest.paths(), REPAIR_KIND)
 
-    def one(entry: FileEntry, pool: Executor) -> ComponentRepair:
-        r = repair_component(pkg, entry, pool)
-        if progress is not None:
-            progress(entry.size)
-        return r
+    with metered(pkg, progress) as done:
 
-    report = RepairReport(pkg.where, _run(pkg, one, jobs))
+        def one(entry: FileEntry, pool: Executor) -> ComponentRepair:
+            r = repair_component(pkg, entry, pool)
+            done(entry.path)
+            return r
+
+        report = RepairReport(pkg.where, _run(pkg, one, jobs))
     _record("repair", report)
     return report
 

@@ -4,6 +4,7 @@ signed manifest (``docs/FORMAT.md``)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import mmap
@@ -41,6 +42,7 @@ from auraseal.manifest import (
     manifest_digest,
 )
 from auraseal.sealing._events import record
+from auraseal.sealing._progress import FileMeter
 from auraseal.sealing.codecs import (
     CODEC_NAMES,
     FEED,
@@ -120,7 +122,11 @@ def _copy(data: Buffer, dst: Path, writer: WriterFactory = atomic_writer) -> Non
 
 
 def _copy_and_hash(
-    data: Buffer, dst: Path | None, algorithm: str, writer: WriterFactory = atomic_writer
+    data: Buffer,
+    dst: Path | None,
+    algorithm: str,
+    writer: WriterFactory = atomic_writer,
+    progress: Progress = None,
 ) -> bytes:
     h = hashlib.new(algorithm)
     view = memoryview(data)
@@ -128,6 +134,8 @@ def _copy_and_hash(
     if dst is None:
         for off in range(0, len(view), step):
             h.update(view[off : off + step])
+            if progress is not None:  # within the file: the bar moves per slice
+                progress(len(view[off : off + step]))
         return h.digest()
     with writer(dst) as fh:
         for off in range(0, len(view), step):
@@ -368,7 +376,7 @@ def _map(path: Path, rel: str) -> memoryview:
 
 
 def _hash_and_compress(
-    data: memoryview, algorithm: str, pool: Executor
+    data: memoryview, algorithm: str, pool: Executor, progress: Progress = None
 ) -> tuple[bytes | None, tuple[str, Buffer] | None]:
     """When the first 256 KiB of ``data`` compress: its digest (in a pool
     thread) and its zstd stream (made here meanwhile, fed in FEED slices
@@ -379,6 +387,8 @@ def _hash_and_compress(
     zs = ZstdStream(len(data))
     for off in range(0, len(data), FEED):
         zs.feed(data[off : off + FEED])
+        if progress is not None:  # within the file: the bar moves per slice
+            progress(len(data[off : off + FEED]))
     out = zs.finish()
     stream = ("zstd", out) if len(out) < len(data) else ("none", data)
     return hash_future.result(), stream
@@ -396,6 +406,7 @@ def seal_file(
     digest: bytes | None = None,
     writer: WriterFactory = atomic_writer,
     stream: tuple[str, Buffer] | None = None,
+    progress: Progress = None,
 ) -> FileEntry:
     """Seal one component's bytes: write the original (optional) and its parts.
 
@@ -403,6 +414,7 @@ def seal_file(
     the (codec, compressed stream) if already known.
     ``writer`` creates each file (default: atomic, fsynced; ``seal_tree`` uses
     :func:`fresh_writer` inside its not-yet-visible temporary package).
+    ``progress(nbytes)`` is called as a big component's bytes are hashed.
     """
     opts.check()
     with contextlib.ExitStack() as stack:
@@ -421,7 +433,9 @@ def seal_file(
         # The copy is mostly disk time: start it first, alongside the hash.
         copy_future = pool.submit(_copy, data, dst, writer) if dst else None
         hash_future = (
-            pool.submit(_copy_and_hash, data, None, opts.algorithm) if digest is None else None
+            pool.submit(_copy_and_hash, data, None, opts.algorithm, progress=progress)
+            if digest is None
+            else None
         )
         if stream is None:
             stream = _choose_stream(opts.codec, data, tmpdir or out_root, stack)
@@ -597,8 +611,10 @@ def seal_tree(
                 data = _map(copy, rel)
                 digest: bytes | None = None
                 stream: tuple[str, Buffer] | None = None
+                meter = FileMeter(progress, {rel: sizes[rel]}) if progress is not None else None
+                read = None if meter is None else functools.partial(meter.read, rel)
                 if opts.codec == "zstd":
-                    digest, stream = _hash_and_compress(data, opts.algorithm, stripes)
+                    digest, stream = _hash_and_compress(data, opts.algorithm, stripes, read)
                 entry = seal_file(
                     data,
                     rel,
@@ -610,9 +626,10 @@ def seal_tree(
                     digest=digest,
                     writer=writer,
                     stream=stream,
+                    progress=read,
                 )
-                if progress is not None:
-                    progress(entry.size)
+                if meter is not None:
+                    meter.done(rel)
                 return entry
 
             entries = list(comps.map(one, order))

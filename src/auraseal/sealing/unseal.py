@@ -26,6 +26,7 @@ from auraseal.errors import (
 )
 from auraseal.integrity import verify_bytes
 from auraseal.manifest import FileEntry, part_name
+from auraseal.sealing._progress import metered
 from auraseal.sealing.codecs import compress, compress_into, iter_decompress
 from auraseal.sealing.component import (
     ComponentSpec,
@@ -360,14 +361,14 @@ def unseal(
     n = max(1, jobs or os.cpu_count() or 1)
     entries = sorted(pkg.manifest.files, key=lambda e: -e.size)
     with (
+        metered(pkg, progress) as done,
         ThreadPoolExecutor(n, thread_name_prefix="unseal") as comps,
         ThreadPoolExecutor(n, thread_name_prefix="stripe") as stripes,
     ):
 
         def one(entry: FileEntry) -> None:
             _unseal_one(pkg, entry, out, stripes, report)
-            if progress is not None:
-                progress(entry.size)
+            done(entry.path)
 
         list(comps.map(one, entries))
     report.copied.sort()
