@@ -107,6 +107,8 @@ ROWS: dict[str, list[tuple[list[str], int, str]]] = {
         (["x", "--size", "-1", *LEDGER], 2, "--size: must be >= 0"),
     ],
     "ledger checkpoint": [(["--key", "missing.key", *LEDGER], 2, "missing.key: no such file")],
+    "ledger tiles": [([*LEDGER, "--key", "release.key"], 2, "required: --out")],
+    "witness serve": [(["--log", "a=b"], 2, "required: --key")],
     "ledger consistency": [
         (["missing1", "missing2", "--pub", "release.key.pub", *LEDGER], 2,
          "missing1: no such file"),

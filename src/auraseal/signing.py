@@ -38,6 +38,7 @@ from auraseal.errors import (
     BadSignatureError,
     ConfigError,
     ManifestFormatError,
+    NotFoundError,
     RollbackError,
     StorageError,
     ThresholdError,
@@ -145,6 +146,8 @@ def generate_keypair(path: Path) -> SigningKey:
 def _read(path: Path) -> bytes:
     try:
         return Path(path).read_bytes()
+    except FileNotFoundError as exc:  # a path the user named: bad input, as everywhere
+        raise NotFoundError("no such file or directory", str(path)) from exc
     except OSError as exc:
         raise StorageError(f"cannot read key: {exc.strerror}", str(path)) from exc
 

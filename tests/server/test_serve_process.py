@@ -123,7 +123,7 @@ def _token_file(d: Path, text: str) -> Path:
 
 STARTUP_FAILURES = [
     # (id, extra args (with {tmp}, {port}, {free}), exit code, words in the message)
-    ("missing-token-file", ["--publish-token-file", "{tmp}/none.txt"], 2, "token file"),
+    ("missing-token-file", ["--publish-token-file", "{tmp}/none.txt"], 2, "no such file"),
     ("malformed-token-file", ["--publish-token-file", "{tmp}/tokens.txt"], 2, "sha256:"),
     ("bad-ledger-url", ["--ledger", "mysql://localhost/x"], 2, "ledger URL"),
     ("unreachable-postgresql", ["--ledger", "postgresql://127.0.0.1:{free}/x"], 5,

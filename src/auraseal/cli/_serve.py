@@ -149,23 +149,33 @@ def _convert(a: argparse.Action, key: str, value: Any, where: str, base: Path) -
 
 
 def _convert_one(a: argparse.Action, key: str, value: Any, where: str, base: Path) -> Any:
-    kind = Path if a.dest == "root" else a.type
+    # paths in the file are relative to the file (their existence is checked at start-up)
+    kind = Path if a.dest == "root" or a.type in (input_path, input_dir) else a.type
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ConfigError(f"{key} must be a string or a number", where)
+    out: Any
     if kind is int or (kind is _size and isinstance(value, int)):
         if not isinstance(value, int):
             raise ConfigError(f"{key} must be an integer", where)
-        out: Any = value
-    elif not isinstance(value, str):
-        raise ConfigError(f"{key} must be a string", where)
+        out = value
     elif kind is Path:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string", where)
         path = Path(value).expanduser()
         out = path if path.is_absolute() else base / path  # relative to the file
     elif callable(kind):
+        if isinstance(value, float):
+            raise ConfigError(f"{key} must be a string or an integer", where)
         try:
-            out = kind(value)
+            out = kind(str(value))
+        except UsageError as exc:
+            if exc.what.startswith("not an integer"):
+                raise ConfigError(f"{key} must be an integer", where) from exc
+            raise ConfigError(f"{key}: {exc.what}", where) from exc
         except (argparse.ArgumentTypeError, ValueError) as exc:
             raise ConfigError(f"{key}: {exc}", where) from exc
+    elif not isinstance(value, str):
+        raise ConfigError(f"{key} must be a string", where)
     else:
         out = value
     if a.choices is not None and out not in a.choices:

@@ -42,6 +42,7 @@ from auraseal.errors import (
     BadSignatureError,
     ConfigError,
     MalformedNoteError,
+    NotFoundError,
     StorageError,
     ThresholdError,
     UnknownKeyError,
@@ -392,6 +393,8 @@ def _arg_text(arg: str | Path) -> tuple[str | None, str]:
         return s, "key"
     try:
         data = p.read_bytes()
+    except FileNotFoundError as exc:  # a path the user named: bad input, as everywhere
+        raise NotFoundError("no such file or directory", s) from exc
     except OSError as exc:
         raise StorageError(f"cannot read key: {exc.strerror}", s) from exc
     if data.startswith(b"-----BEGIN"):
