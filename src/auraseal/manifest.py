@@ -46,7 +46,7 @@ from auraseal.integrity import (
     sri_token,
     verify_file,
 )
-from auraseal.signing import SigningKey, TrustPolicy, TrustState, sign_envelope, verify_envelope
+from auraseal.signing import Signer, TrustPolicy, TrustState, sign_envelope, verify_envelope
 
 __all__ = [
     "DEFAULT_EXPIRES",
@@ -462,7 +462,7 @@ def manifest_digest(manifest: Manifest) -> str:
     return canonical_sha256(manifest.to_dict())
 
 
-def dump_signed(manifest: Manifest, keys: Sequence[SigningKey] = ()) -> bytes:
+def dump_signed(manifest: Manifest, keys: Sequence[Signer] = ()) -> bytes:
     """The native envelope as pretty JSON bytes, signed by each of ``keys``."""
     env = sign_envelope(manifest.to_dict(), keys)
     return (json.dumps(env, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
@@ -471,7 +471,7 @@ def dump_signed(manifest: Manifest, keys: Sequence[SigningKey] = ()) -> bytes:
 def dump_manifest(
     manifest: Manifest,
     fmt: str = "native",
-    keys: Sequence[SigningKey] = (),
+    keys: Sequence[Signer] = (),
     base_url: str | None = None,
 ) -> bytes:
     """Serialize in one of :data:`FORMATS` (only ``native`` carries signatures)."""
@@ -707,7 +707,7 @@ def with_files(manifest: Manifest, files: Iterable[FileEntry]) -> Manifest:
 
 def resign_manifest(
     data: bytes,
-    keys: Sequence[SigningKey],
+    keys: Sequence[Signer],
     where: str = "manifest",
     *,
     version: int | None = None,

@@ -13,13 +13,13 @@ import json
 import sys
 from collections.abc import Sequence
 
-from auraseal.cli import _core, _fetch, _ledger, _publish, _seal, _serve, _web
+from auraseal.cli import _core, _fetch, _ledger, _publish, _root, _seal, _serve, _web
 from auraseal.cli._output import Handler
 from auraseal.errors import AuraSealError
 
 __all__ = ["build_parser", "main"]
 
-_MODULES = (_core, _seal, _ledger, _serve, _publish, _fetch, _web)
+_MODULES = (_core, _seal, _ledger, _serve, _publish, _fetch, _web, _root)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -12,6 +12,7 @@ from typing import Any
 
 from auraseal._time import format_time, parse_duration
 from auraseal.cli._core import add_trust_args, trust_policy
+from auraseal.cli._keys import add_pin_args, load_signers
 from auraseal.cli._output import emit, progress_bar
 from auraseal.errors import StorageError
 from auraseal.manifest import MANIFEST_NAME
@@ -35,7 +36,7 @@ from auraseal.sealing.format import (
     PartHeader,
     parse_part,
 )
-from auraseal.signing import TrustState, load_signing_key
+from auraseal.signing import TrustState
 
 __all__ = ["register"]
 
@@ -65,7 +66,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="erasure engine (default: chosen by fragment size)",
     )
     p.add_argument("--zip", action="store_true", help="also write PKG.zip")
-    p.add_argument("--key", type=Path, action="append", default=[], help="sign with KEY (repeat)")
+    p.add_argument("--key", action="append", default=[],
+                   help="sign with KEY: a key file or pkcs11: URI (repeat)")
+    add_pin_args(p)
     p.add_argument("--name", help="package name (default: the source directory's name)")
     p.add_argument("--version", type=int, default=1, help="monotonically increasing version")
     p.add_argument("--expires", default="30d", help="validity, e.g. 12h, 30d, or 'never'")
@@ -109,7 +112,7 @@ def cmd_seal(args: argparse.Namespace) -> int:
     src: Path = args.src
     if not src.is_dir():
         raise StorageError("not a directory", str(src))
-    keys = [load_signing_key(k) for k in args.key]
+    keys = load_signers(args, args.key)
     expires = None if args.expires == "never" else parse_duration(args.expires, "--expires")
     out: Path = args.output
     zip_path = Path(str(out).rstrip("/") + ".zip") if args.zip else None
