@@ -35,7 +35,8 @@ def parse_time(text: str, where: str = "") -> datetime:
 
 
 def parse_duration(text: str, where: str = "duration") -> timedelta:
-    """Parse ``90``, ``30s``, ``15m``, ``1h``, ``30d``, ``2w``, ``1y`` = 365d (plain numbers are seconds)."""
+    """Parse ``90``, ``30s``, ``15m``, ``1h``, ``30d``, ``2w``, ``1y`` (365d);
+    plain numbers are seconds."""
     m = _DURATION.match(text or "")
     if not m:
         raise InputError(f"not a duration (use e.g. 30s, 15m, 1h, 30d): {text!r}", where)

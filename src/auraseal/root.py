@@ -360,7 +360,7 @@ def verify_root(
             ) from exc
     try:
         verify_envelope(doc, root.policy(), where)
-    except ThresholdError as exc:
+    except (ThresholdError, UnknownKeyError) as exc:
         raise ThresholdError(
             f"root v{root.version} is not signed by enough of its own keys ({exc.what}): a draft",
             where,

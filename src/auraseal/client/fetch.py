@@ -35,6 +35,7 @@ from auraseal.client.install import (
     recover,
     swap_in,
 )
+from auraseal.client.roots import RootSession, RootTrust
 from auraseal.errors import (
     AuraSealError,
     ComponentLostError,
@@ -232,6 +233,7 @@ class _Fetch:
         salvage: SalvageFn | None,
         package: str | None = None,
         step: StepHook | None = None,
+        root: RootTrust | None = None,
     ) -> None:
         self.url = url
         self.package = package
@@ -265,6 +267,13 @@ class _Fetch:
         self._abort = threading.Event()
         self._events: list[tuple[str, dict[str, Any]]] = []
         self._pin_ok = [True] * len(self.sources)
+        # the root of trust (client/roots.py): a given root or the one pinned in the cache
+        if root is None and cache_dir is not None:
+            root = RootTrust(cache_dir=Path(cache_dir))
+        self.roots = None if root is None else RootSession(
+            root, self.fetcher, self.sources[0].base, self.now,
+            offline=offline, warnings=self.warnings,
+        )
 
     def close(self) -> None:
         self.fetcher.close()
@@ -303,9 +312,15 @@ class _Fetch:
     # --- manifest ----------------------------------------------------------
 
     def trust(self, data: bytes, where: str) -> tuple[Manifest, str]:
-        m = load_manifest(
-            data, where, policy=self.policy, state=None, now=self.now, name=self.url
+        m = (
+            self.roots.load_manifest(data, where, self.url, self.expected)
+            if self.roots is not None
+            else None
         )
+        if m is None:
+            m = load_manifest(
+                data, where, policy=self.policy, state=None, now=self.now, name=self.url
+            )
         if self.expected is not None and m.name != self.expected:
             # every package on a server is signed by the same key: a mirror or
             # man-in-the-middle must not install another one instead
@@ -878,6 +893,7 @@ def fetch_package(
     salvage: SalvageFn | None = None,
     package: str | None = None,
     step: StepHook | None = None,
+    root: RootTrust | None = None,
 ) -> FetchReport:
     """Fetch the package at ``url`` into ``dest``: verify, repair, install atomically.
 
@@ -891,12 +907,17 @@ def fetch_package(
     :func:`package_name_from_url`); another package is refused (exit 3).
     ``step`` is called after each step of the install (tests inject kills).
     A fetch or rollback killed half-way is finished or undone first.
+
+    ``root`` (or, without it, a root pinned in ``cache_dir`` by an earlier
+    fetch) makes the root of trust decide which keys sign manifests, in place
+    of ``policy`` (see :mod:`auraseal.client.roots`).
     """
     f = _Fetch(
         url, dest, mirrors=mirrors, policy=policy, cache_dir=cache_dir,
         fallback_dir=fallback_dir, manifest_ttl=manifest_ttl, file_ttl=file_ttl,
         offline=offline, jobs=jobs, progress=progress, transport=transport, http=http,
         ledger=ledger, now=now, rebuild=rebuild, salvage=salvage, package=package, step=step,
+        root=root,
     )
     try:
         return f.run()
