@@ -56,12 +56,20 @@ def write_package(
     root: Path, signers: Sequence[Signer], *, version: int = 1, name: str = "site",
     files: Mapping[str, bytes] = FILES, expires: timedelta | None = timedelta(days=90),
 ) -> Manifest:
+    """Write ``files`` and their signed manifest into ``root`` (its ``root/``
+    and ``timestamp.json`` stay outside the manifest's file list)."""
     root.mkdir(parents=True, exist_ok=True)
     for rel, data in files.items():
         p = root / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(data)
-    m = build_manifest(root, name=name, version=version, expires=expires)
+    extra = {
+        p.relative_to(root).as_posix()
+        for p in [*root.glob("root/*"), root / "timestamp.json"]
+        if p.exists()
+    }
+    m = build_manifest(root, name=name, version=version, expires=expires,
+                       exclude=frozenset({MANIFEST_NAME, *extra}))
     (root / MANIFEST_NAME).write_bytes(dump_signed(m, signers))
     return m
 
