@@ -17,6 +17,8 @@ Uses ``python-pkcs11`` (PyPI), tested against Debian's SoftHSM2 2.6.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,12 +170,16 @@ def _public_raw(point: bytes, where: str) -> bytes:
 class Pkcs11Signer:
     """An Ed25519 private key in a token; a :class:`~auraseal.signing.Signer`.
 
-    Opens one session at construction (logging in with the PIN) and keeps
-    it for :meth:`sign`; :meth:`close` (or ``with``) ends it."""
+    Each :meth:`sign` opens a session, logs in with the PIN, signs and closes
+    it: no session (and so no login, which PKCS#11 shares across all of a
+    process's sessions) outlives a signature."""
 
-    def __init__(self, session: Any, private: Any, public: PublicKey, where: str) -> None:
-        self._session = session
-        self._private = private
+    def __init__(
+        self, token: Any, uri: Pkcs11Uri, pin: str, public: PublicKey, where: str
+    ) -> None:
+        self._token = token
+        self._uri = uri
+        self._pin = pin
         self._lock = threading.Lock()
         self.public = public
         self.key_id = public.key_id
@@ -181,9 +187,10 @@ class Pkcs11Signer:
 
     def sign(self, data: bytes) -> bytes:
         p11 = _pkcs11()
-        with self._lock:
+        with self._lock, _session(self._token, self._pin, self.where) as session:
+            priv = _one_private(session, self._uri, self.where)
             try:
-                sig = bytes(self._private.sign(data, mechanism=p11.Mechanism.EDDSA))
+                sig = bytes(priv.sign(data, mechanism=p11.Mechanism.EDDSA))
             except p11.PKCS11Error as exc:
                 what = f"token refused to sign: {type(exc).__name__}"
                 raise TrustError(what, self.where) from exc
@@ -192,7 +199,7 @@ class Pkcs11Signer:
         return sig
 
     def close(self) -> None:
-        self._session.close()
+        """Nothing stays open between signatures; kept for ``with``."""
 
     def __enter__(self) -> Pkcs11Signer:
         return self
@@ -202,6 +209,19 @@ class Pkcs11Signer:
 
     def __repr__(self) -> str:
         return f"Pkcs11Signer({self.key_id[:16]})"
+
+
+@contextmanager
+def _session(token: Any, pin: str, where: str, rw: bool = False) -> Iterator[Any]:
+    p11 = _pkcs11()
+    try:
+        session = token.open(user_pin=pin, rw=rw)
+    except p11.PKCS11Error as exc:
+        raise TrustError(f"cannot log in to the token: {type(exc).__name__}", where) from exc
+    try:
+        yield session
+    finally:
+        session.close()
 
 
 def _find(session: Any, cls: Any, uri: Pkcs11Uri) -> list[Any]:
@@ -217,8 +237,18 @@ def _find(session: Any, cls: Any, uri: Pkcs11Uri) -> list[Any]:
     return list(session.get_objects(attrs))
 
 
+def _one_private(session: Any, uri: Pkcs11Uri, where: str) -> Any:
+    privs = _find(session, _pkcs11().ObjectClass.PRIVATE_KEY, uri)
+    if not privs:
+        raise NotFoundError("no Ed25519 private key matches in the token", where)
+    if len(privs) > 1:
+        raise ConfigError("several keys match; add id=... to the URI", where)
+    return privs[0]
+
+
 def open_signer(uri: str, *, pin: str | None = None, module: str | None = None) -> Pkcs11Signer:
-    """Open the Ed25519 key ``uri`` names, logging in with ``pin``."""
+    """Find the Ed25519 key ``uri`` names (logging in with ``pin`` to check
+    the PIN and read its public key) and return a signer for it."""
     p11 = _pkcs11()
     parsed = parse_uri(uri)
     where = uri.split("?", 1)[0]
@@ -229,24 +259,13 @@ def open_signer(uri: str, *, pin: str | None = None, module: str | None = None) 
         )
     lib = _lib(_module(parsed, module, where))
     token = _token(lib, parsed, where)
-    try:
-        session = token.open(user_pin=secret)
-    except p11.PKCS11Error as exc:
-        raise TrustError(f"cannot log in to the token: {type(exc).__name__}", where) from exc
-    try:
-        privs = _find(session, p11.ObjectClass.PRIVATE_KEY, parsed)
-        if not privs:
-            raise NotFoundError("no Ed25519 private key matches in the token", where)
-        if len(privs) > 1:
-            raise ConfigError("several keys match; add id=... to the URI", where)
+    with _session(token, secret, where) as session:
+        _one_private(session, parsed, where)
         pubs = _find(session, p11.ObjectClass.PUBLIC_KEY, parsed)
         if len(pubs) != 1:
             raise NotFoundError("no single matching Ed25519 public key in the token", where)
         public = PublicKey.from_raw(_public_raw(bytes(pubs[0][p11.Attribute.EC_POINT]), where))
-        return Pkcs11Signer(session, privs[0], public, where)
-    except BaseException:
-        session.close()
-        raise
+    return Pkcs11Signer(token, parsed, secret, public, where)
 
 
 def export_public(uri: str, *, pin: str | None = None, module: str | None = None) -> PublicKey:
@@ -263,7 +282,7 @@ def generate_ed25519(
     where = f"pkcs11:token={token_label};object={label}"
     lib = _lib(_module(Pkcs11Uri(), module, where))
     token = _token(lib, Pkcs11Uri(token=token_label), where)
-    with token.open(user_pin=pin, rw=True) as session:
+    with _session(token, pin, where, rw=True) as session:
         pub, _priv = session.generate_keypair(
             p11.KeyType.EC_EDWARDS,
             mechanism=p11.Mechanism.EC_EDWARDS_KEY_PAIR_GEN,

@@ -31,16 +31,17 @@ def keys() -> dict[str, SigningKey]:
 
 
 class StaticHost:
-    def __init__(self, root: Path, port: int) -> None:
+    """A package tree ``root`` served at ``url``."""
+
+    def __init__(self, root: Path, url: str) -> None:
         self.root = root
-        self.url = f"http://127.0.0.1:{port}/"
+        self.url = url
 
 
-@pytest.fixture
-def static_host(tmp_path: Path) -> Iterator[StaticHost]:
-    """``python3 -m http.server`` serving ``tmp_path/www`` (the package tree)."""
-    root = tmp_path / "www"
-    root.mkdir()
+@pytest.fixture(scope="module")
+def _http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, int]]:
+    """One ``python3 -m http.server`` per module (starting one costs ~1-2 s)."""
+    root = tmp_path_factory.mktemp("www")
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
@@ -57,10 +58,20 @@ def static_host(tmp_path: Path) -> Iterator[StaticHost]:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
-        yield StaticHost(root, port)
+        yield root, port
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture
+def static_host(_http_server: tuple[Path, int], request: pytest.FixtureRequest) -> StaticHost:
+    """A fresh package tree of this test, served by the module's http.server."""
+    www, port = _http_server
+    name = request.node.name[:60].replace("[", "_").replace("]", "_")
+    root = www / name
+    root.mkdir()
+    return StaticHost(root, f"http://127.0.0.1:{port}/{name}/")
 
 
 SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
