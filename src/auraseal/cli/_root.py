@@ -77,6 +77,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     t.add_argument("--json", action="store_true")
     t.set_defaults(handler=cmd_status)
 
+    n = r.add_parser("install", help="store a root under a server's ROOT (served to clients)")
+    n.add_argument("root", type=Path)
+    n.add_argument("--to", type=Path, required=True, metavar="SERVE_ROOT")
+    n.add_argument("--package", default=None, help="for this package only (default: all)")
+    n.add_argument("--json", action="store_true")
+    n.set_defaults(handler=cmd_install)
+
     p = r.add_parser("pubkey", help="write the public key of a key file or pkcs11: URI")
     p.add_argument("key", metavar="KEY")
     p.add_argument("-o", "--output", type=Path, required=True)
@@ -220,4 +227,12 @@ def cmd_pubkey(args: argparse.Namespace) -> int:
         {"public_key": str(args.output), "keyid": signer.key_id},
         f"wrote {args.output}; key id {signer.key_id}",
     )
+    return 0
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    from auraseal.server.freshness import install_root  # noqa: PLC0415
+
+    target = install_root(args.to, _read(args.root), args.package)
+    emit(args, {"stored": str(target)}, f"stored {target}")
     return 0

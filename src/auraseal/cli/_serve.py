@@ -10,6 +10,7 @@ from pathlib import Path
 from auraseal._fs import atomic_write_bytes
 from auraseal._time import parse_duration
 from auraseal.cli._core import trust_policy
+from auraseal.cli._keys import add_pin_args, load_signers
 from auraseal.cli._output import emit
 from auraseal.errors import UsageError
 
@@ -50,6 +51,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--workers", type=int, default=1, help="worker processes")
     p.add_argument("--server", choices=("granian", "uvicorn"), default="granian",
                    help="the ASGI server that runs the app (default: granian)")
+    p.add_argument("--timestamp-key", metavar="KEY", default=None,
+                   help="online key (file or pkcs11: URI) that keeps each package's "
+                   "timestamp.json signed (docs/KEYS.md)")
+    p.add_argument("--timestamp-expires", default="1d", metavar="DURATION",
+                   help="lifetime of each timestamp (re-signed at a quarter of it)")
+    add_pin_args(p)
     p.add_argument("--example", action="store_true",
                    help="seal the bundled example site into ROOT if it holds no package")
     p.set_defaults(handler=cmd_serve)
@@ -114,6 +121,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Start-up work on ROOT happens once, here, before any worker starts
     # (workers then find nothing left to adopt or clean).
     prepare_root(PackageStore(root, config.keep_versions))
+    if args.timestamp_key is not None:
+        from auraseal.server.freshness import TimestampKeeper  # noqa: PLC0415
+
+        TimestampKeeper(
+            root, load_signers(args, [args.timestamp_key]),
+            lifetime=parse_duration(args.timestamp_expires, "--timestamp-expires"),
+        ).start()
     print(f"auraseal: serving {root} on http://{args.host}:{args.port}/", file=sys.stderr)
     if args.server == "granian":
         from granian import Granian  # noqa: PLC0415

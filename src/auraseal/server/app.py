@@ -33,6 +33,7 @@ from auraseal.errors import (
 from auraseal.manifest import MANIFEST_NAME, Manifest, manifest_digest, part_name
 from auraseal.server.archive import build_archive, invalidate_archives
 from auraseal.server.config import STATE_DIR, ServerConfig, check_package_name
+from auraseal.server.freshness import freshness_response
 from auraseal.server.ledger_port import LedgerPort
 from auraseal.server.metrics import CONTENT_TYPE as METRICS_TYPE
 from auraseal.server.openapi import openapi_document
@@ -308,6 +309,10 @@ class Handlers:
         name = _name(request)
         rel = _rel(str(request.path_params["path"]))
         view = await anyio.to_thread.run_sync(self.state.store.get, name)
+        if rel not in view.resources:  # root/<N>.json, timestamp.json (server/freshness.py)
+            fresh = freshness_response(self.state.config.root, name, rel)
+            if fresh is not None:
+                return fresh
         return await self._file(request, view, rel, False)
 
     async def versions(self, request: Request) -> Response:
