@@ -220,3 +220,21 @@ def test_fetch_refuses_missing_or_wrongly_signed_timestamp(
     )
     with pytest.raises(UnknownKeyError):
         fetch(static_host, tmp_path, d1)
+
+
+def test_trust_on_first_use_pins_served_root_1(
+    static_host: StaticHost, tmp_path: Path, keys: dict[str, SigningKey]
+) -> None:
+    k1, k2 = keys["k1"], keys["k2"]
+    tree = static_host.root
+    r1, d1 = root_v1([k1], 1)
+    _r2, d2 = rotate(r1, [k2], 1, [k1, k2])
+    publish_root(tree, d1, 1)
+    publish_root(tree, d2, 2)
+    write_package(tree, [k2], version=2)
+    report = fetch_package(
+        static_host.url, tmp_path / "out" / "site", cache_dir=tmp_path / "cache", http=FAST,
+        package="site", root=RootTrust(cache_dir=tmp_path / "cache", tofu=True),
+    )
+    assert any("first use" in w for w in report.warnings)
+    assert pinned_root(tmp_path / "cache", "site").version == 2  # type: ignore[union-attr]
