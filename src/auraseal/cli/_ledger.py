@@ -15,6 +15,7 @@ from typing import Any
 
 from auraseal._fs import atomic_write_bytes
 from auraseal._time import parse_duration
+from auraseal.cli._keys import add_pin_args, load_signers
 from auraseal.cli._output import emit, progress_bar
 from auraseal.errors import InputError, StorageError, UsageError
 from auraseal.ledger import (
@@ -29,7 +30,7 @@ from auraseal.ledger import (
 )
 from auraseal.ledger.service import env_jsonl
 from auraseal.merkle import verify_consistency
-from auraseal.signing import load_public_key, load_signing_key
+from auraseal.signing import load_public_key
 
 __all__ = ["register"]
 
@@ -95,7 +96,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("entry_id", nargs="?")
     p.add_argument("--size", type=int, help="tree size (default: the whole committed tree)")
     p.add_argument("--bundle", type=Path, metavar="OUT", help="write an offline proof bundle")
-    p.add_argument("--key", type=Path, help="Ed25519 private key to sign the bundle's checkpoint")
+    p.add_argument("--key", help="Ed25519 private key (file or pkcs11: URI) to sign the "
+                   "bundle's checkpoint")
+    add_pin_args(p)
     p.add_argument("--check", type=Path, metavar="BUNDLE",
                    help="verify a bundle offline (needs only --pub)")
     p.add_argument("--pub", type=Path, help="public key for --check")
@@ -105,7 +108,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = lsub.add_parser("checkpoint", parents=[common],
                         help="sign a C2SP checkpoint of the tree, or --check one")
-    p.add_argument("--key", type=Path, help="Ed25519 private key (auraseal keygen)")
+    p.add_argument("--key", help="Ed25519 private key (auraseal keygen) or pkcs11: URI")
+    add_pin_args(p)
     p.add_argument("--name", default=DEFAULT_KEY_NAME, help="key name in the signed note")
     p.add_argument("--size", type=int, help="tree size (default: the whole committed tree)")
     p.add_argument("--out", type=Path, help="write the note here")
@@ -278,7 +282,7 @@ def cmd_proof(args: argparse.Namespace) -> int:
         proof = led.inclusion(entry_id, args.size)
         proof.verify()
         if args.bundle is not None:
-            key = load_signing_key(_need(args.key, "--key"))
+            key = load_signers(args, [_need(args.key, "--key")])[0]
             bundle = led.proof_bundle(entry_id, args.name, key, proof.tree_size)
             atomic_write_bytes(args.bundle, (json.dumps(bundle, indent=2) + "\n").encode())
     d = proof.to_dict()
@@ -299,7 +303,7 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
                     "verified": True},
              f"VERIFIED: {cp.origin} size {cp.size} root {cp.root.hex()}")
         return 0
-    key = load_signing_key(_need(args.key, "--key"))
+    key = load_signers(args, [_need(args.key, "--key")])[0]
     with _open(args) as led:
         note = led.signed_checkpoint(args.name, key, args.size)
     if args.out is not None:
