@@ -3,6 +3,7 @@ server's TimestampKeeper keeps timestamps current across a new version."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,7 +14,9 @@ from auraseal.cli import main as cli_main
 from auraseal.client import HttpConfig, fetch_package
 from auraseal.client.roots import RootTrust, pinned_root
 from auraseal.errors import RollbackError, ThresholdError
+from auraseal.root import parse_root
 from auraseal.server.freshness import FRESHNESS_DIR, TimestampKeeper, install_root
+from auraseal.server.publish import new_token
 from auraseal.server.testing import free_port, run_nginx, run_server
 from auraseal.signing import SigningKey
 
@@ -98,3 +101,32 @@ def test_nginx_serves_roots_and_timestamp(
         assert httpx.get(base + "root/2.json").status_code == 200  # the package's own
         assert httpx.get(base + "root/3.json").status_code == 404
         assert _fetch(f"{url}/packages/site", tmp_path, d1).version == 4  # type: ignore[attr-defined]
+
+
+def test_root_uploaded_to_server_with_token(
+    store: tuple[Path, bytes], tmp_path: Path, keys: dict[str, SigningKey],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root, _d1 = store
+    tok, line = new_token()
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text(line + "  release\n")
+    token_file = tmp_path / "token"
+    token_file.write_text(tok + "\n")
+    r2 = parse_root((root / FRESHNESS_DIR / "site" / "root" / "2.json").read_bytes())[0]
+    _r3, d3 = rotate(r2, [keys["k3"]], 1, [keys["k2"], keys["k3"]])
+    _r3x, d3x = rotate(r2, [keys["k3"]], 1, [keys["k3"]])  # a draft: v2's key did not sign
+    f3, f3x = tmp_path / "3.json", tmp_path / "3x.json"
+    f3.write_bytes(d3)
+    f3x.write_bytes(d3x)
+    with run_server(root, healing=False, publish_token_file=tokens) as url:
+        base = ["root", "install", "--to", url, "--package", "site"]
+        assert cli_main([*base, str(f3x), "--token-file", str(token_file)]) == 3
+        wrong = tmp_path / "wrong"
+        wrong.write_text("nope\n")
+        assert cli_main([*base, str(f3), "--token-file", str(wrong)]) == 3
+        assert httpx.get(f"{url}/packages/site/files/root/3.json").status_code == 404
+        capsys.readouterr()
+        assert cli_main([*base, str(f3), "--token-file", str(token_file), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["version"] == 3
+        assert httpx.get(f"{url}/packages/site/files/root/3.json").content == d3

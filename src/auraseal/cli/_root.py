@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -77,10 +78,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     t.add_argument("--json", action="store_true")
     t.set_defaults(handler=cmd_status)
 
-    n = r.add_parser("install", help="store a root under a server's ROOT (served to clients)")
+    n = r.add_parser(
+        "install",
+        help="store a root where a server serves it: a local ROOT, or upload to a server URL",
+    )
     n.add_argument("root", type=Path)
-    n.add_argument("--to", type=Path, required=True, metavar="SERVE_ROOT")
-    n.add_argument("--package", default=None, help="for this package only (default: all)")
+    n.add_argument("--to", required=True, metavar="SERVE_ROOT|URL",
+                   help="the server's ROOT directory, or its http(s):// URL (PUT "
+                   "/packages/<name>/root; token from --token-file or $AURASEAL_TOKEN)")
+    n.add_argument("--package", default=None,
+                   help="for this package only (default: all; required with a URL)")
+    n.add_argument("--token-file", type=Path, metavar="F")
     n.add_argument("--json", action="store_true")
     n.set_defaults(handler=cmd_install)
 
@@ -231,8 +239,19 @@ def cmd_pubkey(args: argparse.Namespace) -> int:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
+    data = _read(args.root)
+    if str(args.to).startswith(("http://", "https://")):
+        from auraseal.client.publish import load_token  # noqa: PLC0415
+        from auraseal.client.roots import upload_root  # noqa: PLC0415
+
+        if args.package is None:
+            raise UsageError("--package is required when uploading", "--package")
+        token = load_token(args.token_file, os.environ.get("AURASEAL_TOKEN"))
+        got = upload_root(args.to, args.package, data, token)
+        emit(args, got, f"uploaded root v{got['version']} of {args.package} to {args.to}")
+        return 0
     from auraseal.server.freshness import install_root  # noqa: PLC0415
 
-    target = install_root(args.to, _read(args.root), args.package)
+    target = install_root(Path(args.to), data, args.package)
     emit(args, {"stored": str(target)}, f"stored {target}")
     return 0
