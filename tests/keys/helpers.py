@@ -76,5 +76,5 @@ def write_package(
 
 def publish_root(tree: Path, data: bytes, version: int) -> None:
     d = tree / "root"
-    d.mkdir(exist_ok=True)
+    d.mkdir(parents=True, exist_ok=True)
     (d / f"{version}.json").write_bytes(data)

@@ -7,10 +7,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from client.faultserver import fault_server  # tests/client's fault-injecting server
 
 from auraseal.client import HttpConfig, fetch_package
 from auraseal.client.roots import RootTrust, pinned_root
 from auraseal.errors import (
+    AuraSealError,
     ExpiredError,
     PackageMismatchError,
     RollbackError,
@@ -238,3 +240,27 @@ def test_trust_on_first_use_pins_served_root_1(
     )
     assert any("first use" in w for w in report.warnings)
     assert pinned_root(tmp_path / "cache", "site").version == 2  # type: ignore[union-attr]
+
+
+def test_failed_root_walk_is_not_skipped_for_the_next_source(
+    tmp_path: Path, keys: dict[str, SigningKey]
+) -> None:
+    """A root walk that fails on the primary (500 on root/2.json) must not let
+    the mirror's manifest through unchecked: the failure holds for the fetch."""
+    k1, k9 = keys["k1"], keys["k5"]
+    primary, mirror = tmp_path / "p", tmp_path / "m"
+    r1, d1 = root_v1([k1], 1)
+    _r2, d2 = rotate(r1, [k1], 1, [k1])
+    for tree in (primary, mirror):
+        publish_root(tree, d1, 1)
+        publish_root(tree, d2, 2)
+    write_package(primary, [k1], version=3)
+    write_package(mirror, [k9], version=4, files={**FILES, "index.html": b"evil\n"})
+    with fault_server(primary) as p, fault_server(mirror) as m:
+        p.fault("root/2.json", "status", status=500)
+        with pytest.raises(AuraSealError):
+            fetch_package(
+                p.url, tmp_path / "out" / "site", mirrors=[m.url], cache_dir=tmp_path / "cache",
+                http=FAST, package="site", root=RootTrust(d1, "--root", tmp_path / "cache"),
+            )
+    assert not (tmp_path / "out" / "site").exists()

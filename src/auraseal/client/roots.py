@@ -30,6 +30,7 @@ from auraseal.client.cache import url_key
 from auraseal.client.http import Fetcher
 from auraseal.client.publish import package_url
 from auraseal.errors import (
+    AuraSealError,
     ExpiredError,
     InputError,
     NetworkError,
@@ -103,6 +104,7 @@ class RootSession:
         self.warnings: list[str] = warnings if warnings is not None else []
         self._root: Root | None = None
         self._established = False
+        self._failed: AuraSealError | None = None
         self._timestamp: bytes | None = None
 
     # --- the walk ----------------------------------------------------------
@@ -147,9 +149,21 @@ class RootSession:
     def establish(self) -> Root | None:
         """The current root, or None when there is no root to go by (no
         anchor, no pin, and on first use the server serves no root)."""
+        if self._failed is not None:
+            # a failed walk stays failed for the whole fetch: the next source
+            # must not get its manifest past the root unchecked
+            raise self._failed
         if self._established:
             return self._root
+        try:
+            self._root = self._establish()
+        except AuraSealError as exc:
+            self._failed = exc
+            raise
         self._established = True
+        return self._root
+
+    def _establish(self) -> Root | None:
         pin = self._read_pin()
         start: tuple[Root, bytes] | None = pin
         from_pin = pin is not None
@@ -202,7 +216,6 @@ class RootSession:
                 self.root_url(cur.version),
             )
         self._write_pin(cur, cur_data)
-        self._root = cur
         return cur
 
     # --- manifests ---------------------------------------------------------
