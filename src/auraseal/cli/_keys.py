@@ -39,7 +39,7 @@ def read_pin(args: argparse.Namespace) -> str | None:
             return path.read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as exc:
             raise StorageError(f"cannot read PIN file: {exc.strerror}", str(path)) from exc
-    return os.environ.get(PIN_ENV)
+    return os.environ.get(PIN_ENV) or None  # set but empty: no PIN
 
 
 def load_signers(args: argparse.Namespace, specs: Sequence[str | Path]) -> list[Signer]:
