@@ -15,6 +15,7 @@ from auraseal.errors import (
     ThresholdError,
     UnknownKeyError,
 )
+from auraseal.manifest import build_manifest, verify_tree
 from auraseal.root import (
     Root,
     load_root,
@@ -126,3 +127,24 @@ def test_root_fixture_matches_docs() -> None:
     docs = (Path(__file__).parents[2] / "docs" / "MANIFEST.md").read_text()
     block = docs.split("<!-- root fixture -->\n```json\n", 1)[1].split("```", 1)[0]
     assert json.loads(block) == doc
+
+
+def test_served_roots_and_timestamp_stay_out_of_the_manifest(
+    tmp_path: Path, keys: dict[str, SigningKey]
+) -> None:
+    """A static package tree carries root/<N>.json and timestamp.json beside
+    its manifest: `manifest build` does not list them, `verify` does not
+    call them unexpected (other files under root/ are ordinary content)."""
+    tree = tmp_path / "pkg"
+    (tree / "root").mkdir(parents=True)
+    (tree / "index.html").write_bytes(b"x\n")
+    (tree / "root" / "notes.txt").write_bytes(b"content\n")
+    (tree / "root" / "1.json").write_bytes(root_v1([keys["k1"]], 1)[1])
+    (tree / "timestamp.json").write_bytes(b"{}")
+    m = build_manifest(tree, name="pkg")
+    assert sorted(f.path for f in m.files) == ["index.html", "root/notes.txt"]
+    (tree / "root" / "2.json").write_bytes(b"{}")
+    report = verify_tree(tree, m)
+    assert report.ok and report.unexpected == []
+    (tree / "root" / "x.json").write_bytes(b"{}")
+    assert verify_tree(tree, m).unexpected == ["root/x.json"]
