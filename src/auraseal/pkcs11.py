@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_MODULES",
     "Pkcs11Signer",
     "Pkcs11Uri",
+    "export_public",
     "generate_ed25519",
     "open_signer",
     "parse_uri",
