@@ -9,8 +9,8 @@ from auraseal.errors import InputError
 
 __all__ = ["format_time", "parse_duration", "parse_time", "utcnow"]
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdwy]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
 
 def utcnow() -> datetime:
@@ -35,7 +35,8 @@ def parse_time(text: str, where: str = "") -> datetime:
 
 
 def parse_duration(text: str, where: str = "duration") -> timedelta:
-    """Parse ``90``, ``30s``, ``15m``, ``1h``, ``30d``, ``2w`` (plain numbers are seconds)."""
+    """Parse ``90``, ``30s``, ``15m``, ``1h``, ``30d``, ``2w``, ``1y`` (365d);
+    plain numbers are seconds."""
     m = _DURATION.match(text or "")
     if not m:
         raise InputError(f"not a duration (use e.g. 30s, 15m, 1h, 30d): {text!r}", where)

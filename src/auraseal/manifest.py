@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -46,7 +47,7 @@ from auraseal.integrity import (
     sri_token,
     verify_file,
 )
-from auraseal.signing import SigningKey, TrustPolicy, TrustState, sign_envelope, verify_envelope
+from auraseal.signing import Signer, TrustPolicy, TrustState, sign_envelope, verify_envelope
 
 __all__ = [
     "DEFAULT_EXPIRES",
@@ -62,6 +63,7 @@ __all__ = [
     "check_tree",
     "dump_manifest",
     "dump_signed",
+    "is_trust_file",
     "load_manifest",
     "manifest_digest",
     "part_name",
@@ -69,6 +71,14 @@ __all__ = [
 ]
 
 MANIFEST_NAME = "integrity-manifest.json"
+#: roots of trust and the online timestamp served beside a manifest
+#: (docs/KEYS.md): never part of the file list
+_TRUST_FILE = re.compile(r"^(?:root/[1-9][0-9]{0,8}\.json|timestamp\.json)$")
+
+
+def is_trust_file(rel: str) -> bool:
+    """``root/<N>.json`` or ``timestamp.json`` at the top of a package tree."""
+    return bool(_TRUST_FILE.match(rel))
 SPEC_VERSION = 1
 MANIFEST_TYPE = "auraseal/manifest"
 DEFAULT_EXPIRES = timedelta(days=30)
@@ -462,7 +472,7 @@ def manifest_digest(manifest: Manifest) -> str:
     return canonical_sha256(manifest.to_dict())
 
 
-def dump_signed(manifest: Manifest, keys: Sequence[SigningKey] = ()) -> bytes:
+def dump_signed(manifest: Manifest, keys: Sequence[Signer] = ()) -> bytes:
     """The native envelope as pretty JSON bytes, signed by each of ``keys``."""
     env = sign_envelope(manifest.to_dict(), keys)
     return (json.dumps(env, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
@@ -471,7 +481,7 @@ def dump_signed(manifest: Manifest, keys: Sequence[SigningKey] = ()) -> bytes:
 def dump_manifest(
     manifest: Manifest,
     fmt: str = "native",
-    keys: Sequence[SigningKey] = (),
+    keys: Sequence[Signer] = (),
     base_url: str | None = None,
 ) -> bytes:
     """Serialize in one of :data:`FORMATS` (only ``native`` carries signatures)."""
@@ -581,7 +591,7 @@ def build_manifest(
 ) -> Manifest:
     """Hash every regular file below ``root`` (both cores) into a manifest."""
     root = Path(root)
-    paths = walk_files(root, exclude=exclude)
+    paths = [p for p in walk_files(root, exclude=exclude) if not is_trust_file(p)]
     sizes = {p: (root / p).stat().st_size for p in paths}
     digests = _hash_all(root, paths, algorithm, jobs, progress)
     created = now or utcnow()
@@ -672,7 +682,9 @@ def verify_tree(
     report = TreeReport()
     report.missing = sorted(set(expected) - present)
     report.unexpected = sorted(
-        p for p in present - set(expected) if not any(map(is_temp_name, p.split("/")))
+        p
+        for p in present - set(expected)
+        if not any(map(is_temp_name, p.split("/"))) and not is_trust_file(p)
     )
     todo = sorted(set(expected) & present)
     real = root.resolve()
@@ -707,7 +719,7 @@ def with_files(manifest: Manifest, files: Iterable[FileEntry]) -> Manifest:
 
 def resign_manifest(
     data: bytes,
-    keys: Sequence[SigningKey],
+    keys: Sequence[Signer],
     where: str = "manifest",
     *,
     version: int | None = None,

@@ -23,7 +23,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -46,13 +46,16 @@ from auraseal.errors import (
 )
 
 __all__ = [
+    "PKCS11_SCHEME",
     "PublicKey",
+    "Signer",
     "SigningKey",
     "TrustPolicy",
     "TrustState",
     "envelope_signers",
     "generate_keypair",
     "load_public_key",
+    "load_signer",
     "load_signing_key",
     "sign_envelope",
     "verify_envelope",
@@ -101,6 +104,21 @@ class PublicKey:
 
     def __repr__(self) -> str:
         return f"PublicKey({self.key_id[:16]})"
+
+
+@runtime_checkable
+class Signer(Protocol):
+    """Anything that makes Ed25519 signatures: a key file (:class:`SigningKey`)
+    or a key inside a PKCS#11 token (:class:`auraseal.pkcs11.Pkcs11Signer`).
+    Every function that signs takes a ``Signer``."""
+
+    @property
+    def public(self) -> PublicKey: ...
+
+    @property
+    def key_id(self) -> str: ...
+
+    def sign(self, data: bytes) -> bytes: ...
 
 
 class SigningKey:
@@ -174,6 +192,24 @@ def load_public_key(path: Path) -> PublicKey:
     return PublicKey(key)
 
 
+#: a private key argument starting with this is an RFC 7512 PKCS#11 URI
+PKCS11_SCHEME = "pkcs11:"
+
+
+def load_signer(spec: str | Path, *, pin: str | None = None, module: str | None = None) -> Signer:
+    """A signer from a key file path or a PKCS#11 URI (``pkcs11:token=...;object=...``).
+
+    ``pin`` is the token's user PIN (PKCS#11 only; the URI's ``pin-value`` is
+    used when absent) and ``module`` the PKCS#11 library when the URI names
+    no ``module-path``."""
+    text = str(spec)
+    if text.startswith(PKCS11_SCHEME):
+        from auraseal.pkcs11 import open_signer  # noqa: PLC0415 (imports this module)
+
+        return open_signer(text, pin=pin, module=module)
+    return load_signing_key(Path(text))
+
+
 @dataclass(frozen=True)
 class TrustPolicy:
     """Trusted keys and how many distinct ones must sign."""
@@ -197,7 +233,7 @@ class TrustPolicy:
         return {k.key_id: k for k in self.keys}
 
 
-def sign_envelope(signed: Mapping[str, Any], keys: Sequence[SigningKey]) -> dict[str, Any]:
+def sign_envelope(signed: Mapping[str, Any], keys: Sequence[Signer]) -> dict[str, Any]:
     """Wrap ``signed`` in an envelope signed by each of ``keys``."""
     body = canonical_json(dict(signed))
     sigs = [

@@ -14,13 +14,13 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
-from auraseal.cli import _core, _fetch, _ledger, _publish, _seal, _serve, _web, _witness
+from auraseal.cli import _core, _fetch, _ledger, _publish, _root, _seal, _serve, _web, _witness
 from auraseal.cli._output import Handler
 from auraseal.errors import AuraSealError, NotFoundError, StorageError, UsageError
 
 __all__ = ["build_parser", "commands", "main"]
 
-_MODULES = (_core, _seal, _ledger, _serve, _publish, _fetch, _web, _witness)
+_MODULES = (_core, _seal, _ledger, _serve, _publish, _fetch, _web, _root, _witness)
 
 
 class _UsageFailure(UsageError):

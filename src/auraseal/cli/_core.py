@@ -10,11 +10,13 @@ from typing import Any
 
 from auraseal._fs import atomic_write_bytes
 from auraseal._time import format_time, parse_duration
+from auraseal.cli._keys import add_pin_args, load_signers
 from auraseal.cli._output import (
     emit,
     input_dir,
     input_path,
     int_at_least,
+    key_source,
     package_name,
     progress_bar,
 )
@@ -44,7 +46,6 @@ from auraseal.signing import (
     TrustState,
     generate_keypair,
     load_public_key,
-    load_signing_key,
     verify_envelope_signers,
 )
 
@@ -85,8 +86,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     b.add_argument("--version", type=int_at_least(0, "--version"), default=1,
                    help="monotonically increasing version")
     b.add_argument("--expires", default="30d", help="validity, e.g. 12h, 30d, or 'never'")
-    b.add_argument("--key", type=input_path, action="append", default=[],
-                   help="sign with KEY (repeat)")
+    b.add_argument("--key", type=key_source, action="append", default=[],
+                   help="sign with KEY: a key file or pkcs11: URI (repeat)")
+    add_pin_args(b)
     b.add_argument("--format", choices=FORMATS, default="native")
     b.add_argument("--algorithm", choices=list(ALGORITHMS), default=None)
     b.add_argument("--base-url", help="absolute URL prefix for each file (BlockHub url)")
@@ -107,8 +109,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
     )
     r.add_argument("manifest", type=input_path, metavar="MANIFEST")
-    r.add_argument("--key", type=input_path, action="append", default=[], required=True,
-                   help="sign with KEY (repeat)")
+    r.add_argument("--key", type=key_source, action="append", default=[], required=True,
+                   help="sign with KEY: a key file or pkcs11: URI (repeat)")
+    add_pin_args(r)
     r.add_argument("--expires", default="30d", help="validity from now, e.g. 30d, or 'never'")
     r.add_argument("--version", type=int_at_least(0, "--version"), default=None,
                    help="new version (default: +1)")
@@ -186,7 +189,7 @@ def cmd_manifest_build(args: argparse.Namespace) -> int:
         raise StorageError("not a directory", str(root))
     alg = args.algorithm or ("sha256" if args.format == "blockhub" else "sha512")
     expires = None if args.expires == "never" else parse_duration(args.expires, "--expires")
-    keys = [load_signing_key(k) for k in args.key]
+    keys = load_signers(args, args.key)
     out: Path | None = args.output
     exclude = {MANIFEST_NAME}
     if out is not None and str(out) != "-":
@@ -313,7 +316,7 @@ def cmd_resign(args: argparse.Namespace) -> int:
     if args.version is not None and args.version < 0:
         raise UsageError("--version must be >= 0", "--version")
     expires = None if args.expires == "never" else parse_duration(args.expires, "--expires")
-    keys = [load_signing_key(k) for k in args.key]
+    keys = load_signers(args, args.key)
     try:
         data = path.read_bytes()
     except FileNotFoundError as exc:

@@ -32,9 +32,11 @@ from auraseal.cli._output import (
     package_name,
     want_json,
 )
+from auraseal.errors import StorageError
 
 if TYPE_CHECKING:
     from auraseal.client.fetch import LedgerSink
+    from auraseal.client.roots import RootTrust
 
 #: Parallel downloads by default (kept in step with auraseal.client.DEFAULT_JOBS;
 #: the client is imported lazily so other commands start faster).
@@ -76,6 +78,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--force", action="store_true",
                    help="DIR holds files AuraSeal did not install: move them to the "
                         "rollback copy and install anyway")
+    p.add_argument("--root", type=input_path, metavar="ROOT",
+                   help="trust anchor: a signed root document (docs/KEYS.md); newer roots "
+                   "are walked from the server and pinned in the cache")
     p.add_argument("--cache", type=Path, metavar="DIR",
                    help="cache directory (default: the user cache dir)")
     p.add_argument("--no-cache", action="store_true", help="use no cache (no rollback state)")
@@ -183,11 +188,27 @@ def cmd_fetch(args: argparse.Namespace) -> int:
             allow_unsigned=args.allow_unsigned,
             trust_on_first_use=args.trust_on_first_use,
             force=args.force,
+            root=_root_trust(args, cache_dir),
         )
     lines = [report.summary()]
     lines += [f"warning: {w}" for w in report.warnings]
     emit(args, report.to_dict(), "\n".join(lines))
     return 0
+
+
+def _root_trust(args: argparse.Namespace, cache_dir: Path | None) -> RootTrust | None:
+    """``--root`` (and, with ``--trust-on-first-use``, the server's root/1.json)."""
+    from auraseal.client.roots import RootTrust  # noqa: PLC0415
+    tofu = bool(getattr(args, "trust_on_first_use", False))
+    if args.root is None and not tofu:
+        return None  # a root pinned in the cache still applies (fetch_package)
+    anchor = None
+    if args.root is not None:
+        try:
+            anchor = args.root.read_bytes()
+        except OSError as exc:
+            raise StorageError(f"cannot read root: {exc.strerror}", str(args.root)) from exc
+    return RootTrust(anchor, str(args.root), cache_dir, tofu)
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:

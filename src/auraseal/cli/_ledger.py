@@ -15,6 +15,7 @@ from typing import Any
 
 from auraseal._fs import atomic_write_bytes
 from auraseal._time import parse_duration
+from auraseal.cli._keys import add_pin_args, load_signers
 from auraseal.cli._output import emit, input_path, int_at_least, progress_bar
 from auraseal.errors import InputError, StorageError, UsageError
 from auraseal.ledger import (
@@ -109,8 +110,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--size", type=int_at_least(0, "--size"),
                    help="tree size (default: the whole committed tree)")
     p.add_argument("--bundle", type=Path, metavar="OUT", help="write an offline proof bundle")
-    p.add_argument("--key", help="private key to sign the bundle's checkpoint (PEM or"
-                                 " PRIVATE+KEY+...)")
+    p.add_argument("--key", help="private key to sign the bundle's checkpoint: PEM file, "
+                                 "PRIVATE+KEY+... note key, or pkcs11: URI")
+    add_pin_args(p)
     p.add_argument("--check", type=input_path, metavar="BUNDLE",
                    help="verify a bundle offline (needs only --pub)")
     p.add_argument("--pub", metavar="KEY", help=_PUB_HELP)
@@ -121,8 +123,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = lsub.add_parser("checkpoint", parents=[common],
                         help="sign a C2SP checkpoint of the tree, or --check one")
-    p.add_argument("--key", help="Ed25519 private key (auraseal keygen PEM, or a note signer"
-                                 " key PRIVATE+KEY+..., or a file holding one)")
+    p.add_argument("--key", help="Ed25519 private key (auraseal keygen PEM, a note signer"
+                                 " key PRIVATE+KEY+..., a file holding one, or a pkcs11: URI)")
+    add_pin_args(p)
     p.add_argument("--name", default=DEFAULT_KEY_NAME, help="key name in the signed note")
     p.add_argument("--size", type=int_at_least(0, "--size"),
                    help="tree size (default: the whole committed tree)")
@@ -187,6 +190,16 @@ def _open_cp(args: argparse.Namespace, path: Path) -> Checkpoint:
     witnesses, k = _witnesses(args)
     return open_checkpoint_note(read_note_file(path), _verifier(args), witnesses=witnesses,
                                 witness_threshold=k, where=str(path))
+
+
+def _checkpoint_signer(args: argparse.Namespace) -> tuple[str, Any]:
+    """(name, key) that signs checkpoints: a ``pkcs11:`` URI (named --name), else a PEM
+    file or a ``PRIVATE+KEY+...`` note key (which carries its own name)."""
+    arg = _need(args.key, "--key")
+    if str(arg).startswith("pkcs11:"):
+        return args.name, load_signers(args, [arg])[0]
+    signer = load_note_signer(arg, args.name)
+    return signer.name, signer.key
 
 
 def _open(args: argparse.Namespace, *, must_exist: bool = False) -> Ledger:
@@ -349,8 +362,8 @@ def cmd_proof(args: argparse.Namespace) -> int:
         proof = led.inclusion(entry_id, args.size)
         proof.verify()
         if args.bundle is not None:
-            signer = load_note_signer(_need(args.key, "--key"), args.name)
-            bundle = led.proof_bundle(entry_id, signer.name, signer.key, proof.tree_size)
+            name, key = _checkpoint_signer(args)
+            bundle = led.proof_bundle(entry_id, name, key, proof.tree_size)
             atomic_write_bytes(args.bundle, (json.dumps(bundle, indent=2) + "\n").encode())
     d = proof.to_dict()
     text = (f"entry {entry_id}: leaf {proof.leaf_index} of {proof.tree_size},"

@@ -52,6 +52,13 @@ def input_path(text: str) -> Path:
     return path
 
 
+def key_source(text: str) -> str:
+    """A private key the user names: a ``pkcs11:`` URI, or a key file that must exist."""
+    if not text.startswith("pkcs11:"):
+        input_path(text)
+    return text
+
+
 def input_dir(text: str) -> Path:
     """An input directory the user names (missing or not a directory: exit 2)."""
     path = input_path(text)

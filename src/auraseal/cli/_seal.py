@@ -12,11 +12,13 @@ from typing import Any
 
 from auraseal._time import format_time, parse_duration
 from auraseal.cli._core import add_trust_args, trust_policy
+from auraseal.cli._keys import add_pin_args, load_signers
 from auraseal.cli._output import (
     emit,
     input_dir,
     input_path,
     int_at_least,
+    key_source,
     package_name,
     progress_bar,
 )
@@ -42,7 +44,7 @@ from auraseal.sealing.format import (
     PartHeader,
     parse_part,
 )
-from auraseal.signing import TrustState, load_signing_key
+from auraseal.signing import TrustState
 
 __all__ = ["register"]
 
@@ -73,8 +75,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="erasure engine (default: chosen by fragment size)",
     )
     p.add_argument("--zip", action="store_true", help="also write PKG.zip")
-    p.add_argument("--key", type=input_path, action="append", default=[],
-                   help="sign with KEY (repeat)")
+    p.add_argument("--key", type=key_source, action="append", default=[],
+                   help="sign with KEY: a key file or pkcs11: URI (repeat)")
+    add_pin_args(p)
     p.add_argument("--name", type=package_name("--name"),
                    help="package name (default: the source directory's name)")
     p.add_argument("--version", type=int_at_least(0, "--version"), default=1,
@@ -120,7 +123,7 @@ def cmd_seal(args: argparse.Namespace) -> int:
     src: Path = args.src
     if not src.is_dir():
         raise StorageError("not a directory", str(src))
-    keys = [load_signing_key(k) for k in args.key]
+    keys = load_signers(args, args.key)
     expires = None if args.expires == "never" else parse_duration(args.expires, "--expires")
     out: Path = args.output
     zip_path = Path(str(out).rstrip("/") + ".zip") if args.zip else None

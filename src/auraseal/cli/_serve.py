@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING, Any
 from auraseal._fs import atomic_write_bytes
 from auraseal._time import parse_duration
 from auraseal.cli._core import trust_policy
-from auraseal.cli._output import emit, input_dir, input_path, int_at_least, listen_address
+from auraseal.cli._keys import add_pin_args, load_signers
+from auraseal.cli._output import (
+    emit,
+    input_dir,
+    input_path,
+    int_at_least,
+    key_source,
+    listen_address,
+)
 from auraseal.errors import AuraSealError, ConfigError, NetworkError, UsageError
 
 if TYPE_CHECKING:
@@ -48,6 +56,10 @@ SERVE_DEFAULTS: dict[str, Any] = {
     "server": "granian",
     "example": False,
     "log_format": "text",
+    "timestamp_key": None,
+    "timestamp_expires": "1d",
+    "pin_file": None,
+    "pkcs11_module": None,
     "access_log": True,
 }
 
@@ -100,6 +112,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="worker processes (default: 1)")
     p.add_argument("--server", choices=("granian", "uvicorn"),
                    help="the ASGI server that runs the app (default: granian)")
+    p.add_argument("--timestamp-key", type=key_source, metavar="KEY",
+                   help="online key (file or pkcs11: URI) that keeps each package's "
+                   "timestamp.json signed (docs/KEYS.md)")
+    p.add_argument("--timestamp-expires", metavar="DURATION",
+                   help="lifetime of each timestamp, re-signed at a quarter of it (default: 1d)")
+    add_pin_args(p, default=argparse.SUPPRESS)
     p.add_argument("--example", action="store_true",
                    help="seal the bundled example site into ROOT if it holds no package")
     p.add_argument("--log-format", choices=("text", "json"),
@@ -349,6 +367,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Start-up work on ROOT happens once, here, before any worker starts
     # (workers then find nothing left to adopt or clean).
     prepare_root(PackageStore(root, config.keep_versions))
+    if opts.timestamp_key is not None:
+        from auraseal.server.freshness import TimestampKeeper  # noqa: PLC0415
+
+        TimestampKeeper(
+            root, load_signers(opts, [opts.timestamp_key]),
+            lifetime=parse_duration(opts.timestamp_expires, "--timestamp-expires"),
+        ).start()
     url = f"http://{_url_host(host)}:{opts.port}"
     start: dict[str, Any] = {"root": str(root), "url": url + "/", "server": opts.server,
                              "workers": opts.workers}

@@ -39,6 +39,7 @@ from auraseal.client.install import (
     recover,
     swap_in,
 )
+from auraseal.client.roots import RootSession, RootTrust, pinned_root
 from auraseal.client.trust import TrustAnchor, load_pin, pin_path
 from auraseal.errors import (
     AuraSealError,
@@ -302,6 +303,7 @@ class _Fetch:
         allow_unsigned: bool = False,
         trust_on_first_use: bool = False,
         force: bool = False,
+        root: RootTrust | None = None,
     ) -> None:
         self.url = url
         self.allow_unsigned = allow_unsigned
@@ -344,6 +346,13 @@ class _Fetch:
         self._abort = threading.Event()
         self._events: list[tuple[str, dict[str, Any]]] = []
         self._pin_ok = [True] * len(self.sources)
+        # the root of trust (client/roots.py): a given root or the one pinned in the cache
+        if root is None and cache_dir is not None:
+            root = RootTrust(cache_dir=Path(cache_dir))
+        self.roots = None if root is None else RootSession(
+            root, self.fetcher, self.sources[0].base, self.now,
+            offline=offline, warnings=self.warnings,
+        )
 
     def close(self) -> None:
         self.fetcher.close()
@@ -414,29 +423,47 @@ class _Fetch:
         raise NoTrustAnchorError(no_anchor_message(name), where)
 
     def trust(self, data: bytes, where: str) -> tuple[Manifest, str]:
-        plain = load_manifest(data, where, policy=None, state=None, now=self.now, name=self.url)
-        name = self.expected if self.expected is not None else plain.name
         doc = parse_json(data, where)
-        policy, mode, anchor = self._policy(name, doc, where)
         good: frozenset[str] = frozenset()
-        if policy is None:
-            m = plain
-        else:
-            try:
-                m = load_manifest(data, where, policy=policy, state=None, now=self.now,
-                                  name=self.url)
+        anchor: TrustAnchor | None = None
+        policy: TrustPolicy | None
+        by_root = (
+            self.roots.load_manifest(data, where, self.url, self.expected)
+            if self.roots is not None
+            else None
+        )
+        if by_root is not None and self.roots is not None:
+            # a root of trust (given, pinned, or first use of the server's) decides
+            m, mode = by_root, "root"
+            name = self.expected if self.expected is not None else m.name
+            established = self.roots.establish()
+            policy = established.policy() if established is not None else None
+            if policy is not None:
                 good = verify_envelope_signers(doc, policy, where)[1]
-            except (BadSignatureError, UnknownKeyError, ThresholdError) as exc:
-                if mode != "pinned" or self.cache is None:
-                    raise
-                pin = pin_path(self.cache.root, name)
-                raise PinnedKeyError(
-                    f"not signed by the {len(policy.keys)} key(s) pinned for '{name}' "
-                    f"(threshold {policy.threshold}) in {pin}: {exc.what}; if the publisher "
-                    "really changed keys, check the new key out of band, then delete that "
-                    "file or pass --trusted-key",
-                    where,
-                ) from exc
+        else:
+            plain = load_manifest(
+                data, where, policy=None, state=None, now=self.now, name=self.url
+            )
+            name = self.expected if self.expected is not None else plain.name
+            policy, mode, anchor = self._policy(name, doc, where)
+            if policy is None:
+                m = plain
+            else:
+                try:
+                    m = load_manifest(data, where, policy=policy, state=None, now=self.now,
+                                      name=self.url)
+                    good = verify_envelope_signers(doc, policy, where)[1]
+                except (BadSignatureError, UnknownKeyError, ThresholdError) as exc:
+                    if mode != "pinned" or self.cache is None:
+                        raise
+                    pin = pin_path(self.cache.root, name)
+                    raise PinnedKeyError(
+                        f"not signed by the {len(policy.keys)} key(s) pinned for '{name}' "
+                        f"(threshold {policy.threshold}) in {pin}: {exc.what}; if the "
+                        "publisher really changed keys, check the new key out of band, then "
+                        "delete that file or pass --trusted-key",
+                        where,
+                    ) from exc
         if self.expected is not None and m.name != self.expected:
             # every package on a server is signed by the same key: a mirror or
             # man-in-the-middle must not install another one instead
@@ -1132,6 +1159,7 @@ def fetch_package(
     allow_unsigned: bool = False,
     trust_on_first_use: bool = False,
     force: bool = False,
+    root: RootTrust | None = None,
 ) -> FetchReport:
     """Fetch the package at ``url`` into ``dest``: verify, repair, install atomically.
 
@@ -1153,6 +1181,9 @@ def fetch_package(
     with none of them the fetch is refused (exit 3) before anything is written.
     A non-empty ``dest`` that is not an AuraSeal install is refused (exit 2)
     unless ``force``: then its files become the previous copy (rollback).
+    ``root`` (or, without it, a root pinned in ``cache_dir`` by an earlier
+    fetch) makes the root of trust decide which keys sign manifests, in place
+    of ``policy`` (see :mod:`auraseal.client.roots`).
     """
     dest = Path(dest).absolute()
     if trust_on_first_use and cache_dir is None:
@@ -1165,9 +1196,12 @@ def fetch_package(
     # refusals that must leave no trace: checked before anything is created
     record = read_record(dest) if dest.parent.is_dir() else None
     check_destination(dest, record, force)
-    if policy is None and not trust_on_first_use and not allow_unsigned:
+    if policy is None and root is None and not trust_on_first_use and not allow_unsigned:
         name = package or installed_name(record) or package_name_from_url(url)
-        if name is None or cache_dir is None or load_pin(cache_dir, name) is None:
+        pinned = name is not None and cache_dir is not None and (
+            load_pin(cache_dir, name) is not None or pinned_root(cache_dir, name) is not None
+        )
+        if not pinned:
             raise NoTrustAnchorError(no_anchor_message(name), url)
     f = _Fetch(
         url, dest, mirrors=mirrors, policy=policy, cache_dir=cache_dir,
@@ -1175,6 +1209,7 @@ def fetch_package(
         offline=offline, jobs=jobs, progress=progress, transport=transport, http=http,
         ledger=ledger, now=now, rebuild=rebuild, salvage=salvage, package=package, step=step,
         allow_unsigned=allow_unsigned, trust_on_first_use=trust_on_first_use, force=force,
+        root=root,
     )
     try:
         return f.run()

@@ -71,7 +71,7 @@ from auraseal.sealing.component import (
 )
 from auraseal.sealing.erasure import get_engine
 from auraseal.sealing.format import FOOTER_SIZE, HEADER_SIZE, stripe_spans
-from auraseal.signing import SigningKey
+from auraseal.signing import Signer
 
 __all__ = [
     "SealOptions",
@@ -528,7 +528,7 @@ def seal_tree(
     part_size: int = DEFAULT_PART_SIZE,
     coherence: float = DEFAULT_COHERENCE,
     codec: str = "zstd",
-    keys: Sequence[SigningKey] = (),
+    keys: Sequence[Signer] = (),
     name: str | None = None,
     version: int = 1,
     expires: timedelta | None = DEFAULT_EXPIRES,

@@ -33,6 +33,7 @@ from auraseal.errors import (
 from auraseal.manifest import MANIFEST_NAME, Manifest, manifest_digest, part_name
 from auraseal.server.archive import build_archive, invalidate_archives
 from auraseal.server.config import STATE_DIR, ServerConfig, check_package_name
+from auraseal.server.freshness import freshness_response, install_root
 from auraseal.server.ledger_port import LedgerPort
 from auraseal.server.logs import ServerLog
 from auraseal.server.metrics import CONTENT_TYPE as METRICS_TYPE
@@ -315,6 +316,10 @@ class Handlers:
         name = _name(request)
         rel = _rel(str(request.path_params["path"]))
         view = await anyio.to_thread.run_sync(self.state.store.get, name)
+        if rel not in view.resources:  # root/<N>.json, timestamp.json (server/freshness.py)
+            fresh = freshness_response(self.state.config.root, name, rel)
+            if fresh is not None:
+                return fresh
         return await self._file(request, view, rel, False)
 
     async def versions(self, request: Request) -> Response:
@@ -572,6 +577,25 @@ class Handlers:
             current_version=self.state.store.current_version(name), state=self._trust_state(),
         )
 
+    async def publish_root(self, request: Request) -> Response:
+        """PUT /packages/{name}/root: store the next root (server/freshness.py)."""
+        denied = self._authorize(request)
+        if denied is not None:
+            return denied
+        name = _name(request)
+        body = bytearray()
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > MAX_ENTRY_BYTES:
+                raise PayloadTooLargeError(f"root larger than {MAX_ENTRY_BYTES} bytes", name)
+        target = await anyio.to_thread.run_sync(
+            install_root, self.state.config.root, bytes(body), name
+        )
+        return JSONResponse(
+            {"package": name, "root": f"root/{target.name}", "version": int(target.stem)},
+            status_code=201,
+        )
+
     async def scrub(self, request: Request) -> Response:
         denied = self._authorize(request)
         if denied is not None:
@@ -695,6 +719,7 @@ def _routes(h: Handlers) -> list[BaseRoute]:
         Route("/packages/{name}", _wrap(h.archive), methods=gh),
         Route("/packages/{name}", _wrap(h.publish), methods=["PUT"]),
         Route("/packages/{name}/scrub", _wrap(h.scrub), methods=["POST"]),
+        Route("/packages/{name}/root", _wrap(h.publish_root), methods=["PUT"]),
         Route("/packages/{name}/integrity-manifest.json", _wrap(h.manifest), methods=gh),
         Route("/packages/{name}/files/{path:path}", _wrap(h.package_file), methods=gh),
         Route("/packages/{name}/parts/{part}", _wrap(h.part_by_number), methods=gh),

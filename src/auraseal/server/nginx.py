@@ -28,6 +28,7 @@ from pathlib import Path
 from auraseal.errors import UsageError
 from auraseal.server.app import EXPOSE, IMMUTABLE
 from auraseal.server.config import VERSIONS_DIR
+from auraseal.server.freshness import FRESHNESS_DIR
 from auraseal.server.static import COMPRESSIBLE, MIME_TYPES
 
 __all__ = ["render_nginx_conf"]
@@ -121,6 +122,14 @@ def render_nginx_conf(
                   f"{real}/$1/integrity-manifest.json", manifest_cc, f"{real}/$1"),
         _location(f"^/packages/{NAME}/files/integrity-manifest\\.json$",
                   f"{real}/$1/integrity-manifest.json", manifest_cc, f"{real}/$1"),
+        "\n    # roots and timestamps: ROOT/.freshness/ (server/freshness.py)\n",
+        f'    location ~ "^/packages/{NAME}/files/root/([1-9][0-9]{{0,8}})\\.json$" {{\n'
+        f'        root "{real}/{FRESHNESS_DIR}";\n'
+        "        try_files /$1/root/$2.json /root/$2.json =404;\n"
+        "        disable_symlinks on;\n"
+        f'{_headers("no-cache")}    }}\n',
+        _location(f"^/packages/{NAME}/files/timestamp\\.json$",
+                  f"{real}/{FRESHNESS_DIR}/$1/timestamp.json", "no-cache"),
         _location(f"^/packages/{NAME}/files/(.+)$", f"{real}/$1/$2", "public, no-cache",
                   f"{real}/$1"),
         "\n    # kept versions: ROOT/.versions/<name>/<version>/ (immutable)\n",

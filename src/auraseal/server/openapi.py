@@ -198,6 +198,16 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {"200": _json("health", {"type": "object"}),
                               "401": _err("missing or invalid token"),
                               "404": _err("no such package")}}},
+            "/packages/{name}/root": {"put": {
+                "summary": "store the next root of trust (docs/KEYS.md)", "security": auth,
+                "parameters": [NAME],
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": {"type": "object"}}}},
+                "responses": {"201": _json("stored", {"type": "object"}),
+                              "400": _err("not a root, or its previous version is missing"),
+                              "401": _err("missing or invalid token"),
+                              "403": _err("signatures short of a threshold (a draft)"),
+                              "409": _err("another root of that version is stored")}}},
             "/packages/{name}/integrity-manifest.json": _static(
                 "the signed manifest of the current version", [NAME]),
             "/packages/{name}/files/{path}": _static(
