@@ -109,6 +109,12 @@ ROWS: dict[str, list[tuple[list[str], int, str]]] = {
     "ledger checkpoint": [(["--key", "missing.key", *LEDGER], 2, "missing.key: no such file")],
     "ledger tiles": [([*LEDGER, "--key", "release.key"], 2, "required: --out")],
     "witness serve": [(["--log", "a=b"], 2, "required: --key")],
+    "root init": [(["-o", "r.json", "--key", "missing.key"], 2, "missing.key: no such file")],
+    "root rotate": [(["missing.json", "-o", "n.json"], 2, "missing.json: no such file")],
+    "root sign": [(["missing.json", "--key", "release.key"], 2, "missing.json: no such file")],
+    "root status": [(["missing.json"], 2, "missing.json: no such file")],
+    "root pubkey": [(["missing.key", "-o", "p.pub"], 2, "missing.key: no such file")],
+    "root install": [(["missing.json", "--to", "site"], 2, "missing.json: no such file")],
     "ledger consistency": [
         (["missing1", "missing2", "--pub", "release.key.pub", *LEDGER], 2,
          "missing1: no such file"),

@@ -11,7 +11,7 @@ from pathlib import Path
 from auraseal._fs import atomic_write_bytes
 from auraseal._time import parse_duration, utcnow
 from auraseal.cli._keys import add_pin_args, load_signers
-from auraseal.cli._output import emit
+from auraseal.cli._output import emit, input_path
 from auraseal.errors import StorageError, ThresholdError, UsageError
 from auraseal.root import (
     Role,
@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     i.add_argument("-o", "--output", type=Path, required=True)
     i.add_argument("--key", action="append", default=[], required=True, metavar="KEY",
                    help="release key: a private key file or pkcs11: URI; it signs (repeat)")
-    i.add_argument("--add-key", type=Path, action="append", default=[], metavar="PUB",
+    i.add_argument("--add-key", type=input_path, action="append", default=[], metavar="PUB",
                    help="release key held by someone else (public key; signs later)")
     i.add_argument("--threshold", type=int, default=1, help="release signatures required")
     _timestamp_args(i)
@@ -47,15 +47,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     i.set_defaults(handler=cmd_init)
 
     o = r.add_parser("rotate", help="write the next root version (keys added/removed)")
-    o.add_argument("root", type=Path, help="the current root")
+    o.add_argument("root", type=input_path, help="the current root")
     o.add_argument("-o", "--output", type=Path, required=True)
     o.add_argument("--sign-with", action="append", default=[], metavar="KEY",
                    help="private key file or pkcs11: URI signing the new root (repeat)")
-    o.add_argument("--add-key", type=Path, action="append", default=[], metavar="PUB")
-    o.add_argument("--remove-key", type=Path, action="append", default=[], metavar="PUB")
+    o.add_argument("--add-key", type=input_path, action="append", default=[], metavar="PUB")
+    o.add_argument("--remove-key", type=input_path, action="append", default=[], metavar="PUB")
     o.add_argument("--threshold", type=int, default=None, help="new release threshold")
     _timestamp_args(o)
-    o.add_argument("--remove-timestamp-key", type=Path, action="append", default=[],
+    o.add_argument("--remove-timestamp-key", type=input_path, action="append", default=[],
                    metavar="PUB")
     o.add_argument("--expires", default="1y", help="validity from now, or 'never'")
     add_pin_args(o)
@@ -63,9 +63,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     o.set_defaults(handler=cmd_rotate)
 
     s = r.add_parser("sign", help="add one signer's signature to a (draft) root")
-    s.add_argument("root", type=Path)
+    s.add_argument("root", type=input_path)
     s.add_argument("--key", action="append", default=[], required=True, metavar="KEY")
-    s.add_argument("--previous", type=Path, default=None,
+    s.add_argument("--previous", type=input_path, default=None,
                    help="the root before it (to report whether its threshold is met)")
     s.add_argument("-o", "--output", type=Path, help="default: in place")
     add_pin_args(s)
@@ -73,8 +73,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.set_defaults(handler=cmd_sign)
 
     t = r.add_parser("status", help="is a root complete or still a draft (exit 3 if draft)")
-    t.add_argument("root", type=Path)
-    t.add_argument("--previous", type=Path, default=None)
+    t.add_argument("root", type=input_path)
+    t.add_argument("--previous", type=input_path, default=None)
     t.add_argument("--json", action="store_true")
     t.set_defaults(handler=cmd_status)
 
@@ -82,13 +82,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "install",
         help="store a root where a server serves it: a local ROOT, or upload to a server URL",
     )
-    n.add_argument("root", type=Path)
+    n.add_argument("root", type=input_path)
     n.add_argument("--to", required=True, metavar="SERVE_ROOT|URL",
                    help="the server's ROOT directory, or its http(s):// URL (PUT "
                    "/packages/<name>/root; token from --token-file or $AURASEAL_TOKEN)")
     n.add_argument("--package", default=None,
                    help="for this package only (default: all; required with a URL)")
-    n.add_argument("--token-file", type=Path, metavar="F")
+    n.add_argument("--token-file", type=input_path, metavar="F")
     n.add_argument("--json", action="store_true")
     n.set_defaults(handler=cmd_install)
 
@@ -101,7 +101,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _timestamp_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--timestamp-key", type=Path, action="append", default=[], metavar="PUB",
+    p.add_argument("--timestamp-key", type=input_path, action="append", default=[], metavar="PUB",
                    help="online key allowed to sign timestamp.json (repeat)")
     p.add_argument("--timestamp-threshold", type=int, default=None)
 
