@@ -50,6 +50,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--workers", type=int, default=1, help="worker processes")
     p.add_argument("--server", choices=("granian", "uvicorn"), default="granian",
                    help="the ASGI server that runs the app (default: granian)")
+    p.add_argument("--integrity-policy", choices=("enforce", "report-only"),
+                   help="send Integrity-Policy(-Report-Only) on HTML; reports go to /reports")
     p.add_argument("--example", action="store_true",
                    help="seal the bundled example site into ROOT if it holds no package")
     p.set_defaults(handler=cmd_serve)
@@ -62,6 +64,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="proxy publishing, archives and the ledger to this auraseal serve")
     n.add_argument("--standalone", type=Path, metavar="DIR",
                    help="a complete nginx.conf keeping pid, logs and temp files in DIR")
+    n.add_argument("--integrity-policy", choices=("enforce", "report-only"),
+                   help="send Integrity-Policy(-Report-Only) on HTML responses")
     n.add_argument("-o", "--output", type=Path)
     n.set_defaults(handler=cmd_nginx_conf)
 
@@ -110,6 +114,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_upload_bytes=args.max_upload,
         scrub_interval=parse_duration(args.scrub_interval, "--scrub-interval").total_seconds(),
         commit_interval=parse_duration(args.commit_interval, "--commit-interval").total_seconds(),
+        integrity_policy=args.integrity_policy,
     )
     # Start-up work on ROOT happens once, here, before any worker starts
     # (workers then find nothing left to adopt or clean).
@@ -149,6 +154,7 @@ def cmd_nginx_conf(args: argparse.Namespace) -> int:
     text = render_nginx_conf(
         args.root, server_name=args.server_name, listen=str(args.listen),
         upstream=args.upstream, standalone=args.standalone,
+        integrity_policy=args.integrity_policy,
     )
     if args.output is not None:
         atomic_write_bytes(args.output, text.encode())

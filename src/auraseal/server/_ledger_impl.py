@@ -46,10 +46,14 @@ class RealLedgerPort:
         """The note verifier key (``name+hexid+base64``) that checks our checkpoints."""
         return verifier_key(self.name, self.key.public)
 
-    def record(self, kind: str, data: dict[str, Any]) -> str:
+    def record(
+        self, kind: str, data: dict[str, Any], metadata: dict[str, Any] | None = None
+    ) -> str:
         signed = bool(os.environ.get(HMAC_ENV))
         with self._lock:
-            return self.ledger.record(f"server.{kind}", data, None, with_signature=signed).entry_id
+            return self.ledger.record(
+                f"server.{kind}", data, metadata, with_signature=signed
+            ).entry_id
 
     def head(self) -> dict[str, Any]:
         with self._lock:
