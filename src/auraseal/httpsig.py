@@ -33,17 +33,22 @@ from datetime import datetime
 from typing import Any
 
 from auraseal.errors import BadSignatureError, MalformedIntegrityError, ManifestFormatError
-from auraseal.integrity import AuraSealString, parse_integrity
+from auraseal.integrity import AuraSealString, parse_integrity, parse_sri
 from auraseal.signing import PublicKey, SigningKey
 
 __all__ = [
+    "FAIL",
     "HTTP_ALGORITHMS",
+    "PASS",
     "SIGNATURE_TAG",
+    "UNVERIFIED",
     "FileSignatures",
     "HTTPSignature",
+    "browser_verdict",
     "digest_field",
     "parse_digest_field",
     "parse_signature_headers",
+    "read_header_file",
     "repr_digest_for",
     "sign_digest",
     "signature_base",
@@ -382,23 +387,71 @@ def verify_signature_headers(
     )
 
 
-def ed25519_key(token: str, where: str = "") -> bytes:
-    """The raw public key of an ``ed25519-<base64>`` integrity token (standard or
-    url-safe base64, padding optional)."""
-    b64 = token.split("?", 1)[0][len("ed25519-") :]
-    raw = _loose_b64(b64)
-    if raw is None or len(raw) != 32:
-        raise MalformedIntegrityError("ed25519 token needs a 32-byte base64 key", where or token)
-    return raw
+# --- the browser's verdict (SRI parity) ------------------------------------------------
+
+#: A browser runs the resource (it matched) / blocks it / runs it unchecked
+#: (no usable token at all: AuraSeal refuses those, docs/WEB.md).
+PASS, FAIL, UNVERIFIED = "pass", "fail", "unverified"
 
 
-def _loose_b64(text: str) -> bytes | None:
-    if not text or not re.fullmatch(r"[A-Za-z0-9+/_-]+={0,2}", text):
-        return None
-    std = text.replace("-", "+").replace("_", "/").rstrip("=")
-    if len(std) % 4 == 1:
-        return None
-    try:
-        return base64.b64decode(std + "=" * (-len(std) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        return None
+def browser_verdict(
+    integrity: str,
+    body: bytes,
+    headers: Mapping[str, str] | None,
+    now: datetime,
+) -> tuple[str, str]:
+    """What Chromium does with ``<script integrity=INTEGRITY>`` whose response
+    is ``body`` with ``headers``: ``(verdict, reason)``, verdict one of
+    :data:`PASS`, :data:`FAIL`, :data:`UNVERIFIED`.
+
+    Hash tokens: the strongest algorithm's digests, one must match. ``ed25519-``
+    tokens: a valid signature by one of those keys (see
+    :func:`verify_signature_headers`); with both kinds, both must hold. A
+    response whose ``Unencoded-Digest`` does not match its body is blocked
+    whatever the integrity says (Chromium enforces the header itself)."""
+    meta = parse_sri(integrity)
+    if headers is not None:
+        low = {k.lower(): v for k, v in headers.items()}
+        if "unencoded-digest" in low:
+            try:
+                claimed = parse_digest_field(low["unencoded-digest"])
+            except BadSignatureError as exc:
+                return FAIL, exc.what
+            for alg, want in claimed.items():
+                if not hmac.compare_digest(hashlib.new(alg, body).digest(), want):
+                    return FAIL, "Unencoded-Digest does not match the body"
+    if not meta.tokens and not meta.signatures:
+        return UNVERIFIED, "no usable integrity token: a browser would run it unchecked"
+    if meta.tokens and not meta.matches(hashlib.new(meta.algorithm, body).digest()):
+        return FAIL, f"no {meta.algorithm} token matches the body"
+    if meta.signatures:
+        if headers is None:
+            return FAIL, "an ed25519 token needs the response's signature headers"
+        reasons = []
+        for key in meta.signatures:
+            if len(key) != 32:
+                reasons.append("ed25519 token is not a 32-byte key")
+                continue
+            try:
+                verify_signature_headers(body, headers, key, now)
+            except BadSignatureError as exc:
+                reasons.append(exc.what)
+                continue
+            return PASS, "signature verified" + (" and digest matched" if meta.tokens else "")
+        return FAIL, "; ".join(reasons)
+    return PASS, "digest matched"
+
+
+def read_header_file(data: bytes, where: str) -> dict[str, str]:
+    """Response headers from a file: ``Name: value`` lines (a status line, as
+    ``curl -D`` writes, and blank lines are skipped; repeats joined with ``, ``)."""
+    out: dict[str, str] = {}
+    for line in data.decode("latin-1").splitlines():
+        if not line.strip() or line.startswith("HTTP/"):
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name.strip() or " " in name.strip():
+            raise MalformedIntegrityError("expected 'Name: value' header lines", where)
+        key = name.strip().lower()
+        out[key] = f"{out[key]}, {value.strip()}" if key in out else value.strip()
+    return out
