@@ -34,6 +34,7 @@ from auraseal.manifest import MANIFEST_NAME, load_manifest, sign_http
 from auraseal.sealing import seal_tree
 from auraseal.server.testing import run_server
 from auraseal.signing import SigningKey
+from auraseal.web.html import rewrite_html
 
 from .conftest import CHROMIUM_FLAGS, Origin, chromium_path
 from .webpages import script, sri
@@ -249,3 +250,17 @@ def test_integrity_policy_blocks_script_without_integrity_and_reports(
     meta = found[0]["metadata"]
     assert meta["blocked"] == blocked and meta["page"] == page_url
     assert meta["destination"] == "script" and meta["report_only"] is False
+
+
+def test_page_rewritten_in_signature_mode_runs_only_publisher_signed(
+    tab: Any, sigsite: Site, site: Origin, tmp_path: Path
+) -> None:
+    good = sigsite.url("sig", "good.js")
+    other = sigsite.url("other", "good.js")  # same bytes, signed by another key
+    html = rewrite_html(
+        f'<script src="{good}"></script><script src="{other}"></script>',
+        root=tmp_path, mode="signature", sign_keys=[sigsite.key.public.raw],
+    ).html
+    assert html.count(f'integrity="ed25519-{b64key(sigsite.key)}"') == 2
+    url = site.put("/rewritten.html", f"<!DOCTYPE html>{RECORD}{html}")
+    assert ran_after_load(tab, url) == ["good"]  # the other key's copy is blocked
