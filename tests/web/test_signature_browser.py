@@ -37,7 +37,7 @@ from auraseal.signing import SigningKey
 from auraseal.web.html import rewrite_html
 
 from .conftest import CHROMIUM_FLAGS, Origin, chromium_path
-from .webpages import script, sri
+from .webpages import blank_page, call, script, sri
 
 pytestmark = pytest.mark.browser
 
@@ -264,3 +264,28 @@ def test_page_rewritten_in_signature_mode_runs_only_publisher_signed(
     assert html.count(f'integrity="ed25519-{b64key(sigsite.key)}"') == 2
     url = site.put("/rewritten.html", f"<!DOCTYPE html>{RECORD}{html}")
     assert ran_after_load(tab, url) == ["good"]  # the other key's copy is blocked
+
+
+def test_loader_verifies_signature_headers_with_webcrypto(
+    tab: Any, sigsite: Site, site: Origin, cdn: Origin
+) -> None:
+    """loadScript() with an ed25519- token checks the same headers itself."""
+    tab.goto(site.put("/loader.html", blank_page(loader=f"{sigsite.base}/auraseal-loader.js")))
+    k = f"ed25519-{b64key(sigsite.key)}"
+    good = sigsite.url("sig", "good.js")
+    assert call(tab, "loadScript", good, k, {})["ok"] is True
+    other = call(tab, "loadScript", sigsite.url("other", "good.js"), k, {})
+    assert other["ok"] is False and other["name"] == "BlockedError"
+    assert "other key" in other["attempts"][0]["message"]  # the loader's own check
+    evil = cdn.put("/evil.js", GOOD.replace(b"good", b"evil"), **served_headers(sigsite),
+                   **{"Access-Control-Expose-Headers": "Unencoded-Digest, Signature-Input, "
+                      "Signature"})
+    tampered = call(tab, "loadScript", evil, k, {})
+    assert tampered["ok"] is False  # (Chromium's fetch already refuses the mismatch)
+    # a hash token next to the key: both must hold, never the hash alone
+    wrong_hash = call(tab, "loadScript", good, f"{sri(BOTH)} {k}", {})
+    assert wrong_hash["ok"] is False
+    hash_only_ok = call(tab, "loadScript", sigsite.url("other", "good.js"),
+                        f"{sri(GOOD)} {k}", {})
+    assert hash_only_ok["ok"] is False  # right hash, wrong signer: blocked
+    assert list(tab.evaluate("window.__ran")) == ["good"]

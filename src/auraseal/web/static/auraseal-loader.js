@@ -420,7 +420,7 @@ function credentialsFor(crossOrigin) {
   return "same-origin"; // crossorigin="anonymous", the default
 }
 
-async function fetchBytes(url, opts = {}) {
+async function fetchBytes(url, opts = {}, meta = null) {
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const maxBytes = opts.maxBytes ?? DEFAULT_MAX_BYTES;
   const ctrl = new AbortController();
@@ -441,6 +441,7 @@ async function fetchBytes(url, opts = {}) {
     if (!resp.ok) {
       throw new FetchError(`${url}: HTTP ${resp.status}`, { url, reason: "http-status" });
     }
+    if (meta) meta.headers = resp.headers;
     const declared = Number(resp.headers.get("content-length"));
     if (declared > maxBytes) {
       throw new FetchError(`${url}: response larger than ${maxBytes} bytes`, {
@@ -506,8 +507,20 @@ async function acquire(urls, integ, opts, prior = []) {
   for (let i = 0; i < list.length; i++) {
     const url = list[i];
     try {
-      const bytes = await fetchBytes(url, opts);
-      const algorithm = await verifyBytes(bytes, integ, url);
+      const meta = {};
+      const bytes = await fetchBytes(url, opts, meta);
+      let algorithm;
+      if (integ.kind === "signature") {
+        // ed25519- tokens: the response's Unencoded-Digest and signature, checked
+        // with WebCrypto as the browser would (and any hash token too)
+        const v = await browserVerdict(integ.text, bytes, meta.headers);
+        if (v.verdict !== "pass") {
+          throw new IntegrityMismatchError(`${url}: ${v.reason}`, { url, expected: integ.text });
+        }
+        algorithm = "ed25519";
+      } else {
+        algorithm = await verifyBytes(bytes, integ, url);
+      }
       emit(target, "auraseal:verified", {
         url,
         requestedUrl: requested,
@@ -549,7 +562,12 @@ async function acquire(urls, integ, opts, prior = []) {
 function prepare(url, integrity, opts) {
   let integ;
   try {
-    integ = parseIntegrity(integrity);
+    const text = typeof integrity === "string" ? integrity : "";
+    const sri = text.trim().startsWith("auraseal-") ? null : parseSRI(text);
+    // a value with an ed25519- token passes only with a verified signature
+    integ = sri && sri.keys.length
+      ? Object.freeze({ kind: "signature", algorithm: "ed25519", digests: [], text, sri: text })
+      : parseIntegrity(integrity);
   } catch (err) {
     emit(opts.target, "auraseal:blocked", {
       url: String(url),
