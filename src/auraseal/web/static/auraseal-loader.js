@@ -873,8 +873,8 @@ export async function loadPackage(manifestUrl, opts = {}) {
       threshold: opts.threshold ?? 1,
       url,
     }));
-    if (signed._type !== MANIFEST_TYPE || signed.spec_version !== 1) {
-      throw new ManifestError(`${url}: not an AuraSeal manifest (spec_version 1)`, {
+    if (signed._type !== MANIFEST_TYPE || (signed.spec_version !== 1 && signed.spec_version !== 2)) {
+      throw new ManifestError(`${url}: not an AuraSeal manifest (spec_version 1 or 2)`, {
         url,
         reason: "malformed-manifest",
       });
