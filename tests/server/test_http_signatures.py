@@ -19,9 +19,15 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from auraseal.manifest import MANIFEST_NAME, Manifest, load_manifest, resign_manifest
+from auraseal.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    load_manifest,
+    resign_manifest,
+    sign_http,
+)
 from auraseal.sealing import seal_tree
-from auraseal.signing import SigningKey
+from auraseal.signing import SigningKey, TrustPolicy, load_public_key, load_signing_key
 
 FILES = {
     "app.js": b'window.__ran = (window.__ran || []).concat(["app"]);\n' * 20,
@@ -245,3 +251,22 @@ def test_reports_are_bounded_and_rate_limited(root: Path, serve: Callable[..., s
                 break
             got += len(r.json()["recorded"])
         assert got == 120 and r.status_code == 429
+
+
+FIX = Path(__file__).resolve().parents[1] / "fixtures" / "manifest"
+
+
+def test_format_fixture_v2_http_signatures() -> None:
+    """docs/FORMAT.md §9 fixture: spec_version 2, each file's `http` verifies
+    independently against the file's bytes, and signing again reproduces it."""
+    data = (FIX / "native-v2-http.json").read_bytes()
+    pub = load_public_key(FIX / "test-key.pub")
+    m = load_manifest(data, policy=TrustPolicy([pub]))
+    assert m.spec_version == 2
+    for f in m.files:
+        assert f.http is not None
+        body = (FIX / "tree" / f.path).read_bytes()
+        independent_verify(httpx.Headers(dict(f.http.headers())), body, pub.raw)
+    v1 = load_manifest((FIX / "native.json").read_bytes())
+    again = sign_http(v1, [load_signing_key(FIX / "test-key")])
+    assert [f.extra["http"] for f in again.files] == [f.extra["http"] for f in m.files]
