@@ -19,6 +19,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from auraseal.cli import main as cli_main
 from auraseal.manifest import (
     MANIFEST_NAME,
     Manifest,
@@ -270,3 +271,31 @@ def test_format_fixture_v2_http_signatures() -> None:
     v1 = load_manifest((FIX / "native.json").read_bytes())
     again = sign_http(v1, [load_signing_key(FIX / "test-key")])
     assert [f.extra["http"] for f in again.files] == [f.extra["http"] for f in m.files]
+
+
+def test_check_cli_gives_browser_verdict_with_signature_headers(
+    root: Path, serve: Callable[..., str], key: SigningKey, tmp_path: Path
+) -> None:
+    base = serve(root, trusted_keys=(key.public,))
+    r = httpx.get(f"{base}/packages/web/files/app.js", headers={"accept-encoding": "identity"})
+    hdr = tmp_path / "headers.txt"
+    hdr.write_text("HTTP/1.1 200 OK\r\n" + "".join(f"{k}: {v}\r\n" for k, v in r.headers.items()))
+    good, evil = tmp_path / "app.js", tmp_path / "evil.js"
+    good.write_bytes(r.content)
+    evil.write_bytes(r.content + b"//")
+    ed = "ed25519-" + base64.b64encode(key.public.raw).decode()
+    other = "ed25519-" + base64.b64encode(SigningKey.generate().public.raw).decode()
+    sha = "sha512-" + base64.b64encode(hashlib.sha512(r.content).digest()).decode()
+    wrong = "sha512-" + base64.b64encode(hashlib.sha512(b"x").digest()).decode()
+    cases = [
+        ([str(good), ed, "--signature-headers", str(hdr)], 0),
+        ([str(good), f"{sha} {ed}", "--signature-headers", str(hdr)], 0),
+        ([str(good), f"{wrong} {ed}", "--signature-headers", str(hdr)], 1),
+        ([str(good), other, "--signature-headers", str(hdr)], 1),
+        ([str(evil), ed, "--signature-headers", str(hdr)], 1),
+        ([str(good), f"{sha} {ed}"], 1),  # never on the hash alone
+        ([str(good), f"md5-x {sha}"], 0),  # unknown neighbour skipped
+        ([str(good), "md5-x SHA512-y"], 2),  # nothing usable: we refuse
+    ]
+    for argv, want in cases:
+        assert cli_main(["check", *argv]) == want, argv
