@@ -166,7 +166,7 @@ class SRIMetadata:
         """The strongest algorithm present (the only one that counts)."""
         if not self.tokens:
             why = "signature-only metadata has no digest" if self.signatures else (
-                "no usable integrity token (unknown algorithms only)"
+                "no usable integrity token (unknown algorithms or malformed base64 only)"
             )
             raise MalformedIntegrityError(why, " ".join(self.unknown) or "''")
         return max((t.algorithm for t in self.tokens), key=_STRENGTH.__getitem__)
