@@ -25,7 +25,7 @@ import pytest
 
 from auraseal._time import utcnow
 from auraseal.httpsig import FAIL, browser_verdict, sign_digest
-from auraseal.integrity import sri_token
+from auraseal.integrity import parse_sri, sri_token
 from auraseal.signing import SigningKey
 
 from .conftest import Origin
@@ -180,3 +180,41 @@ def test_sri_table_matches_chromium_python_and_js(page: Any, cdn: Origin) -> Non
         by = {r["body"]: r for r in rows if r["integrity"] == t}
         unchecked = by["plain_bad"]["chromium"] == "run"
         assert (by["good"]["python"] == "unverified") == unchecked, t
+
+
+SEPARATOR_CANDIDATES = [chr(c) for c in range(0x100)] + [
+    "\u1680", "\u2000", "\u2003", "\u200a", "\u200b", "\u2028", "\u2029", "\u202f", "\u205f",
+    "\u3000", "\ufeff",
+]
+
+
+def test_python_and_js_agree_on_every_separator(page: Any, cdn: Origin) -> None:
+    """Every character between two tokens, and around one: the Python and JS
+    readers split, skip and decode identically (the Chromium table above pins
+    what the browser does for the interesting ones)."""
+    serve_loader(cdn)
+    page.goto(cdn.put("/index.html", "<!DOCTYPE html><title>sep</title>"))
+    a = base64.b64encode(hashlib.sha256(GOOD).digest()).decode()
+    b = base64.urlsafe_b64encode(hashlib.sha512(GOOD).digest()).decode().rstrip("=")
+    texts = []
+    for c in SEPARATOR_CANDIDATES:
+        texts += [f"sha256-{a}{c}sha512-{b}", f"{c}sha256-{a}{c}", f"sha256-{a[:10]}{c}{a[10:]}",
+                  f"ed25519-{a}?x{c}md5-y"]
+    js = page.evaluate(
+        """async ([base, texts]) => {
+          const m = await import(base + "/auraseal-loader.js");
+          const b64 = (u) => btoa(String.fromCharCode(...u));
+          return texts.map((t) => {
+            const r = m.parseSRI(t);
+            return [r.tokens.map((k) => [k.algorithm, b64(k.digest)]),
+                    r.keys.map(b64), r.unknown];
+          });
+        }""",
+        [cdn.base, texts],
+    )
+    for text, (tokens, keys, unknown) in zip(texts, js, strict=True):
+        py = parse_sri(text)
+        assert [[t.algorithm, base64.b64encode(t.digest).decode()] for t in py.tokens] == tokens, (
+            repr(text))
+        assert [base64.b64encode(k).decode() for k in py.signatures] == keys, repr(text)
+        assert list(py.unknown) == unknown, repr(text)
