@@ -30,6 +30,7 @@ from cryptography.x509.oid import NameOID
 from playwright.sync_api import sync_playwright
 
 from auraseal._time import utcnow
+from auraseal.httpsig import sign_digest
 from auraseal.manifest import MANIFEST_NAME, load_manifest, sign_http
 from auraseal.sealing import seal_tree
 from auraseal.server.testing import run_server
@@ -289,3 +290,16 @@ def test_loader_verifies_signature_headers_with_webcrypto(
                         f"{sri(GOOD)} {k}", {})
     assert hash_only_ok["ok"] is False  # right hash, wrong signer: blocked
     assert list(tab.evaluate("window.__ran")) == ["good"]
+
+
+def test_package_signed_by_two_keys_runs_under_either(
+    tab: Any, sigsite: Site, site: Origin, cdn: Origin
+) -> None:
+    sigs = sign_digest(sri(GOOD), [sigsite.key, sigsite.other])  # seal --key A --key B
+    assert sigs is not None and len(sigs.signatures) == 2
+    url = cdn.put("/two.js", GOOD, **dict(sigs.headers()))
+    tags = "".join(
+        f'<script src="{url}?{i}" integrity="ed25519-{b64key(k)}" crossorigin="anonymous">'
+        "</script>" for i, k in enumerate((sigsite.key, sigsite.other))
+    )
+    assert ran_after_load(tab, site.put("/two.html", page(tags))) == ["good", "good"]
