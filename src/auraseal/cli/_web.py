@@ -62,7 +62,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def cmd_html(args: argparse.Namespace) -> int:
     keys = [load_public_key(p).raw for p in args.sign_key]
     mode = args.mode or ("both" if keys else "hash")
-    if mode != "hash" and not keys and mode == "both":
+    if mode == "both" and not keys:
         raise UsageError("--mode both needs --sign-key", "--mode")
     kw: dict[str, Any] = {
         "root": args.root,

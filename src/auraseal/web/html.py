@@ -567,7 +567,7 @@ def rewrite_html(
     """
     if mode not in MODES:
         raise UsageError(f"mode must be one of {', '.join(MODES)}", "--mode")
-    if mode != "hash" and not sign_keys and mode == "both":
+    if mode == "both" and not sign_keys:
         raise UsageError("--mode both needs --sign-key", "--mode")
     scanner = _Scanner(text)
     try:
