@@ -27,7 +27,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from playwright.sync_api import sync_playwright
 
 from auraseal._time import utcnow
 from auraseal.httpsig import sign_digest
@@ -128,23 +127,19 @@ def sigsite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 
 @pytest.fixture(scope="module")
-def reporting_browser() -> Iterator[Any]:
-    """Chromium with reports delivered at once (--short-reporting-delay), trusting
+def reporting_browser(browser: Any) -> Iterator[Any]:
+    """A second Chromium (from the session's Playwright: one sync Playwright per
+    process) with reports delivered at once (--short-reporting-delay), trusting
     the test server's self-signed certificate."""
-    pw = sync_playwright().start()
-    try:
-        b = pw.chromium.launch(executable_path=chromium_path(),
-                               args=[*CHROMIUM_FLAGS, "--short-reporting-delay",
-                                     "--ignore-certificate-errors"],
-                               headless=True)
-    except Exception:
-        pw.stop()
-        raise
+    b = browser.browser_type.launch(
+        executable_path=chromium_path(),
+        args=[*CHROMIUM_FLAGS, "--short-reporting-delay", "--ignore-certificate-errors"],
+        headless=True,
+    )
     try:
         yield b
     finally:
         b.close()
-        pw.stop()
 
 
 @pytest.fixture
