@@ -5,10 +5,15 @@ server, over and over, two ways:
 
 * native: ``<script src integrity="sha512-…" crossorigin>`` (the browser
   fetches, hashes and runs it: the peer);
+* native signature: ``<script src integrity="ed25519-<key>" crossorigin>``
+  with the ``Unencoded-Digest``/``Signature-Input``/``Signature`` headers
+  AuraSeal signs at seal time (issue 12: the browser hashes the body and
+  verifies one Ed25519 signature);
 * loader: ``loadScript(url, "auraseal-sha512-…")`` (fetch, WebCrypto
   SHA-512, Blob URL, run).
 
-Prints the median time per load and the throughput, and the ratio.
+Prints the median time per load and the throughput, and the ratios to
+native hash SRI.
 
     .venv/bin/python bench/web_loader.py [--runs 7]
 """
@@ -27,6 +32,9 @@ from typing import Any
 
 from playwright.sync_api import sync_playwright
 
+from auraseal.httpsig import sign_digest
+from auraseal.integrity import sri_token
+from auraseal.signing import SigningKey
 from auraseal.web import loader_bytes
 
 FLAGS = [
@@ -62,7 +70,9 @@ def script_of(size: int) -> bytes:
     return body + b"window.__n += 1;\n"
 
 
-def serve(files: dict[str, bytes]) -> tuple[ThreadingHTTPServer, str]:
+def serve(
+    files: dict[str, bytes], headers: dict[str, dict[str, str]]
+) -> tuple[ThreadingHTTPServer, str]:
     class H(BaseHTTPRequestHandler):
         def log_message(self, *a: Any) -> None:
             pass
@@ -78,6 +88,8 @@ def serve(files: dict[str, bytes]) -> tuple[ThreadingHTTPServer, str]:
             self.send_header("Content-Length", str(len(data)))
             self.send_header("Cache-Control", "no-store")
             self.send_header("Access-Control-Allow-Origin", "*")
+            for k, v in headers.get(self.path.split("?")[0], {}).items():
+                self.send_header(k, v)
             self.end_headers()
             self.wfile.write(data)
 
@@ -102,38 +114,49 @@ def main() -> None:
     args = ap.parse_args()
     sizes = {"1 MiB": 1 << 20, "16 MiB": 16 << 20}
     files = {"/index.html": PAGE, "/auraseal-loader.js": loader_bytes()}
+    headers: dict[str, dict[str, str]] = {}
+    key = SigningKey.generate()
+    ed = "ed25519-" + base64.b64encode(key.public.raw).decode()
     for size in sizes.values():
-        files[f"/{size}.js"] = script_of(size)
-    srv, base = serve(files)
+        files[f"/{size}.js"] = files[f"/sig-{size}.js"] = script_of(size)
+        sigs = sign_digest(sri_token("sha512", hashlib.sha512(script_of(size)).digest()), [key])
+        assert sigs is not None
+        headers[f"/sig-{size}.js"] = dict(sigs.headers())
+    srv, base = serve(files, headers)
     path = ensure_chromium()
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=path, args=FLAGS)
             version = browser.version
             print(f"Chromium {version}, {args.runs} runs each, median; loopback HTTP")
-            print(f"{'size':>7} {'native SRI':>20} {'auraseal loader':>20} {'loader/native':>14}")
+            print(f"{'size':>7} {'native hash SRI':>20} {'native signature SRI':>22} "
+                  f"{'auraseal loader':>20} {'sig/hash':>9} {'loader/hash':>12}")
             for name, size in sizes.items():
                 data = files[f"/{size}.js"]
                 digest = base64.b64encode(hashlib.sha512(data).digest()).decode()
-                times: dict[str, list[float]] = {"native": [], "loader": []}
+                times: dict[str, list[float]] = {"native": [], "sig": [], "loader": []}
                 page = browser.new_page()
                 page.goto(base + "/index.html")
                 page.evaluate("async () => { await import('/auraseal-loader.js'); }")
                 for i in range(args.runs + 1):  # first round warms up
                     url = f"{base}/{size}.js?i={i}"
                     tn = page.evaluate(NATIVE, [url, f"sha512-{digest}"])
+                    ts = page.evaluate(NATIVE, [f"{base}/sig-{size}.js?i={i}", ed])
                     tl = page.evaluate(LOADER, [url + "&l", f"auraseal-sha512-{digest}"])
                     if i:
                         times["native"].append(tn)
+                        times["sig"].append(ts)
                         times["loader"].append(tl)
-                assert page.evaluate("window.__n") == 2 * (args.runs + 1)
+                assert page.evaluate("window.__n") == 3 * (args.runs + 1)
                 page.close()
                 mn = statistics.median(times["native"])
+                ms = statistics.median(times["sig"])
                 ml = statistics.median(times["loader"])
                 mb = len(data) / (1 << 20)
                 print(
                     f"{name:>7} {mn:8.1f} ms {mb / mn * 1000:6.0f} MiB/s "
-                    f"{ml:8.1f} ms {mb / ml * 1000:6.0f} MiB/s {ml / mn:13.2f}x"
+                    f"{ms:10.1f} ms {mb / ms * 1000:6.0f} MiB/s "
+                    f"{ml:8.1f} ms {mb / ml * 1000:6.0f} MiB/s {ms / mn:8.2f}x {ml / mn:11.2f}x"
                 )
             browser.close()
     finally:

@@ -148,19 +148,27 @@ def sri_token(algorithm: str, digest: bytes) -> str:
 
 @dataclass(frozen=True)
 class SRIMetadata:
-    """Parsed SRI metadata: usable tokens and skipped (unknown) ones."""
+    """Parsed SRI metadata, read as Chromium reads it (docs/WEB.md, "SRI parity").
+
+    ``tokens``: hash tokens (a digest of the wrong length, or one that cannot
+    be decoded, is kept as a token that never matches, as browsers do);
+    ``signatures``: raw public keys of ``ed25519-<key>`` tokens (signature-based
+    SRI: the response must carry a valid signature by one of them);
+    ``unknown``: skipped tokens (unknown algorithm, malformed digest).
+    """
 
     tokens: tuple[SRIToken, ...]
     unknown: tuple[str, ...] = ()
+    signatures: tuple[bytes, ...] = ()
 
     @property
     def algorithm(self) -> str:
         """The strongest algorithm present (the only one that counts)."""
         if not self.tokens:
-            raise MalformedIntegrityError(
-                "no usable integrity token (unknown algorithms only)",
-                " ".join(self.unknown) or "''",
+            why = "signature-only metadata has no digest" if self.signatures else (
+                "no usable integrity token (unknown algorithms or malformed base64 only)"
             )
+            raise MalformedIntegrityError(why, " ".join(self.unknown) or "''")
         return max((t.algorithm for t in self.tokens), key=_STRENGTH.__getitem__)
 
     @property
@@ -175,22 +183,57 @@ class SRIMetadata:
         return str(self)
 
     def __str__(self) -> str:
-        return " ".join(str(t) for t in self.tokens)
+        toks = [str(t) for t in self.tokens]
+        toks += [f"ed25519-{_b64(k)}" for k in self.signatures]
+        return " ".join(toks)
+
+
+#: What Chromium splits integrity metadata at (ASCII whitespace, and \v).
+SRI_SEPARATORS = re.compile(r"[\t\n\v\f\r ]+")
+#: One token Chromium accepts: a known algorithm (case-sensitive), ``-``, a
+#: digest of base64/base64url characters and ``=``, then options after ``?``.
+_SRI_TOKEN = re.compile(r"(sha256|sha384|sha512|ed25519)-([A-Za-z0-9+/_=-]+)(?:\?.*)?", re.S)
+_LOOSE_B64 = re.compile(r"([A-Za-z0-9+/_-]+)=*")
+
+
+def decode_loose(text: str) -> bytes:
+    """Decode standard or url-safe base64, padded or not, as browsers do; b""
+    (matching nothing) when it cannot be decoded."""
+    m = _LOOSE_B64.fullmatch(text)
+    if m is None:
+        return b""
+    std = m.group(1).replace("-", "+").replace("_", "/")
+    if len(std) % 4 == 1:
+        return b""
+    try:
+        return base64.b64decode(std + "=" * (-len(std) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return b""
 
 
 def parse_sri(text: str, where: str = "") -> SRIMetadata:
-    """Parse W3C SRI metadata. Malformed tokens of a known algorithm raise;
-    tokens of unknown algorithms are skipped and listed in ``unknown``."""
+    """Parse W3C SRI metadata with the browser's rules: tokens are split at
+    ASCII whitespace; a token of an unknown algorithm or with characters
+    outside base64/base64url is skipped (listed in ``unknown``), never an
+    error; base64url and unpadded digests are accepted."""
+    del where  # kept for callers: parsing SRI metadata never fails
     tokens: list[SRIToken] = []
     unknown: list[str] = []
-    for raw in text.split():
-        body, _, options = raw.partition("?")
-        alg, sep, b64 = body.partition("-")
-        if not sep or alg not in ALGORITHMS:
+    keys: list[bytes] = []
+    for raw in SRI_SEPARATORS.split(text):
+        if not raw:
+            continue
+        m = _SRI_TOKEN.fullmatch(raw)
+        if m is None:
             unknown.append(raw)
             continue
-        tokens.append(SRIToken(alg, _decode_digest(alg, b64, where or raw), options))
-    return SRIMetadata(tuple(tokens), tuple(unknown))
+        alg, b64 = m.group(1), m.group(2)
+        options = raw.partition("?")[2]
+        if alg == "ed25519":
+            keys.append(decode_loose(b64))
+        else:
+            tokens.append(SRIToken(alg, decode_loose(b64), options))
+    return SRIMetadata(tuple(tokens), tuple(unknown), tuple(keys))
 
 
 # --- AuraSeal strings --------------------------------------------------------

@@ -39,6 +39,7 @@ from auraseal.errors import (
     TreeMismatchError,
     UsageError,
 )
+from auraseal.httpsig import FileSignatures, sign_digest
 from auraseal.integrity import (
     auraseal_string,
     check_integrity,
@@ -67,6 +68,7 @@ __all__ = [
     "load_manifest",
     "manifest_digest",
     "part_name",
+    "sign_http",
     "verify_tree",
 ]
 
@@ -80,6 +82,9 @@ def is_trust_file(rel: str) -> bool:
     """``root/<N>.json`` or ``timestamp.json`` at the top of a package tree."""
     return bool(_TRUST_FILE.match(rel))
 SPEC_VERSION = 1
+#: Manifests whose files carry HTTP signatures (``http``, docs/FORMAT.md) are version 2.
+HTTP_SPEC_VERSION = 2
+READABLE_SPECS = (SPEC_VERSION, HTTP_SPEC_VERSION)
 MANIFEST_TYPE = "auraseal/manifest"
 DEFAULT_EXPIRES = timedelta(days=30)
 FORMATS = ("native", "seed", "blockhub")
@@ -192,6 +197,12 @@ class FileEntry:
             return []
         return [part_name(self.path, p.number) for p in self.recovery.parts]
 
+    @property
+    def http(self) -> FileSignatures | None:
+        """The file's HTTP signatures (signature-based SRI), if it was signed for HTTP."""
+        raw = self.extra.get("http")
+        return None if raw is None else FileSignatures.from_dict(raw, f"{self.path}.http")
+
 
 @dataclass(frozen=True)
 class Manifest:
@@ -251,9 +262,9 @@ class Manifest:
         if d.get("_type") != MANIFEST_TYPE:
             raise ManifestFormatError(f"_type must be '{MANIFEST_TYPE}'", where)
         spec = _int(d, "spec_version", where)
-        if spec != SPEC_VERSION:
+        if spec not in READABLE_SPECS:
             raise ManifestFormatError(
-                f"unsupported spec_version {spec} (this AuraSeal reads {SPEC_VERSION})", where
+                f"unsupported spec_version {spec} (this AuraSeal reads 1 and 2)", where
             )
         raw_files = d.get("files")
         if not isinstance(raw_files, dict):
@@ -278,6 +289,8 @@ class Manifest:
             }
             if recovery is None and "parts" in fd:
                 extra["parts"] = fd["parts"]
+            if "http" in extra:
+                FileSignatures.from_dict(extra["http"], f"{fw}.http")
             entries.append(
                 FileEntry(path, _int(fd, "size", fw), integ, recovery, url, extra)
             )
@@ -486,7 +499,7 @@ def dump_manifest(
 ) -> bytes:
     """Serialize in one of :data:`FORMATS` (only ``native`` carries signatures)."""
     if fmt == "native":
-        return dump_signed(manifest, keys)
+        return dump_signed(sign_http(manifest, keys), keys)
     if keys:
         raise ManifestFormatError(f"the {fmt} format cannot carry signatures", fmt)
     doc = manifest.to_seed() if fmt == "seed" else manifest.to_blockhub(base_url)
@@ -755,10 +768,34 @@ def resign_manifest(
             f"new version {new_version} must be greater than {manifest.version}", where
         )
     moment = now or utcnow()
-    new = replace(
-        manifest,
-        version=new_version,
-        created=moment,
-        expires=None if expires is None else moment + expires,
+    new = sign_http(
+        replace(
+            manifest,
+            version=new_version,
+            created=moment,
+            expires=None if expires is None else moment + expires,
+        ),
+        keys,
     )
     return new, dump_signed(new, keys)
+
+
+def sign_http(manifest: Manifest, keys: Sequence[Signer]) -> Manifest:
+    """Sign every file for browsers (signature-based SRI): each file entry's
+    ``http`` holds its ``Unencoded-Digest`` and one RFC 9421 signature per key,
+    ``created``/``expires`` taken from the manifest; old ones are replaced.
+    Computed from the recorded digests (no file is read); sha384 files get
+    none (browsers refuse sha-384). With no keys the manifest is unchanged;
+    a manifest with HTTP signatures is ``spec_version`` 2."""
+    if not keys:
+        return manifest
+    files = []
+    for f in manifest.files:
+        extra = {k: v for k, v in f.extra.items() if k != "http"}
+        sigs = sign_digest(f.integrity, keys, manifest.created, manifest.expires)
+        if sigs is not None:
+            extra["http"] = sigs.to_dict()
+        files.append(replace(f, extra=extra))
+    signed_any = any("http" in f.extra for f in files)
+    spec = HTTP_SPEC_VERSION if signed_any else manifest.spec_version
+    return replace(manifest, files=tuple(files), spec_version=spec)

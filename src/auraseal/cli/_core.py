@@ -20,12 +20,20 @@ from auraseal.cli._output import (
     package_name,
     progress_bar,
 )
-from auraseal.errors import NotFoundError, StorageError, TreeMismatchError, UsageError
+from auraseal.errors import (
+    DigestMismatchError,
+    MalformedIntegrityError,
+    NotFoundError,
+    StorageError,
+    TreeMismatchError,
+    UsageError,
+)
 from auraseal.integrity import (
     ALGORITHMS,
     auraseal_string,
     hash_file,
     parse_integrity,
+    parse_sri,
     sri_token,
     verify_file,
 )
@@ -66,6 +74,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("check", help="check a file against an integrity string (exit 0/1/2)")
     p.add_argument("file", type=input_path)
     p.add_argument("integrity")
+    p.add_argument(
+        "--signature-headers", type=Path, metavar="FILE",
+        help="the response's headers (curl -D): verifies ed25519- tokens as a browser does",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_check)
 
@@ -166,9 +178,40 @@ def cmd_hash(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    integ = parse_integrity(args.integrity, "integrity")
-    verify_file(args.file, integ, str(args.file))
-    emit(args, {"file": str(args.file), "ok": True}, f"{args.file}: OK")
+    text: str = args.integrity
+    if args.signature_headers is None and (
+        text.strip().startswith("auraseal-") or not parse_sri(text).signatures
+    ):
+        integ = parse_integrity(text, "integrity")
+        verify_file(args.file, integ, str(args.file))
+        emit(args, {"file": str(args.file), "ok": True}, f"{args.file}: OK")
+        return 0
+    # W3C SRI metadata: the browser's verdict (docs/WEB.md, "SRI parity")
+    from auraseal._time import utcnow  # noqa: PLC0415
+    from auraseal.httpsig import (  # noqa: PLC0415
+        FAIL,
+        UNVERIFIED,
+        browser_verdict,
+        read_header_file,
+    )
+
+    headers = None
+    if args.signature_headers is not None:
+        try:
+            raw = Path(args.signature_headers).read_bytes()
+        except OSError as exc:
+            raise StorageError(f"cannot read: {exc.strerror}", str(args.signature_headers)) from exc
+        headers = read_header_file(raw, str(args.signature_headers))
+    try:
+        body = Path(args.file).read_bytes()
+    except OSError as exc:
+        raise StorageError(f"cannot read: {exc.strerror}", str(args.file)) from exc
+    verdict, why = browser_verdict(text, body, headers, utcnow())
+    if verdict == UNVERIFIED:
+        raise MalformedIntegrityError(why, "integrity")
+    if verdict == FAIL:
+        raise DigestMismatchError(why, str(args.file), expected=text, actual="")
+    emit(args, {"file": str(args.file), "ok": True, "reason": why}, f"{args.file}: OK ({why})")
     return 0
 
 

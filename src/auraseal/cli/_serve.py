@@ -56,6 +56,7 @@ SERVE_DEFAULTS: dict[str, Any] = {
     "server": "granian",
     "example": False,
     "log_format": "text",
+    "integrity_policy": None,
     "timestamp_key": None,
     "timestamp_expires": "1d",
     "pin_file": None,
@@ -118,6 +119,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--timestamp-expires", metavar="DURATION",
                    help="lifetime of each timestamp, re-signed at a quarter of it (default: 1d)")
     add_pin_args(p, default=argparse.SUPPRESS)
+    p.add_argument("--integrity-policy", choices=("enforce", "report-only"),
+                   help="send Integrity-Policy(-Report-Only) on HTML; reports go to /reports")
     p.add_argument("--example", action="store_true",
                    help="seal the bundled example site into ROOT if it holds no package")
     p.add_argument("--log-format", choices=("text", "json"),
@@ -134,6 +137,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="proxy publishing, archives and the ledger to this auraseal serve")
     n.add_argument("--standalone", type=Path, metavar="DIR",
                    help="a complete nginx.conf keeping pid, logs and temp files in DIR")
+    n.add_argument("--integrity-policy", choices=("enforce", "report-only"),
+                   help="send Integrity-Policy(-Report-Only) on HTML responses")
     n.add_argument("-o", "--output", type=Path)
     n.set_defaults(handler=cmd_nginx_conf)
 
@@ -361,6 +366,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         scrub_interval=scrub,
         commit_interval=commit,
         expiry_warning=warn,
+        integrity_policy=opts.integrity_policy,
     )
     _check_startup(config)
     sock = _bind_check(host, opts.port)
@@ -446,6 +452,7 @@ def cmd_nginx_conf(args: argparse.Namespace) -> int:
     text = render_nginx_conf(
         args.root, server_name=args.server_name, listen=str(args.listen),
         upstream=args.upstream, standalone=args.standalone,
+        integrity_policy=args.integrity_policy,
     )
     if args.output is not None:
         atomic_write_bytes(args.output, text.encode())

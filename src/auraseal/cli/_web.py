@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from auraseal.cli._output import emit, input_dir, input_path
+from auraseal.errors import UsageError
 from auraseal.integrity import ALGORITHMS
+from auraseal.signing import load_public_key
 from auraseal.web import LOADER_NAME
-from auraseal.web.html import rewrite_file, rewrite_page
+from auraseal.web.html import MODES, rewrite_file, rewrite_page
 
 __all__ = ["register"]
 
@@ -43,16 +46,31 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default="sha512",
         help="digest for files with no integrity yet",
     )
+    p.add_argument(
+        "--sign-key", type=Path, action="append", default=[], metavar="PUB",
+        help="publisher public key: add integrity=\"ed25519-<key>\" (repeatable)",
+    )
+    p.add_argument(
+        "--mode", choices=MODES, default=None,
+        help="pin content (hash), publisher (signature) or both "
+        "(default: both with --sign-key, else hash)",
+    )
     p.add_argument("--json", action="store_true", help="summary as JSON (with -o/--in-place)")
     p.set_defaults(handler=cmd_html)
 
 
 def cmd_html(args: argparse.Namespace) -> int:
-    kw = {
+    keys = [load_public_key(p).raw for p in args.sign_key]
+    mode = args.mode or ("both" if keys else "hash")
+    if mode == "both" and not keys:
+        raise UsageError("--mode both needs --sign-key", "--mode")
+    kw: dict[str, Any] = {
         "root": args.root,
         "manifest_path": args.manifest,
         "loader_url": args.loader_url,
         "algorithm": args.algorithm,
+        "mode": mode,
+        "sign_keys": keys,
     }
     if args.output is None and not args.in_place:
         result = rewrite_page(args.page, **kw)

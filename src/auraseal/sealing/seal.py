@@ -40,6 +40,7 @@ from auraseal.manifest import (
     PartInfo,
     dump_signed,
     manifest_digest,
+    sign_http,
 )
 from auraseal.sealing._events import record
 from auraseal.sealing._progress import FileMeter
@@ -641,6 +642,7 @@ def seal_tree(
             expires=None if expires is None else created + expires,
             files=tuple(sorted(entries, key=lambda e: e.path)),
         )
+        manifest = sign_http(manifest, keys)
         with fresh_writer(tmp / MANIFEST_NAME) as fh:
             fh.write(dump_signed(manifest, keys))
         # every file durable before the package becomes visible: big ones were

@@ -52,13 +52,16 @@ class RealLedgerPort:
         """The note verifier key (``name+hexid+base64``) that checks our checkpoints."""
         return verifier_key(self.name, self.key.public)
 
-    def record(self, kind: str, data: dict[str, Any]) -> str:
+    def record(
+        self, kind: str, data: dict[str, Any], metadata: dict[str, Any] | None = None
+    ) -> str:
         signed = bool(os.environ.get(HMAC_ENV))
         with self._lock:
             # the event's details are kept as the entry's metadata too, so the
             # dashboard reads its events back from the ledger after a restart
-            meta = data if len(json.dumps(data, default=str)) <= MAX_METADATA else {
-                "metadata_omitted": f"details larger than {MAX_METADATA} bytes"}
+            meta = metadata if metadata is not None else data
+            if len(json.dumps(meta, default=str)) > MAX_METADATA:
+                meta = {"metadata_omitted": f"details larger than {MAX_METADATA} bytes"}
             return self.ledger.record(
                 f"server.{kind}", data, meta, with_signature=signed
             ).entry_id

@@ -48,6 +48,13 @@ from auraseal.server.publish import (
     check_version,
     safe_extract,
 )
+from auraseal.server.reports import EVENT_TYPE as REPORT_EVENT
+from auraseal.server.reports import (
+    MAX_REPORT_BYTES,
+    ReportLimiter,
+    integrity_policy_headers,
+    report_events,
+)
 from auraseal.server.sessions import OperatorAuth
 from auraseal.server.state import ServerState
 from auraseal.server.static import (
@@ -70,7 +77,10 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
-EXPOSE = "ETag, Content-Length, Content-Range, Accept-Ranges, Content-Encoding, X-AuraSeal-Version"
+EXPOSE = (
+    "ETag, Content-Length, Content-Range, Accept-Ranges, Content-Encoding, X-AuraSeal-Version, "
+    "Unencoded-Digest, Signature-Input, Signature, Repr-Digest, Content-Digest"
+)
 IMMUTABLE = "public, max-age=31536000, immutable"
 _FAST_PATH = re.compile(r"^/packages/([A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*)/files/(.+)$")
 DEFAULT_COHERENCE = 0.954
@@ -218,7 +228,7 @@ def _served(
         etag=res.etag,
         content_type=res.content_type,
         cache_control=cache_control,
-        extra_headers=(("x-auraseal-version", str(view.version)),),
+        extra_headers=(("x-auraseal-version", str(view.version)), *res.signature_headers),
         expected_size=res.size,
     )
 
@@ -248,6 +258,7 @@ class Handlers:
     def __init__(self, state: ServerState, tokens: TokenSet) -> None:
         self.state = state
         self.tokens = tokens
+        self.report_limiter = ReportLimiter()
 
     # --- packages -------------------------------------------------------------------
 
@@ -675,6 +686,29 @@ class Handlers:
 
     # --- operations -------------------------------------------------------------------
 
+    async def reports(self, request: Request) -> Response:
+        """Browsers' Integrity-Policy reports → ledger events (server/reports.py)."""
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > MAX_REPORT_BYTES:
+                raise PayloadTooLargeError(f"report larger than {MAX_REPORT_BYTES} bytes", "body")
+        events = report_events(
+            await anyio.to_thread.run_sync(parse_json_body, bytes(raw), "body")
+        )
+        allowed = self.report_limiter.take(len(events))
+        if events and not allowed:
+            return _plain_error(429, "too many reports")
+        led = self.state.ledger
+        ids = []
+        if led is not None:
+            for data in events[:allowed]:
+                # metadata: readable in the ledger's event list (data is stored hashed)
+                ids.append(
+                    await anyio.to_thread.run_sync(led.record, REPORT_EVENT, data, data)
+                )
+        return JSONResponse({"recorded": ids, "dropped": len(events) - allowed})
+
     async def healthz(self, request: Request) -> Response:
         """200 always while serving: "degraded" (with reasons) is a warning, not down."""
         body = await anyio.to_thread.run_sync(self.state.health_summary)
@@ -732,6 +766,7 @@ def _routes(h: Handlers) -> list[BaseRoute]:
             "/packages/{name}/versions/{version}/files/{path:path}",
             _wrap(h.versioned_file), methods=gh,
         ),
+        Route("/reports", _wrap(h.reports), methods=["POST"]),
         Route("/ledger/entries", _wrap(h.ledger_record), methods=["POST"]),
         Route("/ledger/entries/{entry_id}", _wrap(h.ledger_entry), methods=gh),
         Route("/ledger/checkpoint", _wrap(h.ledger_checkpoint), methods=gh),
@@ -774,6 +809,17 @@ class EdgeMiddleware:
             (b"access-control-expose-headers", EXPOSE.encode()),
             (b"x-content-type-options", b"nosniff"),
         ]
+        self.policy_headers = [
+            (k.lower().encode("latin-1"), v.encode("latin-1"))
+            for k, v in integrity_policy_headers(state.config.integrity_policy)
+        ]
+
+    def _html_policy(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """Integrity-Policy (``serve --integrity-policy``) on HTML responses."""
+        if self.policy_headers and any(
+            k.lower() == b"content-type" and v.startswith(b"text/html") for k, v in headers
+        ):
+            headers.extend(self.policy_headers)
 
     async def try_fast(self, scope: Scope, send: Send) -> bool:
         """Answer a GET/HEAD of a cached small package file directly; False if not one."""
@@ -787,6 +833,7 @@ class EdgeMiddleware:
             return False
         code, headers, body = hit
         headers.extend(self.edge_headers)
+        self._html_policy(headers)
         await send({"type": "http.response.start", "status": code, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         self.state.metrics.count_request(method, code, len(body))
@@ -804,7 +851,8 @@ class EdgeMiddleware:
                 (b"access-control-allow-origin", self.origin),
                 (b"access-control-allow-methods", b"GET, HEAD, OPTIONS"),
                 (b"access-control-allow-headers",
-                 b"Range, If-None-Match, If-Modified-Since, If-Range, Accept-Encoding"),
+                 b"Range, If-None-Match, If-Modified-Since, If-Range, Accept-Encoding, "
+                 b"Want-Repr-Digest"),
                 (b"access-control-expose-headers", EXPOSE.encode()),
                 (b"access-control-max-age", b"86400"),
                 (b"allow", b"GET, HEAD, OPTIONS"),
@@ -844,6 +892,7 @@ class EdgeMiddleware:
                     headers.append((b"content-security-policy", CSP.encode()))
                     headers.append((b"referrer-policy", b"no-referrer"))
                     headers.append((b"x-frame-options", b"DENY"))
+                self._html_policy(headers)
                 message = {**message, "headers": headers}
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))

@@ -54,12 +54,17 @@ class ServerConfig:
     small_file_cache_bytes: int = 64 << 20
     #: warn (log event ``expiry_warning``) when a manifest expires within this many seconds
     expiry_warning: float = 7 * 86400.0
+    #: ``enforce`` or ``report-only``: HTML responses carry Integrity-Policy (docs/SERVER.md)
+    integrity_policy: str | None = None
 
     def __post_init__(self) -> None:
         if self.threshold < 1:
             raise ConfigError("threshold must be at least 1", "--threshold")
         if self.trusted_keys and self.threshold > len(self.trusted_keys):
             raise ConfigError("threshold exceeds the number of trusted keys", "--threshold")
+        if self.integrity_policy not in (None, "enforce", "report-only"):
+            raise ConfigError("integrity policy must be enforce or report-only",
+                              "--integrity-policy")
         if self.max_upload_bytes < 1:
             raise ConfigError("max upload size must be positive", "max_upload_bytes")
 

@@ -14,7 +14,9 @@ __all__ = ["LedgerPort", "open_port"]
 
 
 class LedgerPort(Protocol):
-    def record(self, kind: str, data: dict[str, Any]) -> str: ...
+    def record(
+        self, kind: str, data: dict[str, Any], metadata: dict[str, Any] | None = None
+    ) -> str: ...
 
     def head(self) -> dict[str, Any]: ...
 

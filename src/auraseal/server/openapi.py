@@ -234,6 +234,17 @@ def openapi_document() -> dict[str, Any]:
                 "the manifest of a kept version (immutable)", [NAME, VERSION]),
             "/packages/{name}/versions/{version}/files/{path}": _static(
                 "a file or part of a kept version (immutable)", [NAME, VERSION, PATH]),
+            "/reports": {"post": {
+                "summary": "browsers' Integrity-Policy reports (Reporting API) → ledger events",
+                "requestBody": {"required": True, "content": {
+                    media: {"schema": {"type": "array", "items": {"type": "object"}}}
+                    for media in ("application/reports+json", "application/json")}},
+                "responses": {"200": _json("recorded", {
+                    "type": "object", "required": ["recorded", "dropped"],
+                    "properties": {"recorded": {"type": "array", "items": {"type": "string"}},
+                                   "dropped": {"type": "integer"}}}),
+                              "400": _err("not JSON"), "413": _err("larger than 64 KiB"),
+                              "429": _err("too many reports")}}},
             "/ledger/entries": {"post": {
                 "summary": "record an entry", "security": auth,
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {

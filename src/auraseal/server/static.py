@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
 import os
 import threading
 from collections import OrderedDict
@@ -38,6 +39,7 @@ from typing import Any
 import anyio
 
 from auraseal.errors import DigestMismatchError, StorageError
+from auraseal.httpsig import digest_field, parse_want, repr_digest_for
 from auraseal.integrity import hash_file, parse_integrity, verify_bytes
 
 __all__ = [
@@ -294,6 +296,26 @@ def _gzip_body(data: bytes, key: tuple[Any, ...], cache: FileCache) -> bytes:
     return out
 
 
+def _digest_headers(
+    f: ServedFile, req: dict[str, str], zbody: bytes | None, key: tuple[Any, ...],
+    cache: FileCache,
+) -> list[tuple[bytes, bytes]]:
+    """RFC 9530 ``Repr-Digest`` (from the recorded digest: no hashing), and, when
+    gzip is applied, ``Repr-Digest`` and ``Content-Digest`` of the gzip bytes
+    (the selected representation; hashed once per cached variant)."""
+    want = parse_want(req["want-repr-digest"]) if "want-repr-digest" in req else None
+    if zbody is None:
+        value = repr_digest_for((f.integrity,), want)
+        return [] if value is None else [(b"repr-digest", value.encode("latin-1"))]
+    dkey = ("gzip-sha256", *key)
+    digest = cache.get(dkey)
+    if digest is None:
+        digest = hashlib.sha256(zbody).digest()
+        cache.put(dkey, digest)
+    field = digest_field("sha256", digest).encode("latin-1")
+    return [(b"repr-digest", field), (b"content-digest", field)]
+
+
 def _not_modified(headers: dict[str, str], etags: Iterable[str], mtime: float) -> bool:
     inm = headers.get("if-none-match")
     if inm is not None:
@@ -314,7 +336,10 @@ def _not_modified(headers: dict[str, str], etags: Iterable[str], mtime: float) -
 #: The request headers file responses look at (everything else is skipped).
 _WANTED = {
     n.encode(): n
-    for n in ("range", "if-none-match", "if-modified-since", "if-range", "accept-encoding")
+    for n in (
+        "range", "if-none-match", "if-modified-since", "if-range", "accept-encoding",
+        "want-repr-digest",
+    )
 }
 
 
@@ -411,6 +436,7 @@ def respond_cached(
                 base.append(_h("content-range", f"bytes {first}-{last}/{size}"))
     if use_gzip:
         base.append((b"content-encoding", b"gzip"))
+    base.extend(_digest_headers(f, req, body if use_gzip else None, skey, cache))
     ctype = f.content_type + ("; charset=utf-8" if f.content_type.startswith("text/") else "")
     length = max(0, last - first + 1)
     headers = [(b"content-type", ctype.encode("latin-1")),
@@ -499,6 +525,8 @@ async def send_file(
         size = len(zbody)
         base.append(_h("content-encoding", "gzip"))
 
+    skey = (*_stat_key(st), f.integrity)
+    base.extend(_digest_headers(f, req, body if use_gzip else None, skey, cache))
     status = 200
     first, last = 0, size - 1
     if rng is not None:

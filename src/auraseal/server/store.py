@@ -59,6 +59,8 @@ class Resource:
     size: int
     content_type: str
     component: str
+    #: Unencoded-Digest / Signature-Input / Signature of a file signed for HTTP
+    signature_headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -107,9 +109,11 @@ def _build_view(name: str, real_dir: Path, data: bytes) -> PackageView:
     }
     for f in manifest.files:
         safe_relpath(f.path)
+        sigs = f.http
         res[f.path] = Resource(
             f.path, "file", f.integrity, etag_for_integrity(f.integrity), f.size,
             content_type_for(f.path), f.path,
+            sigs.headers() if sigs is not None else (),
         )
         if f.recovery is not None:
             for p in f.recovery.parts:

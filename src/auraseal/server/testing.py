@@ -60,14 +60,22 @@ def wait_listening(
 
 
 @contextlib.contextmanager
-def run_app(app: Starlette, timeout: float = 20.0) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on 127.0.0.1:<free port>; yield the base URL."""
+def run_app(
+    app: Starlette, timeout: float = 20.0, tls: tuple[Path, Path] | None = None
+) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on 127.0.0.1:<free port>; yield the base URL.
+
+    ``tls=(certfile, keyfile)`` serves HTTPS (browsers deliver Reporting API
+    reports only to secure origins)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    ssl: dict[str, Any] = (
+        {} if tls is None else {"ssl_certfile": str(tls[0]), "ssl_keyfile": str(tls[1])}
+    )
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", **ssl)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -79,7 +87,7 @@ def run_app(app: Starlette, timeout: float = 20.0) -> Iterator[str]:
             raise NetworkError("test server did not start", f"127.0.0.1:{port}")
         time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'http' if tls is None else 'https'}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout)
@@ -90,12 +98,14 @@ def run_app(app: Starlette, timeout: float = 20.0) -> Iterator[str]:
 def run_server(root: Path, **config: Any) -> Iterator[str]:
     """Run ``create_app(ServerConfig(root, **config))``; yield ``http://127.0.0.1:<port>``.
 
-    Background healing is on unless ``healing=False`` is passed. The server is
+    Background healing is on unless ``healing=False`` is passed; ``tls=(cert, key)``
+    serves HTTPS. The server is
     shut down (lifespan exit, sockets closed, thread joined) when the block ends.
     """
+    tls = config.pop("tls", None)
     cfg = ServerConfig(root=Path(root), **config)
     app = create_app(cfg)
-    with run_app(app) as url:
+    with run_app(app, tls=tls) as url:
         yield url
 
 

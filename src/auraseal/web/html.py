@@ -24,10 +24,11 @@ Running the rewriter on its own output changes nothing.
 
 from __future__ import annotations
 
+import base64
 import html
 import posixpath
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -40,6 +41,7 @@ from auraseal.errors import (
     StorageError,
     UnsafePathError,
     UnverifiableScriptError,
+    UsageError,
 )
 from auraseal.integrity import (
     AuraSealString,
@@ -47,12 +49,32 @@ from auraseal.integrity import (
     SRIMetadata,
     hash_file,
     parse_integrity,
+    parse_sri,
     sri_token,
 )
 from auraseal.manifest import Manifest, read_manifest_file
 from auraseal.web import LOADER_NAME, loader_sri
 
-__all__ = ["RewriteResult", "TagChange", "rewrite_file", "rewrite_html", "rewrite_page"]
+__all__ = [
+    "MODES",
+    "RewriteResult",
+    "TagChange",
+    "rewrite_file",
+    "rewrite_html",
+    "rewrite_page",
+]
+
+#: What the rewriter pins: content (hash tokens), publisher (ed25519 tokens), or both.
+MODES = ("hash", "signature", "both")
+
+
+def _ed_tokens(keys: Sequence[bytes]) -> list[str]:
+    out: list[str] = []
+    for k in keys:
+        tok = "ed25519-" + base64.b64encode(k).decode()
+        if tok not in out:
+            out.append(tok)
+    return out
 
 _LINK_RELS = frozenset({"stylesheet", "modulepreload", "preload"})
 # A script runs if its type is a JavaScript MIME type essence (WHATWG MIME Sniffing
@@ -343,8 +365,12 @@ class _Rewriter:
         loader_url: str,
         algorithm: str,
         remote_base: bool = False,
+        mode: str = "hash",
+        sign_keys: Sequence[bytes] = (),
     ) -> None:
         self.remote_base = remote_base
+        self.mode = mode
+        self.sign_keys = tuple(sign_keys)
         self.root = root
         self.page_dir = page_dir  # POSIX path of the page's directory, relative to root
         self.algorithm = algorithm
@@ -432,11 +458,24 @@ class _Rewriter:
             return out, TagChange(tag, url, "loader", sri)
 
         where = f"<{tag} {'src' if tag == 'script' else 'href'}={url!r}>"
-        given_text = _get(attrs, "data-auraseal-integrity") or _get(attrs, "integrity") or ""
+        # ed25519- tokens already on the tag are always kept
+        native = _get(attrs, "integrity") or ""
+        kept_keys = [] if native.strip().startswith("auraseal-") else list(
+            parse_sri(native).signatures
+        )
+        keys = _ed_tokens([*kept_keys, *self.sign_keys])
+        given_text = _get(attrs, "data-auraseal-integrity") or native
+        if given_text is native and kept_keys and not parse_sri(native).tokens:
+            given_text = ""  # signature-only: nothing pins the content
         given: Integrity | None = None
         if given_text.strip():
             given = parse_integrity(given_text, where)
         rel = self.local_path(url)
+        if self.mode == "signature" and given is None and not (
+            rel is None and url in self.by_url
+        ) and (rel is None or rel not in self.by_path):
+            # publisher only: no content to hash or pin
+            return self._signed_only(tag, attrs, url, keys)
         if rel is not None:
             pinned = given
             if pinned is None and rel in self.by_path:
@@ -456,7 +495,12 @@ class _Rewriter:
             # Drop tokens browsers would skip; the known ones still count.
             text = str(integ)
         sri = _sri_of(text, integ)
+        if isinstance(integ, SRIMetadata):  # the hash part only: keys are added below
+            sri = " ".join(str(t) for t in integ.tokens)
         aura = _auraseal_of(integ)
+        if self.mode == "signature" and keys:
+            sri, aura = "", ""
+        sri = " ".join([sri, *keys]).strip()
         _set(out, "integrity", sri)
         cross = _get(attrs, "crossorigin")
         keep = cross in ("anonymous", "use-credentials")
@@ -473,6 +517,25 @@ class _Rewriter:
                 _set(out, "defer", None)
         return out, TagChange(tag, url, action, sri, aura, fallbacks)
 
+    def _signed_only(
+        self, tag: str, attrs: Attrs, url: str, keys: list[str]
+    ) -> tuple[Attrs | None, TagChange]:
+        if not keys:
+            raise UsageError("--mode signature needs --sign-key (or ed25519- tokens)", url)
+        return _signed_only_tag(tag, attrs, url, keys)
+
+
+def _signed_only_tag(
+    tag: str, attrs: Attrs, url: str, keys: list[str]
+) -> tuple[Attrs, TagChange]:
+    out: Attrs = list(attrs)
+    sri = " ".join(keys)
+    _set(out, "integrity", sri)
+    cross = _get(attrs, "crossorigin")
+    _set(out, "crossorigin", cross if cross in ("anonymous", "use-credentials") else "anonymous")
+    _drop(out, "data-auraseal-integrity")
+    return out, TagChange(tag, url, "signed", sri)
+
 
 def rewrite_html(
     text: str,
@@ -483,10 +546,16 @@ def rewrite_html(
     loader_url: str = "/" + LOADER_NAME,
     algorithm: str = "sha512",
     source: str = "page",
+    mode: str = "hash",
+    sign_keys: Sequence[bytes] = (),
 ) -> RewriteResult:
     """Rewrite ``text`` (a page located at ``page_dir`` below ``root``).
 
     ``source`` names the page in errors (``source:line: <tag>``).
+    ``mode`` (:data:`MODES`) chooses what ``integrity`` pins: ``hash`` (content),
+    ``signature`` (``ed25519-<key>`` for each of ``sign_keys``: the publisher,
+    valid across releases) or ``both``. ``ed25519-`` tokens a tag already has
+    are always kept.
 
     Raises :class:`~auraseal.errors.StorageError` for a local file that cannot
     be read, :class:`~auraseal.errors.DigestMismatchError` for one that
@@ -496,6 +565,10 @@ def rewrite_html(
     (:class:`~auraseal.errors.UnverifiableScriptError`: an SVG ``<script href>``
     or ``xlink:href``). Nothing is returned half-rewritten.
     """
+    if mode not in MODES:
+        raise UsageError(f"mode must be one of {', '.join(MODES)}", "--mode")
+    if mode == "both" and not sign_keys:
+        raise UsageError("--mode both needs --sign-key", "--mode")
     scanner = _Scanner(text)
     try:
         scanner.feed(text)
@@ -519,6 +592,8 @@ def rewrite_html(
         loader_url=loader_url,
         algorithm=algorithm,
         remote_base=remote_base,
+        mode=mode,
+        sign_keys=sign_keys,
     )
     edits: list[tuple[int, int, str]] = []
     changes: list[TagChange] = []
@@ -580,6 +655,8 @@ def rewrite_page(
     manifest_path: Path | None = None,
     loader_url: str = "/" + LOADER_NAME,
     algorithm: str = "sha512",
+    mode: str = "hash",
+    sign_keys: Sequence[bytes] = (),
 ) -> RewriteResult:
     """Rewrite the page at ``src`` (nothing is written; see :func:`rewrite_file`).
 
@@ -608,6 +685,8 @@ def rewrite_page(
         loader_url=loader_url,
         algorithm=algorithm,
         source=str(src),
+        mode=mode,
+        sign_keys=sign_keys,
     )
 
 
@@ -619,13 +698,16 @@ def rewrite_file(
     manifest_path: Path | None = None,
     loader_url: str = "/" + LOADER_NAME,
     algorithm: str = "sha512",
+    mode: str = "hash",
+    sign_keys: Sequence[bytes] = (),
 ) -> RewriteResult:
     """Rewrite the page at ``src`` into ``out`` atomically (default: in place).
 
     On any error nothing is written.
     """
     result = rewrite_page(
-        src, root=root, manifest_path=manifest_path, loader_url=loader_url, algorithm=algorithm
+        src, root=root, manifest_path=manifest_path, loader_url=loader_url, algorithm=algorithm,
+        mode=mode, sign_keys=sign_keys,
     )
     target = Path(out) if out is not None else Path(src)
     atomic_write_bytes(target, result.html.encode("utf-8", "surrogateescape"))

@@ -168,24 +168,58 @@ export function parseIntegrity(text) {
     const digests = fields.slice(2).map((f) => decodeDigest(algorithm, f, s));
     return freezeIntegrity("auraseal", algorithm, digests, s);
   }
-  const tokens = [];
-  for (const raw of s.split(/\s+/)) {
-    const body = raw.split("?")[0];
-    const dash = body.indexOf("-");
-    const algorithm = dash > 0 ? body.slice(0, dash) : "";
-    if (!Object.hasOwn(ALGORITHMS, algorithm)) continue; // unknown: skipped, as browsers do
-    tokens.push({ algorithm, digest: decodeDigest(algorithm, body.slice(dash + 1), raw) });
+  const sri = parseSRI(text); // untrimmed: only Chromium's separators count
+  if (sri.tokens.length === 0) {
+    const why = sri.keys.length
+      ? "signature-only metadata has no digest"
+      : "no usable integrity token (unknown algorithms only)";
+    throw new MalformedIntegrityError(`${why}: ${s}`, { reason: "malformed-integrity" });
   }
-  if (tokens.length === 0) {
-    throw new MalformedIntegrityError(`no usable integrity token (unknown algorithms only): ${s}`, {
-      reason: "malformed-integrity",
-    });
-  }
-  const algorithm = tokens
-    .map((t) => t.algorithm)
-    .reduce((a, b) => (STRENGTH.indexOf(b) > STRENGTH.indexOf(a) ? b : a));
-  const digests = tokens.filter((t) => t.algorithm === algorithm).map((t) => t.digest);
+  const algorithm = sri.algorithm;
+  const digests = sri.tokens.filter((t) => t.algorithm === algorithm).map((t) => t.digest);
   return freezeIntegrity("sri", algorithm, digests, s);
+}
+
+// Chromium's reading of integrity metadata (docs/WEB.md, "SRI parity"), the
+// same rules as auraseal.integrity.parse_sri: split at ASCII whitespace and
+// \v; a token is <sha256|sha384|sha512|ed25519>-<base64 or base64url, = >
+// [?options]; anything else is skipped; a digest that cannot be decoded or has
+// the wrong length is kept and never matches.
+const SRI_SEPARATORS = /[\t\n\v\f\r ]+/;
+const SRI_TOKEN = /^(sha256|sha384|sha512|ed25519)-([A-Za-z0-9+/_=-]+)(?:\?[\s\S]*)?$/;
+
+/** Decode standard or url-safe base64, padded or not; empty when undecodable. */
+export function decodeLoose(text) {
+  const m = /^([A-Za-z0-9+/_-]+)=*$/.exec(text);
+  if (!m) return new Uint8Array(0);
+  const std = m[1].replace(/-/g, "+").replace(/_/g, "/");
+  if (std.length % 4 === 1) return new Uint8Array(0);
+  try {
+    return b64decode(std + "=".repeat((4 - (std.length % 4)) % 4));
+  } catch {
+    return new Uint8Array(0);
+  }
+}
+
+/** `{tokens: [{algorithm, digest}], keys: [Uint8Array], unknown: [string], algorithm}`. */
+export function parseSRI(text) {
+  const tokens = [];
+  const keys = [];
+  const unknown = [];
+  for (const raw of String(text).split(SRI_SEPARATORS)) {
+    if (!raw) continue;
+    const m = SRI_TOKEN.exec(raw);
+    if (!m) {
+      unknown.push(raw);
+      continue;
+    }
+    if (m[1] === "ed25519") keys.push(decodeLoose(m[2]));
+    else tokens.push({ algorithm: m[1], digest: decodeLoose(m[2]) });
+  }
+  const algorithm = tokens.length
+    ? tokens.map((t) => t.algorithm).reduce((a, b) => (STRENGTH.indexOf(b) > STRENGTH.indexOf(a) ? b : a))
+    : null;
+  return { tokens, keys, unknown, algorithm };
 }
 
 function freezeIntegrity(kind, algorithm, digests, text) {
@@ -216,6 +250,168 @@ export async function verifyBytes(bytes, integrity, url = "") {
   return integ.algorithm;
 }
 
+// --- signature-based SRI (Unencoded-Digest + RFC 9421 Ed25519 signatures) ---------
+
+const HTTP_ALGS = Object.freeze({ "sha-256": "sha256", "sha-512": "sha512" });
+const COMPONENT = '"unencoded-digest";sf';
+
+function lowerHeaders(headers) {
+  const out = new Map();
+  if (!headers) return out;
+  const entries = typeof headers.entries === "function" && !(headers instanceof Map)
+    ? headers.entries() : headers instanceof Map ? headers.entries() : Object.entries(headers);
+  for (const [k, v] of entries) out.set(String(k).toLowerCase(), String(v));
+  return out;
+}
+
+function splitMembers(value) {
+  const out = [];
+  let depth = 0, quoted = false, start = 0;
+  for (let i = 0; i < value.length; i++) {
+    const c = value[i];
+    if (quoted) {
+      if (c === "\\") i++;
+      else if (c === '"') quoted = false;
+    } else if (c === '"') quoted = true;
+    else if (c === "(") depth++;
+    else if (c === ")") depth--;
+    else if (c === "," && depth === 0) {
+      out.push(value.slice(start, i).trim());
+      start = i + 1;
+    }
+  }
+  out.push(value.slice(start).trim());
+  return out.filter((m) => m);
+}
+
+function byteSequence(val) {
+  val = val.trim();
+  if (val.length < 2 || val[0] !== ":" || val[val.length - 1] !== ":") return null;
+  try {
+    return b64decode(val.slice(1, -1));
+  } catch {
+    return null;
+  }
+}
+
+function parseInput(value) {
+  value = value.trim();
+  const close = value.indexOf(")");
+  if (!value.startsWith("(") || close < 0) return null;
+  const components = value.slice(1, close).split(/\s+/).filter((c) => c);
+  const params = {};
+  const re = /;\s*([a-z][a-z0-9_\-.*]*)(?:=("(?:[^"\\]|\\.)*"|[^;,\s]+))?/g;
+  let m;
+  while ((m = re.exec(value.slice(close + 1))) !== null) params[m[1]] = m[2] ?? "?1";
+  const text = (n) => (params[n] && params[n].startsWith('"') ? params[n].slice(1, -1) : params[n]);
+  const num = (n) => (params[n] !== undefined && /^-?\d+$/.test(params[n]) ? Number(params[n]) : null);
+  return { params: value, components, keyid: text("keyid"), tag: text("tag"),
+           expires: num("expires") };
+}
+
+/**
+ * Verify, as a browser does for integrity="ed25519-<key>", that `headers`
+ * carry an Unencoded-Digest matching `bytes` and a valid, unexpired signature
+ * by `key` (raw 32 bytes) over it. Resolves to a reason string; throws
+ * IntegrityMismatchError otherwise.
+ */
+export async function verifySignatureHeaders(bytes, headers, key, url = "", nowSeconds = null) {
+  const h = lowerHeaders(headers);
+  const fail = (why) => {
+    throw new IntegrityMismatchError(`${url}: ${why}`, { url, expected: "ed25519 signature" });
+  };
+  const ud = h.get("unencoded-digest");
+  if (!ud) fail("no Unencoded-Digest header");
+  const buf = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
+  let members = 0;
+  for (const member of splitMembers(ud)) {
+    const eq = member.indexOf("=");
+    const alg = HTTP_ALGS[member.slice(0, eq).trim().toLowerCase()];
+    if (eq < 0 || !alg) continue;
+    const want = byteSequence(member.slice(eq + 1).split(";")[0]);
+    const have = new Uint8Array(await subtle().digest(ALGORITHMS[alg].name, buf));
+    if (!want || !equalBytes(have, want)) fail("Unencoded-Digest does not match the body");
+    members++;
+  }
+  if (!members) fail("Unencoded-Digest has no sha-256 or sha-512 member");
+  const sigs = new Map();
+  for (const member of splitMembers(h.get("signature") || "")) {
+    const eq = member.indexOf("=");
+    if (eq > 0) sigs.set(member.slice(0, eq).trim(), byteSequence(member.slice(eq + 1)));
+  }
+  const keyid = b64encode(key);
+  const now = nowSeconds ?? Math.floor(Date.now() / 1000);
+  const reasons = [];
+  let cryptoKey = null;
+  for (const member of splitMembers(h.get("signature-input") || "")) {
+    const eq = member.indexOf("=");
+    const label = member.slice(0, eq).trim();
+    const inp = eq > 0 ? parseInput(member.slice(eq + 1)) : null;
+    const sig = sigs.get(label);
+    if (!inp || !sig) continue;
+    if (inp.keyid !== keyid) { reasons.push(`${label}: other key`); continue; }
+    if (inp.components.length !== 1 || inp.components[0] !== COMPONENT ||
+        !["ed25519-integrity", "sri"].includes(inp.tag)) {
+      reasons.push(`${label}: not an integrity signature`);
+      continue;
+    }
+    if (inp.expires !== null && inp.expires < now) { reasons.push(`${label}: expired`); continue; }
+    const base = new TextEncoder().encode(
+      `${COMPONENT}: ${ud.trim()}\n"@signature-params": ${inp.params}`);
+    cryptoKey ??= await subtle().importKey("raw", key, { name: "Ed25519" }, false, ["verify"]);
+    if (await subtle().verify({ name: "Ed25519" }, cryptoKey, sig, base)) return "signature verified";
+    reasons.push(`${label}: signature does not verify`);
+  }
+  fail(`no valid signature by the key: ${reasons.join("; ") || "no signatures"}`);
+}
+
+/**
+ * The browser's verdict for integrity metadata on a response (`bytes`,
+ * `headers`): {verdict: "pass" | "fail" | "unverified", reason}. The same
+ * rules as auraseal.httpsig.browser_verdict (docs/WEB.md, "SRI parity").
+ */
+export async function browserVerdict(integrity, bytes, headers = null, nowSeconds = null) {
+  const sri = parseSRI(integrity);
+  const buf = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
+  const h = lowerHeaders(headers);
+  if (h.has("unencoded-digest")) {
+    for (const member of splitMembers(h.get("unencoded-digest"))) {
+      const eq = member.indexOf("=");
+      const alg = HTTP_ALGS[member.slice(0, eq).trim().toLowerCase()];
+      if (eq < 0 || !alg) continue;
+      const want = byteSequence(member.slice(eq + 1).split(";")[0]);
+      const have = new Uint8Array(await subtle().digest(ALGORITHMS[alg].name, buf));
+      if (!want || !equalBytes(have, want)) {
+        return { verdict: "fail", reason: "Unencoded-Digest does not match the body" };
+      }
+    }
+  }
+  if (!sri.tokens.length && !sri.keys.length) {
+    return { verdict: "unverified", reason: "no usable integrity token" };
+  }
+  if (sri.tokens.length) {
+    const actual = new Uint8Array(await subtle().digest(ALGORITHMS[sri.algorithm].name, buf));
+    const ok = sri.tokens.some((t) => t.algorithm === sri.algorithm && equalBytes(actual, t.digest));
+    if (!ok) return { verdict: "fail", reason: `no ${sri.algorithm} token matches the body` };
+  }
+  if (sri.keys.length) {
+    if (!headers) return { verdict: "fail", reason: "an ed25519 token needs the response's headers" };
+    const reasons = [];
+    for (const key of sri.keys) {
+      if (key.length !== 32) { reasons.push("ed25519 token is not a 32-byte key"); continue; }
+      try {
+        await verifySignatureHeaders(buf, headers, key, "", nowSeconds);
+        return { verdict: "pass", reason: "signature verified" };
+      } catch (e) {
+        if (!(e instanceof IntegrityMismatchError)) throw e;
+        reasons.push(e.message);
+      }
+    }
+    return { verdict: "fail", reason: reasons.join("; ") };
+  }
+  return { verdict: "pass", reason: "digest matched" };
+}
+
 // --- fetching -----------------------------------------------------------------------
 
 function credentialsFor(crossOrigin) {
@@ -224,7 +420,7 @@ function credentialsFor(crossOrigin) {
   return "same-origin"; // crossorigin="anonymous", the default
 }
 
-async function fetchBytes(url, opts = {}) {
+async function fetchBytes(url, opts = {}, meta = null) {
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const maxBytes = opts.maxBytes ?? DEFAULT_MAX_BYTES;
   const ctrl = new AbortController();
@@ -245,6 +441,7 @@ async function fetchBytes(url, opts = {}) {
     if (!resp.ok) {
       throw new FetchError(`${url}: HTTP ${resp.status}`, { url, reason: "http-status" });
     }
+    if (meta) meta.headers = resp.headers;
     const declared = Number(resp.headers.get("content-length"));
     if (declared > maxBytes) {
       throw new FetchError(`${url}: response larger than ${maxBytes} bytes`, {
@@ -310,8 +507,20 @@ async function acquire(urls, integ, opts, prior = []) {
   for (let i = 0; i < list.length; i++) {
     const url = list[i];
     try {
-      const bytes = await fetchBytes(url, opts);
-      const algorithm = await verifyBytes(bytes, integ, url);
+      const meta = {};
+      const bytes = await fetchBytes(url, opts, meta);
+      let algorithm;
+      if (integ.kind === "signature") {
+        // ed25519- tokens: the response's Unencoded-Digest and signature, checked
+        // with WebCrypto as the browser would (and any hash token too)
+        const v = await browserVerdict(integ.text, bytes, meta.headers);
+        if (v.verdict !== "pass") {
+          throw new IntegrityMismatchError(`${url}: ${v.reason}`, { url, expected: integ.text });
+        }
+        algorithm = "ed25519";
+      } else {
+        algorithm = await verifyBytes(bytes, integ, url);
+      }
       emit(target, "auraseal:verified", {
         url,
         requestedUrl: requested,
@@ -353,7 +562,12 @@ async function acquire(urls, integ, opts, prior = []) {
 function prepare(url, integrity, opts) {
   let integ;
   try {
-    integ = parseIntegrity(integrity);
+    const text = typeof integrity === "string" ? integrity : "";
+    const sri = text.trim().startsWith("auraseal-") ? null : parseSRI(text);
+    // a value with an ed25519- token passes only with a verified signature
+    integ = sri && sri.keys.length
+      ? Object.freeze({ kind: "signature", algorithm: "ed25519", digests: [], text, sri: text })
+      : parseIntegrity(integrity);
   } catch (err) {
     emit(opts.target, "auraseal:blocked", {
       url: String(url),
@@ -659,8 +873,8 @@ export async function loadPackage(manifestUrl, opts = {}) {
       threshold: opts.threshold ?? 1,
       url,
     }));
-    if (signed._type !== MANIFEST_TYPE || signed.spec_version !== 1) {
-      throw new ManifestError(`${url}: not an AuraSeal manifest (spec_version 1)`, {
+    if (signed._type !== MANIFEST_TYPE || (signed.spec_version !== 1 && signed.spec_version !== 2)) {
+      throw new ManifestError(`${url}: not an AuraSeal manifest (spec_version 1 or 2)`, {
         url,
         reason: "malformed-manifest",
       });
