@@ -24,7 +24,7 @@ ROWS: dict[str, list[tuple[list[str], int, str]]] = {
     "check": [
         (["missing.txt", "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="], 2,
          "missing.txt: no such file"),
-        (["site/a.txt", "sha256-nope"], 2, "integrity: "),
+        (["site/a.txt", "sha256-!!"], 2, "no usable integrity token"),
     ],
     "keygen": [([], 2, "required: key")],
     "manifest build": [
