@@ -146,3 +146,25 @@ def test_publish_refuses_another_root_at_the_same_version(
     assert httpx.get(f"{base}/files/root/1.json").status_code in (404, 200)
     assert (store / ".freshness" / "site" / "root" / "1.json").read_bytes() == d1
     assert httpx.get(f"{base}/{MANIFEST_NAME}").status_code == 404
+
+
+def test_manifest_only_publish_uploads_the_root_beside_it(
+    tmp_path: Path, keys: dict[str, SigningKey], server: tuple[Path, str],
+    token_file: tuple[Path, Path], chain: tuple[Root, bytes, Root, bytes],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """After a rotation only the manifest is re-signed: the new root beside
+    it goes up with it (the `resign` then `publish MANIFEST` workflow)."""
+    _store, url = server
+    _r1, d1, _r2, d2 = chain
+    pkg = tmp_path / "pkg"
+    publish_root(pkg, d1, 1)
+    write_package(pkg, [keys["k2"]], version=1)
+    assert _publish(pkg, url, token_file[1], capsys)[0] == 0
+    publish_root(pkg, d2, 2)
+    write_package(pkg, [keys["k2"]], version=2)  # same files, a new manifest
+    rc, doc = _publish(pkg / MANIFEST_NAME, url, token_file[1], capsys)
+    assert rc == 0 and doc["status"] == "published" and doc["version"] == 2
+    assert doc["roots"] == [{"version": 1, "status": "unchanged"},
+                            {"version": 2, "status": "uploaded"}]
+    assert httpx.get(f"{url}/packages/site/files/root/2.json").content == d2
