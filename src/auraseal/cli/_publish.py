@@ -22,8 +22,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "serves with the same content is a no-op (exit 0). Given only an "
             "integrity-manifest.json (e.g. after `auraseal resign`), only the manifest is "
             "sent; the server refuses it unless its files are the served ones. "
+            "The roots of trust the package carries (root/<N>.json in the directory or "
+            "zip, or beside the given integrity-manifest.json) are uploaded first, in "
+            "ascending order, as `auraseal root install --to URL` does; one the server "
+            "already serves with the same bytes is skipped. "
             "Exit 2 refused as malformed "
-            "or too large, 3 bad token / signatures / version not newer, 5 network."
+            "or too large, 3 bad token / signatures / version not newer / a draft root / "
+            "another root at the same version, 5 network."
         ),
     )
     p.add_argument("package", type=input_path, metavar="PACKAGE")
@@ -55,6 +60,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
             retries=args.retries,
             timeout=args.timeout,
         )
+    sent = [r.version for r in result.roots if r.status == "uploaded"]
+    roots = f"; uploaded root v{', v'.join(map(str, sent))}" if sent else ""
     if result.status == "unchanged":
         text = f"unchanged: {result.package} v{result.version} is already served at {result.url}"
     else:
@@ -64,5 +71,6 @@ def cmd_publish(args: argparse.Namespace) -> int:
         )
         if result.ledger_entry is not None:
             text += f"; ledger entry {result.ledger_entry}"
+    text += roots
     emit(args, {"ok": True, **result.to_dict()}, text)
     return 0

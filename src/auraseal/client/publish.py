@@ -21,6 +21,17 @@ answers to one exception each:
 * other 4xx: :class:`PublishRefusedError` (exit 2);
 * 5xx after the retries, or no connection: :class:`~auraseal.errors.NetworkError` (exit 5).
 
+Roots first: the roots of trust the package carries (``root/<N>.json`` in the
+directory or zip, or beside a given ``integrity-manifest.json``; docs/KEYS.md)
+are uploaded before the manifest, in ascending order, through the same
+:func:`upload_root` as ``auraseal root install --to URL`` (a new manifest may
+be signed by keys only the new root names). They are checked as a chain
+first (each against the one before, the thresholds of both, as the server
+and clients do), so a draft or a gap fails before anything is sent. A root
+the server already serves with the same bytes is skipped; another root at
+the same version is a :class:`~auraseal.errors.RollbackError` (exit 3) and
+nothing more is sent.
+
 The library never prints and reads no environment: the token is passed in.
 """
 
@@ -29,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import json
+import re
 import shutil
 import tempfile
 import time
@@ -51,19 +63,27 @@ from auraseal.errors import (
     TrustError,
     UsageError,
 )
-from auraseal.manifest import MANIFEST_NAME, load_manifest, manifest_digest
+from auraseal.manifest import MANIFEST_NAME, is_trust_file, load_manifest, manifest_digest
+from auraseal.root import parse_root, verify_root
 
 __all__ = [
     "PublishAuthError",
     "PublishRefusedError",
     "PublishResult",
     "PublishTooLargeError",
+    "RootUpload",
+    "package_roots",
     "package_url",
     "publish_package",
+    "publish_roots",
+    "upload_root",
 ]
 
 CHUNK = 1 << 20
 TRANSIENT = frozenset({502, 503, 504})
+#: the largest root document sent (the server's limit for ``PUT .../root``)
+MAX_ROOT_BYTES = 1 << 20
+_ROOT_ENTRY = re.compile(r"^root/([1-9][0-9]{0,8})\.json$")
 
 
 class PublishAuthError(TrustError):
@@ -88,6 +108,7 @@ class PublishResult:
     url: str
     bytes: int
     ledger_entry: int | None = None
+    roots: tuple[RootUpload, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,7 +118,19 @@ class PublishResult:
             "url": self.url,
             "bytes": self.bytes,
             "ledger_entry": self.ledger_entry,
+            "roots": [r.to_dict() for r in self.roots],
         }
+
+
+@dataclass(frozen=True)
+class RootUpload:
+    """One root a publish sent: ``uploaded``, or ``unchanged`` (already served)."""
+
+    version: int
+    status: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "status": self.status}
 
 
 def package_url(server: str, name: str) -> str:
@@ -165,7 +198,9 @@ def _as_zip(source: Path) -> Iterator[Path]:
     tmp = make_temp_dir(parent, "package", "publish")
     try:
         out = tmp / "package.zip"
-        write_zip(source, walk_files(source), out)
+        # root/<N>.json and timestamp.json are not part of a version: roots
+        # go up separately (publish_roots), the server keeps its own timestamp
+        write_zip(source, [p for p in walk_files(source) if not is_trust_file(p)], out)
         yield out
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -198,6 +233,123 @@ def _body(path: Path, progress: Callable[[int], None] | None) -> Iterator[bytes]
             yield chunk
 
 
+def _root_version(rel: str) -> int | None:
+    m = _ROOT_ENTRY.match(rel)
+    return int(m.group(1)) if m else None
+
+
+def package_roots(source: Path) -> list[tuple[int, bytes]]:
+    """The roots ``source`` carries, ascending: ``root/<N>.json`` in a package
+    directory or zip, or beside a given ``integrity-manifest.json``."""
+    source = Path(source)
+    found: dict[int, bytes] = {}
+    try:
+        if source.is_dir() or (source.is_file() and source.name == MANIFEST_NAME):
+            d = (source if source.is_dir() else source.parent) / "root"
+            entries = sorted(d.iterdir()) if d.is_dir() else []
+            for p in entries:
+                v = _root_version(f"root/{p.name}")
+                if v is None or not p.is_file():
+                    continue
+                if p.stat().st_size > MAX_ROOT_BYTES:
+                    raise InputError(f"root larger than {MAX_ROOT_BYTES} bytes", str(p))
+                found[v] = p.read_bytes()
+        elif source.is_file() and not _is_manifest_file(source):
+            with zipfile.ZipFile(source) as zf:
+                for info in zf.infolist():
+                    v = _root_version(info.filename)
+                    if v is None:
+                        continue
+                    if info.file_size > MAX_ROOT_BYTES:
+                        raise InputError(f"root larger than {MAX_ROOT_BYTES} bytes",
+                                         f"{source}:{info.filename}")
+                    found[v] = zf.read(info)
+    except zipfile.BadZipFile as exc:
+        raise InputError(f"not a readable zip: {exc}", str(source)) from exc
+    except OSError as exc:
+        raise StorageError(f"cannot read: {exc.strerror}", str(source)) from exc
+    return sorted(found.items())
+
+
+def _check_chain(roots: list[tuple[int, bytes]], where: str) -> None:
+    """Each root parses and names its own version; version 1 verifies on its
+    own, each next one against the one before (thresholds of both): the
+    server's check, done before anything is sent. No gaps."""
+    prev = None
+    for i, (v, data) in enumerate(roots):
+        at = f"{where}/root/{v}.json"
+        root, _doc = parse_root(data, at)
+        if root.version != v:
+            raise InputError(f"file names version {v}, the root says {root.version}", at)
+        if i and v != roots[i - 1][0] + 1:
+            raise InputError(f"root v{roots[i - 1][0] + 1} is missing before v{v}", at)
+        if prev is not None or v == 1:
+            verify_root(data, prev, where=at, check_expiry=False)
+        prev = root
+
+
+def upload_root(
+    server: str, package: str, data: bytes, token: str, *, timeout: float = 60.0,
+    transport: httpx.BaseTransport | None = None, client: httpx.Client | None = None,
+) -> dict[str, Any]:
+    """PUT a root to ``SERVER/packages/<package>/root`` (docs/KEYS.md);
+    return the server's answer (``{"package", "root", "version"}``)."""
+    url = package_url(server, package) + "/root"
+    own = httpx.Client(timeout=timeout, transport=transport) if client is None else None
+    http = client or own
+    assert http is not None
+    try:
+        resp = http.put(url, content=data, headers={
+            "authorization": f"Bearer {token}", "content-type": "application/json"})
+    except httpx.HTTPError as exc:
+        raise NetworkError(f"request failed: {type(exc).__name__}: {exc}", url) from exc
+    finally:
+        if own is not None:
+            own.close()
+    try:
+        answer = resp.json()
+    except ValueError:
+        answer = {}
+    if resp.status_code == 201 and isinstance(answer, dict):
+        return answer
+    err = answer.get("error", {}) if isinstance(answer, dict) else {}
+    msg = str(err.get("message") or f"HTTP {resp.status_code}")[:300]
+    if resp.status_code in (401, 403):
+        raise TrustError(msg, url)
+    if resp.status_code == 409:
+        raise RollbackError(msg, url)
+    if 400 <= resp.status_code < 500:
+        raise InputError(msg, url)
+    raise NetworkError(f"server answered {resp.status_code}: {msg}", url)
+
+
+def publish_roots(
+    roots: list[tuple[int, bytes]], server: str, package: str, token: str,
+    *, client: httpx.Client,
+) -> tuple[RootUpload, ...]:
+    """Upload ``roots`` (ascending) unless the server already serves them
+    with the same bytes; another root at the same version is a
+    :class:`RollbackError`. Check the chain first with :func:`package_roots`'s
+    output through ``_check_chain`` (``publish_package`` does)."""
+    url = package_url(server, package)
+    done = []
+    for v, data in roots:
+        try:
+            resp = client.get(f"{url}/files/root/{v}.json")
+        except httpx.HTTPError as exc:
+            raise NetworkError(f"request failed: {type(exc).__name__}: {exc}", url) from exc
+        if resp.status_code == 200:
+            if not hmac.compare_digest(resp.content, data):
+                raise RollbackError(
+                    f"the server already has another root v{v}", f"{url}/files/root/{v}.json"
+                )
+            done.append(RootUpload(v, "unchanged"))
+            continue
+        upload_root(server, package, data, token, client=client)
+        done.append(RootUpload(v, "uploaded"))
+    return tuple(done)
+
+
 def publish_package(
     source: Path,
     server: str,
@@ -219,6 +371,8 @@ def publish_package(
     if not token or any(c.isspace() for c in token):
         raise UsageError("empty or malformed publish token", "token")
     manifest_only = _is_manifest_file(source)
+    roots = package_roots(source)
+    _check_chain(roots, str(source))
     with _as_upload(source, manifest_only) as zip_path:
         manifest_bytes = (
             zip_path.read_bytes() if manifest_only else _read_manifest_of(zip_path)
@@ -230,6 +384,7 @@ def publish_package(
         http = client or own
         assert http is not None
         try:
+            sent = publish_roots(roots, server, manifest.name, token, client=http)
             resp = _put_with_retries(
                 http, url, token, zip_path, size,
                 progress=progress, restart=restart, retries=retries, backoff=backoff,
@@ -241,11 +396,13 @@ def publish_package(
                     value = resp.json().get("ledger_entry")
                     entry = value if isinstance(value, int) else None
                 return PublishResult(
-                    manifest.name, manifest.version, "published", url, size, entry
+                    manifest.name, manifest.version, "published", url, size, entry, sent
                 )
             if resp.status_code == 409:
                 if _served_manifest_is(http, url, manifest_digest(manifest)):
-                    return PublishResult(manifest.name, manifest.version, "unchanged", url, 0)
+                    return PublishResult(
+                        manifest.name, manifest.version, "unchanged", url, 0, None, sent
+                    )
                 if _error_type(resp) == "FilesDifferError":
                     raise PublishRefusedError(_error_text(resp), url)
                 raise RollbackError(_error_text(resp), url)

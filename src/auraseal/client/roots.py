@@ -20,19 +20,15 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-
-import httpx
 
 from auraseal._fs import atomic_write_bytes
 from auraseal._time import format_time
 from auraseal.client.cache import url_key
 from auraseal.client.http import Fetcher
-from auraseal.client.publish import package_url
+from auraseal.client.publish import upload_root  # re-exported (root install, publish)
 from auraseal.errors import (
     AuraSealError,
     ExpiredError,
-    InputError,
     NetworkError,
     RollbackError,
     StorageError,
@@ -260,32 +256,3 @@ class RootSession:
             now=self.now,
         )
 
-
-def upload_root(
-    server: str, package: str, data: bytes, token: str, *, timeout: float = 60.0,
-    transport: httpx.BaseTransport | None = None,
-) -> dict[str, Any]:
-    """PUT a root to ``SERVER/packages/<package>/root`` (docs/KEYS.md);
-    return the server's answer (``{"package", "root", "version"}``)."""
-    url = package_url(server, package) + "/root"
-    try:
-        with httpx.Client(timeout=timeout, transport=transport) as http:
-            resp = http.put(url, content=data, headers={
-                "authorization": f"Bearer {token}", "content-type": "application/json"})
-    except httpx.HTTPError as exc:
-        raise NetworkError(f"request failed: {type(exc).__name__}: {exc}", url) from exc
-    try:
-        answer = resp.json()
-    except ValueError:
-        answer = {}
-    if resp.status_code == 201 and isinstance(answer, dict):
-        return answer
-    err = answer.get("error", {}) if isinstance(answer, dict) else {}
-    msg = str(err.get("message") or f"HTTP {resp.status_code}")[:300]
-    if resp.status_code in (401, 403):
-        raise TrustError(msg, url)
-    if resp.status_code == 409:
-        raise RollbackError(msg, url)
-    if 400 <= resp.status_code < 500:
-        raise InputError(msg, url)
-    raise NetworkError(f"server answered {resp.status_code}: {msg}", url)
