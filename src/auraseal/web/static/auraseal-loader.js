@@ -7,7 +7,10 @@
 // and AuraSeal strings ("auraseal-sha512-<primary>" or the dual
 // "auraseal-sha512-<primary>-<secondary>": either digest passes).  Every URL
 // is fetched once, with CORS; only the verified bytes are run.  Fallback URLs
-// are tried in order on a network error or a mismatch.  See docs/WEB.md.
+// are tried in order on a network error or a mismatch.  Signature-based SRI
+// ("ed25519-<key>"): where the browser enforces it (detected once per
+// document) loadScript defers to a native <script integrity>; elsewhere the
+// loader checks the signature headers itself before running.  See docs/WEB.md.
 
 const ALGORITHMS = Object.freeze({
   sha256: { name: "SHA-256", size: 32 },
