@@ -265,8 +265,13 @@ def test_page_rewritten_in_signature_mode_runs_only_publisher_signed(
 def test_loader_verifies_signature_headers_with_webcrypto(
     tab: Any, sigsite: Site, site: Origin, cdn: Origin
 ) -> None:
-    """loadScript() with an ed25519- token checks the same headers itself."""
-    tab.goto(site.put("/loader.html", blank_page(loader=f"{sigsite.base}/auraseal-loader.js")))
+    """loadScript() with an ed25519- token checks the same headers itself (forced
+    here: with native support it defers to the browser, test_loader_native_browser)."""
+    tab.goto(site.put("/loader.html", blank_page(
+        loader=f"{sigsite.base}/auraseal-loader.js",
+        head=f'<script type="module" src="{sigsite.base}/auraseal-loader.js" '
+             'crossorigin="anonymous" data-auraseal-loader data-auraseal-signatures="loader">'
+             '</script>')))
     k = f"ed25519-{b64key(sigsite.key)}"
     good = sigsite.url("sig", "good.js")
     assert call(tab, "loadScript", good, k, {})["ok"] is True

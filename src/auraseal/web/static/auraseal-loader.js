@@ -7,7 +7,10 @@
 // and AuraSeal strings ("auraseal-sha512-<primary>" or the dual
 // "auraseal-sha512-<primary>-<secondary>": either digest passes).  Every URL
 // is fetched once, with CORS; only the verified bytes are run.  Fallback URLs
-// are tried in order on a network error or a mismatch.  See docs/WEB.md.
+// are tried in order on a network error or a mismatch.  Signature-based SRI
+// ("ed25519-<key>"): where the browser enforces it (detected once per
+// document) loadScript defers to a native <script integrity>; elsewhere the
+// loader checks the signature headers itself before running.  See docs/WEB.md.
 
 const ALGORITHMS = Object.freeze({
   sha256: { name: "SHA-256", size: 32 },
@@ -492,13 +495,30 @@ async function fetchBytes(url, opts = {}, meta = null) {
   }
 }
 
+/** Fetch `url` and verify its bytes with WebCrypto; resolve to {bytes, algorithm}. */
+async function fetchAndVerify(url, integ, opts) {
+  const meta = {};
+  const bytes = await fetchBytes(url, opts, meta);
+  if (integ.kind === "signature") {
+    // ed25519- tokens: the response's Unencoded-Digest and signature, checked
+    // with WebCrypto as the browser would (and any hash token too)
+    const v = await browserVerdict(integ.text, bytes, meta.headers);
+    if (v.verdict !== "pass") {
+      throw new IntegrityMismatchError(`${url}: ${v.reason}`, { url, expected: integ.text });
+    }
+    return { bytes, algorithm: "ed25519" };
+  }
+  return { bytes, algorithm: await verifyBytes(bytes, integ, url) };
+}
+
 /**
- * Fetch the first of `urls` whose bytes verify.  Each distinct URL is fetched
- * at most once.  Emits auraseal:fallback between attempts, then
- * auraseal:verified or auraseal:blocked.  `prior` lists attempts already
- * made elsewhere (a native tag that failed).
+ * Try `urls` in order until one `step(url)` succeeds (default: fetch and
+ * verify with WebCrypto).  Each distinct URL is tried at most once.  Emits
+ * auraseal:fallback between attempts, then auraseal:verified or
+ * auraseal:blocked.  `prior` lists attempts already made elsewhere (a native
+ * tag that failed).  Resolves to `{url, ...step's result}`.
  */
-async function acquire(urls, integ, opts, prior = []) {
+async function acquire(urls, integ, opts, prior = [], step = null) {
   const target = opts.target || document;
   const seen = new Set(prior.map((a) => a.url));
   const list = urls.filter((u) => !seen.has(u) && seen.add(u));
@@ -507,29 +527,17 @@ async function acquire(urls, integ, opts, prior = []) {
   for (let i = 0; i < list.length; i++) {
     const url = list[i];
     try {
-      const meta = {};
-      const bytes = await fetchBytes(url, opts, meta);
-      let algorithm;
-      if (integ.kind === "signature") {
-        // ed25519- tokens: the response's Unencoded-Digest and signature, checked
-        // with WebCrypto as the browser would (and any hash token too)
-        const v = await browserVerdict(integ.text, bytes, meta.headers);
-        if (v.verdict !== "pass") {
-          throw new IntegrityMismatchError(`${url}: ${v.reason}`, { url, expected: integ.text });
-        }
-        algorithm = "ed25519";
-      } else {
-        algorithm = await verifyBytes(bytes, integ, url);
-      }
+      const got = await (step || ((u) => fetchAndVerify(u, integ, opts)))(url);
       emit(target, "auraseal:verified", {
         url,
         requestedUrl: requested,
         integrity: integ.text,
-        algorithm,
+        algorithm: got.algorithm,
+        native: Boolean(got.native),
         fallback: attempts.length > 0,
         attempts: attempts.slice(),
       });
-      return { bytes, url };
+      return { ...got, url };
     } catch (err) {
       const e =
         err instanceof AuraSealError
@@ -661,6 +669,112 @@ function applyStyle(bytes, url, opts) {
   return el.sheet;
 }
 
+// --- native signature-based SRI: feature detection --------------------------------
+
+const NATIVE = Symbol.for("auraseal.loader.nativeSignatures");
+// A well-formed ed25519 token for a key nobody holds (32 zero bytes): a
+// browser that checks signatures blocks an unsigned script carrying it.
+const PROBE_KEY = `ed25519-${"A".repeat(43)}=`;
+const PROBE_CODE = 'document.currentScript && (document.currentScript.dataset.aurasealProbeRan = "1");\n';
+const PROBE_TIMEOUT_MS = 5000;
+
+/** Insert one probe script; resolve to {result: "load"|"error"|"timeout", ran}. */
+function probeOnce(doc, kind, integrity) {
+  return new Promise((resolve) => {
+    const src = kind === "blob"
+      ? URL.createObjectURL(new Blob([PROBE_CODE], { type: "text/javascript" }))
+      : `data:text/javascript;base64,${b64encode(new TextEncoder().encode(PROBE_CODE))}`;
+    const el = doc.createElement("script");
+    el.crossOrigin = "anonymous";
+    el.integrity = integrity;
+    const nonce = pageNonce();
+    if (nonce) el.nonce = nonce;
+    el.dataset.aurasealProbe = kind;
+    let timer = null;
+    const done = (result) => {
+      clearTimeout(timer);
+      const ran = el.dataset.aurasealProbeRan === "1";
+      el.remove();
+      if (kind === "blob") URL.revokeObjectURL(src);
+      resolve({ result, ran });
+    };
+    timer = setTimeout(() => done("timeout"), PROBE_TIMEOUT_MS);
+    el.addEventListener("load", () => done("load"));
+    el.addEventListener("error", () => done("error"));
+    el.src = src;
+    (doc.head || doc.documentElement).appendChild(el);
+  });
+}
+
+/** true / false for one URL scheme; null when the scheme cannot answer (CSP). */
+async function probeScheme(doc, kind) {
+  const digest = new Uint8Array(
+    await subtle().digest("SHA-256", new TextEncoder().encode(PROBE_CODE)));
+  // Control: the same script with a matching hash must run (the page lets
+  // such URLs run and the browser applies SRI to them).
+  const control = await probeOnce(doc, kind, `sha256-${b64encode(digest)}`);
+  if (control.result !== "load" || !control.ran) return null;
+  const probe = await probeOnce(doc, kind, PROBE_KEY);
+  if (probe.ran || probe.result === "load") return false; // unsigned code ran: no check
+  return probe.result === "error" ? true : null;
+}
+
+/**
+ * Does this browser enforce signature-based SRI (`integrity="ed25519-…"`)
+ * natively?  Probes once per document with a tiny unsigned script (a Blob
+ * URL, else a data: URL) carrying an ed25519 token: a browser that checks
+ * signatures blocks it, one that does not runs it.  A control with a hash
+ * token must run first; when no scheme can answer (e.g. a CSP allowing
+ * neither blob: nor data:) the answer is false, so the loader verifies
+ * itself: it never assumes a check the browser might not make.
+ */
+export function detectNativeSignatureSRI(doc = document) {
+  if (!doc[NATIVE]) {
+    doc[NATIVE] = (async () => {
+      for (const kind of ["blob", "data"]) {
+        try {
+          const r = await probeScheme(doc, kind);
+          if (r !== null) return r;
+        } catch {
+          // try the next scheme
+        }
+      }
+      return false;
+    })();
+  }
+  return doc[NATIVE];
+}
+
+/** "auto" (probe, defer to the browser when it checks) or "loader" (always verify here). */
+function signatureMode(opts) {
+  const own = document.querySelector("script[data-auraseal-loader][data-auraseal-signatures]");
+  const mode = opts.nativeSignatures ?? (own ? own.getAttribute("data-auraseal-signatures") : "auto");
+  return mode === "auto" ? "auto" : "loader"; // anything else: the safe side
+}
+
+/** Load `url` as a native `<script integrity>`: the browser checks the signature. */
+function nativeStep(integ, opts) {
+  return (url) => new Promise((resolve, reject) => {
+    const el = document.createElement("script");
+    if (opts.type === "module") el.type = "module";
+    el.crossOrigin = opts.crossOrigin === "use-credentials" ? "use-credentials" : "anonymous";
+    el.integrity = integ.text;
+    const nonce = opts.nonce ?? pageNonce();
+    if (nonce) el.nonce = nonce;
+    el.dataset.aurasealNative = url;
+    el.addEventListener("load", () => resolve({ element: el, algorithm: "ed25519", native: true }));
+    el.addEventListener("error", () => {
+      el.remove();
+      reject(new AuraSealError(
+        `${url}: the browser refused it (signature check, network error or CSP)`,
+        { url, reason: "native-error" },
+      ));
+    });
+    el.src = url;
+    (opts.parent || document.head || document.documentElement).appendChild(el);
+  });
+}
+
 // --- public loading API ------------------------------------------------------------
 
 /**
@@ -668,13 +782,22 @@ function applyStyle(bytes, url, opts) {
  * against `integrity`, and run the first copy that verifies.
  * Options: fallbackUrls, crossOrigin ("anonymous" | "use-credentials"),
  * type ("classic" | "module"), nonce, execution ("blob" | "inline"),
- * timeoutMs, maxBytes, target (event target, default document), parent.
- * Resolves to {url, element}; rejects with BlockedError / MalformedIntegrityError
+ * timeoutMs, maxBytes, target (event target, default document), parent,
+ * nativeSignatures ("auto": where the browser enforces ed25519- tokens
+ * itself, insert a native <script integrity> and let it check; "loader":
+ * always fetch and verify here).  Resolves to {url, element}; rejects with BlockedError / MalformedIntegrityError
  * / ExecutionError.
  */
 export async function loadScript(url, integrity, opts = {}) {
   const { integ, urls } = prepare(url, integrity, opts);
-  const got = await acquire(urls, integ, opts, opts.priorAttempts || []);
+  const prior = opts.priorAttempts || [];
+  if (integ.kind === "signature" && signatureMode(opts) === "auto" &&
+      (await detectNativeSignatureSRI(document))) {
+    // the browser checks signatures itself: defer to it (no fetch here)
+    const native = await acquire(urls, integ, opts, prior, nativeStep(integ, opts));
+    return { url: native.url, element: native.element };
+  }
+  const got = await acquire(urls, integ, opts, prior);
   const element = await runScript(got.bytes, got.url, opts);
   return { url: got.url, element };
 }
@@ -1068,7 +1191,32 @@ export function upgrade(root = document) {
     }
     jobs.push(upgradeElement(el).catch(() => undefined));
   }
+  const sigOnly = [...root.querySelectorAll('script[src][integrity*="ed25519-"]')].filter((el) => {
+    if (el.dataset.aurasealState) return false;
+    const sri = parseSRI(el.getAttribute("integrity") || "");
+    return sri.keys.length > 0 && sri.tokens.length === 0;
+  });
+  if (sigOnly.length) jobs.push(reportUncheckedSignatureTags(sigOnly));
   return Promise.all(jobs);
+}
+
+/**
+ * Signature-only tags (`integrity="ed25519-…"`, no hash) in a browser that
+ * does not check signatures run unverified, and that cannot be taken back:
+ * report them (`auraseal:unverified`, reason `no-native-signature-sri`).
+ */
+async function reportUncheckedSignatureTags(tags) {
+  if (await detectNativeSignatureSRI(document)) return;
+  for (const el of tags) {
+    if (el.dataset.aurasealState) continue;
+    el.dataset.aurasealState = "unverified";
+    emit(el, "auraseal:unverified", {
+      url: el.src,
+      reason: "no-native-signature-sri",
+      message:
+        "this browser does not check integrity=\"ed25519-…\" signatures, so the script ran unverified; add a hash (`auraseal html --mode both`) or load it with loadScript()",
+    });
+  }
 }
 
 function onNativeError(ev) {
