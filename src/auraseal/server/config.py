@@ -56,6 +56,8 @@ class ServerConfig:
     expiry_warning: float = 7 * 86400.0
     #: ``enforce`` or ``report-only``: HTML responses carry Integrity-Policy (docs/SERVER.md)
     integrity_policy: str | None = None
+    #: tlog-witnesses (base URLs) every new checkpoint is submitted to (docs/LEDGER.md §1.9)
+    witness_urls: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.threshold < 1:
