@@ -17,6 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from auraseal.cli import build_parser
+from auraseal.cli._serve import _serve_options
 from auraseal.errors import TrustError
 from auraseal.ledger import open_ledger
 from auraseal.ledger.checkpoint import open_checkpoint_note
@@ -275,3 +277,14 @@ def test_fetch_refuses_forked_checkpoint(
     finally:
         _stop(proc)
     shutil.rmtree(tmp_path / "static", ignore_errors=True)
+
+
+def test_witness_url_from_config_file_and_command_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "serve.toml"
+    cfg.write_text('witness-url = ["http://127.0.0.1:1", "http://127.0.0.1:2"]\n')
+    opts = _serve_options(build_parser().parse_args(["serve", "--config", str(cfg)]))
+    assert opts.witness_url == ["http://127.0.0.1:1", "http://127.0.0.1:2"]
+    opts = _serve_options(build_parser().parse_args(
+        ["serve", "--config", str(cfg), "--witness-url", "http://127.0.0.1:3"]))
+    assert opts.witness_url == ["http://127.0.0.1:3"]
+    assert _serve_options(build_parser().parse_args(["serve"])).witness_url == []
