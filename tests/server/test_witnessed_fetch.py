@@ -142,13 +142,22 @@ def test_serve_publishes_checkpoint_cosigned_by_witness(
     setup: Setup, site_zip: Callable[[int], bytes], token: tuple[str, Path]
 ) -> None:
     entry = _publish(setup, site_zip(2), token[0])
+    # the server's block timer commits the publish and submits the checkpoint by itself
+    deadline = time.monotonic() + 20
+    while not (inc := httpx.get(f"{setup.url}/ledger/entries/{entry}").json()["inclusion"]):
+        assert time.monotonic() < deadline, "never committed"
+        time.sleep(0.1)
+    for path in ("/ledger/log/checkpoint", "/ledger/checkpoint"):
+        note = _wait_cosigned(setup, path, inc["leaf_index"] + 1)
+        assert "— test-witness " in note
     proof = httpx.get(f"{setup.url}/packages/site/files/ledger-proof.json", timeout=60)
     assert proof.status_code == 200, proof.text
     bundle = proof.json()
     assert bundle["entry"]["entry_id"] == entry
-    for path in ("/ledger/log/checkpoint", "/ledger/checkpoint"):
-        note = _wait_cosigned(setup, path, bundle["tree_size"])
-        assert "— test-witness " in note
+    # at the latest cosigned checkpoint (the same note, unless the tree grew since)
+    cp = open_checkpoint_note(bundle["checkpoint"], parse_verifier_key(setup.log_vkey),
+                              witnesses=_witnesses(setup.witness_vkey), witness_threshold=1)
+    assert cp.size == bundle["tree_size"] > inc["leaf_index"]
     # not part of the package: the manifest lists no such file
     m = httpx.get(f"{setup.url}/packages/site/integrity-manifest.json").text
     assert "ledger-proof.json" not in m
