@@ -176,9 +176,14 @@ class RealLedgerPort:
         size: int | None = None
         note: str | None = None
         if self.witness_urls:
-            got = self.witness()
+            why = "no witness has cosigned a checkpoint yet"
+            try:
+                got = self.witness()
+            except AuraSealError as exc:  # a witness down: the last cosigned may still do
+                got, why = self._cosigned, str(exc)
             if got is None or index >= got[0]:
-                raise NotFoundError("entry is not in a witnessed checkpoint yet", entry_id)
+                raise NotFoundError(f"entry is not in a witnessed checkpoint yet: {why}",
+                                    entry_id)
             size, note = got
         with self._lock:
             bundle = self.ledger.proof_bundle(entry_id, self.name, self.key, tree_size=size)
