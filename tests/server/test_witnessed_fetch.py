@@ -297,3 +297,19 @@ def test_witness_url_from_config_file_and_command_line(tmp_path: Path) -> None:
         ["serve", "--config", str(cfg), "--witness-url", "http://127.0.0.1:3"]))
     assert opts.witness_url == ["http://127.0.0.1:3"]
     assert _serve_options(build_parser().parse_args(["serve"])).witness_url == []
+
+
+@pytest.mark.parametrize("extra", [[], ["--witness-threshold", "0"]])
+def test_fetch_witnessed_log_without_a_witness_is_a_usage_error(
+    tmp_path: Path, extra: list[str]
+) -> None:
+    """A "witnessed" policy that requires no cosignature would check nothing more
+    than the log's own signature: refused before anything is fetched."""
+    w = CosignatureSigner("w", SigningKey.generate()).verifier().vkey()
+    log = Ed25519NoteSigner(SERVER_KEY_NAME, SigningKey.generate()).verifier().vkey()
+    argv = [sys.executable, "-m", "auraseal", "fetch", "http://127.0.0.1:9/packages/site",
+            "-o", str(tmp_path / "out"), "--allow-unsigned", "--no-cache",
+            "--require-witnessed-log", log, *(["--witness", w] if extra else []), *extra]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert "--witness" in r.stderr and not (tmp_path / "out").exists()

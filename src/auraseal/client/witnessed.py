@@ -51,7 +51,10 @@ class WitnessPolicy:
     threshold: int = 0
 
     def __post_init__(self) -> None:
-        if not 0 <= self.threshold <= len(self.witnesses):
+        if self.threshold < 1:
+            raise UsageError("a witnessed log needs at least one --witness and "
+                             "--witness-threshold of at least 1", "--witness-threshold")
+        if self.threshold > len(self.witnesses):
             raise UsageError(
                 f"--witness-threshold {self.threshold} needs that many --witness keys",
                 "--witness-threshold")
@@ -73,9 +76,10 @@ def check_publish_proof(bundle: Mapping[str, Any], manifest: Manifest, digest: s
             where)
     wanted = {"package": manifest.name, "version": manifest.version, "manifest_sha256": digest}
     for key, value in wanted.items():
-        if meta.get(key) != value:
+        got = meta.get(key)
+        if type(got) is not type(value) or got != value:  # no True for 1
             raise UnwitnessedError(
-                f"the ledger entry records the publish of {key} {meta.get(key)!r}, "
+                f"the ledger entry records the publish of {key} {got!r}, "
                 f"not {value!r}", where)
     try:
         # the entry's data_hash must be the hash of the very record checked above

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import threading
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -52,6 +53,9 @@ class RealLedgerPort:
         self._witness_lock = threading.Lock()
         #: (tree size, note) of the latest checkpoint every witness cosigned
         self._cosigned: tuple[int, str] | None = None
+        #: after a failed submission the block timer waits this long before retrying
+        self.witness_retry = 30.0
+        self._retry_at = 0.0
         self._tiles = TileCache()
 
     @classmethod
@@ -152,13 +156,14 @@ class RealLedgerPort:
                 cosigned = cosign(note, self.witness_urls, proof)
             except AuraSealError as exc:
                 self.witness_error = str(exc)
+                self._retry_at = time.monotonic() + self.witness_retry
                 raise
             self._cosigned, self.witness_error = (cp.size, cosigned), None
             return self._cosigned
 
     def _witness_quietly(self) -> None:
-        if self.witness_urls:
-            # a failure is kept in witness_error and retried on the next commit tick
+        if self.witness_urls and time.monotonic() >= self._retry_at:
+            # a failure is kept in witness_error; retried after witness_retry seconds
             with contextlib.suppress(AuraSealError):
                 self.witness()
 
