@@ -313,3 +313,31 @@ def test_fetch_witnessed_log_without_a_witness_is_a_usage_error(
     r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2, r.stderr
     assert "--witness" in r.stderr and not (tmp_path / "out").exists()
+
+
+def test_fetch_refuses_when_the_witness_is_down(
+    root: Path, serve: Callable[..., str], site_zip: Callable[[int], bytes],
+    token: tuple[str, Path], tmp_path: Path, publisher_key: SigningKey,
+) -> None:
+    """No witness answers: the server keeps serving its plain checkpoint, has no
+    witnessed proof to give (404 naming the failure), and the fetch refuses."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    url = serve(root, witness_urls=(dead,))
+    vkey = httpx.get(f"{url}/ledger/verifier-key").text.strip()
+    r = httpx.put(f"{url}/packages/site", content=site_zip(2),
+                  headers={"authorization": f"Bearer {token[0]}"}, timeout=60)
+    assert r.status_code == 201, r.text
+    proof = httpx.get(f"{url}/packages/site/files/ledger-proof.json", timeout=60)
+    assert proof.status_code == 404 and "witness" in proof.text
+    note = httpx.get(f"{url}/ledger/checkpoint").text
+    assert open_checkpoint_note(note, parse_verifier_key(vkey)).size > 0
+    pub = tmp_path / "publisher.pub"
+    pub.write_bytes(publisher_key.public.pem())
+    w = CosignatureSigner("w", SigningKey.generate()).verifier().vkey()
+    dest = tmp_path / "out"
+    f = subprocess.run(
+        [sys.executable, "-m", "auraseal", "fetch", f"{url}/packages/site", "-o", str(dest),
+         "--no-cache", "--trusted-key", str(pub), "--require-witnessed-log", vkey,
+         "--witness", w], capture_output=True, text=True, timeout=120)
+    assert f.returncode == 3, f.stderr
+    assert "no ledger proof served" in f.stderr and not dest.exists()
