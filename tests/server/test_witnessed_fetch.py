@@ -312,7 +312,7 @@ def test_fetch_witnessed_log_without_a_witness_is_a_usage_error(
             "--require-witnessed-log", log, *(["--witness", w] if extra else []), *extra]
     r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2, r.stderr
-    assert "--witness" in r.stderr and not (tmp_path / "out").exists()
+    assert "needs at least one --witness" in r.stderr and not (tmp_path / "out").exists()
 
 
 def test_fetch_refuses_when_the_witness_is_down(
