@@ -341,3 +341,11 @@ def test_fetch_refuses_when_the_witness_is_down(
          "--witness", w], capture_output=True, text=True, timeout=120)
     assert f.returncode == 3, f.stderr
     assert "no ledger proof served" in f.stderr and not dest.exists()
+
+
+def test_serve_refuses_a_witness_url_that_is_not_http(root: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "auraseal", "serve", str(root), "--port", "9",
+                        "--witness-url", "witness.example:7380"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert "witness URL must be http" in r.stderr

@@ -67,6 +67,10 @@ class ServerConfig:
         if self.integrity_policy not in (None, "enforce", "report-only"):
             raise ConfigError("integrity policy must be enforce or report-only",
                               "--integrity-policy")
+        for url in self.witness_urls:
+            if not re.match(r"^https?://[^/\s]+", url):
+                raise ConfigError(f"witness URL must be http:// or https://, not {url!r}",
+                                  "--witness-url")
         if self.max_upload_bytes < 1:
             raise ConfigError("max upload size must be positive", "max_upload_bytes")
 
