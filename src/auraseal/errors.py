@@ -56,6 +56,7 @@ __all__ = [
     "UnrecoverableError",
     "UnsafePathError",
     "UnverifiableScriptError",
+    "UnwitnessedError",
     "UsageError",
 ]
 
@@ -223,6 +224,11 @@ class NoTrustAnchorError(TrustError):
 
 class PinnedKeyError(TrustError):
     """A manifest is not signed by the keys pinned for its package (trust on first use)."""
+
+
+class UnwitnessedError(TrustError):
+    """The publish of the version to install is not proven in a witnessed ledger
+    (``auraseal fetch --require-witnessed-log``)."""
 
 
 # --- 4: unrecoverable -------------------------------------------------------

@@ -24,6 +24,7 @@ from rich.progress import (
 
 from auraseal._time import parse_duration
 from auraseal.cli._core import trust_policy
+from auraseal.cli._ledger import _witness_args, _witnesses
 from auraseal.cli._output import (
     emit,
     input_dir,
@@ -32,11 +33,12 @@ from auraseal.cli._output import (
     package_name,
     want_json,
 )
-from auraseal.errors import StorageError
+from auraseal.errors import StorageError, UsageError
 
 if TYPE_CHECKING:
     from auraseal.client.fetch import LedgerSink
     from auraseal.client.roots import RootTrust
+    from auraseal.client.witnessed import WitnessPolicy
 
 #: Parallel downloads by default (kept in step with auraseal.client.DEFAULT_JOBS;
 #: the client is imported lazily so other commands start faster).
@@ -81,6 +83,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--root", type=input_path, metavar="ROOT",
                    help="trust anchor: a signed root document (docs/KEYS.md); newer roots "
                    "are walked from the server and pinned in the cache")
+    p.add_argument("--require-witnessed-log", metavar="LOGKEY",
+                   help="install only if the publish of this version is proven in the "
+                   "server's ledger, signed by this log key (name+hash+base64, a file "
+                   "holding one, or a PEM public key named auraseal-server) and "
+                   "cosigned by --witness keys (docs/CLIENT.md)")
+    _witness_args(p)
     p.add_argument("--cache", type=Path, metavar="DIR",
                    help="cache directory (default: the user cache dir)")
     p.add_argument("--no-cache", action="store_true", help="use no cache (no rollback state)")
@@ -189,11 +197,31 @@ def cmd_fetch(args: argparse.Namespace) -> int:
             trust_on_first_use=args.trust_on_first_use,
             force=args.force,
             root=_root_trust(args, cache_dir),
+            witnessed=_witness_policy(args),
         )
     lines = [report.summary()]
+    seen = report.trust.get("witnessed")
+    if seen:
+        lines.append(f"publish proven in the witnessed ledger: entry {seen['entry_id']}, "
+                     f"tree size {seen['tree_size']}")
     lines += [f"warning: {w}" for w in report.warnings]
     emit(args, report.to_dict(), "\n".join(lines))
     return 0
+
+
+def _witness_policy(args: argparse.Namespace) -> WitnessPolicy | None:
+    """``--require-witnessed-log LOGKEY --witness VKEY ... --witness-threshold K``."""
+    from auraseal.client.witnessed import WitnessPolicy  # noqa: PLC0415
+    from auraseal.ledger.note import load_note_verifier  # noqa: PLC0415
+    from auraseal.server.ledger_port import CHECKPOINT_NAME  # noqa: PLC0415
+
+    if args.require_witnessed_log is None:
+        if args.witness or args.witness_threshold is not None:
+            raise UsageError("--witness needs --require-witnessed-log", "--witness")
+        return None
+    witnesses, k = _witnesses(args)
+    log_key = load_note_verifier(args.require_witnessed_log, CHECKPOINT_NAME)
+    return WitnessPolicy(log_key, tuple(witnesses), k)
 
 
 def _root_trust(args: argparse.Namespace, cache_dir: Path | None) -> RootTrust | None:

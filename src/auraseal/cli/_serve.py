@@ -62,6 +62,7 @@ SERVE_DEFAULTS: dict[str, Any] = {
     "pin_file": None,
     "pkcs11_module": None,
     "access_log": True,
+    "witness_url": [],
 }
 
 
@@ -119,6 +120,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--timestamp-expires", metavar="DURATION",
                    help="lifetime of each timestamp, re-signed at a quarter of it (default: 1d)")
     add_pin_args(p, default=argparse.SUPPRESS)
+    p.add_argument("--witness-url", action="append", metavar="URL",
+                   help="submit each new ledger checkpoint to this tlog-witness (base URL; "
+                   "repeat) and serve it with the cosignatures (docs/LEDGER.md)")
     p.add_argument("--integrity-policy", choices=("enforce", "report-only"),
                    help="send Integrity-Policy(-Report-Only) on HTML; reports go to /reports")
     p.add_argument("--example", action="store_true",
@@ -367,6 +371,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         commit_interval=commit,
         expiry_warning=warn,
         integrity_policy=opts.integrity_policy,
+        witness_urls=tuple(opts.witness_url),
     )
     _check_startup(config)
     sock = _bind_check(host, opts.port)

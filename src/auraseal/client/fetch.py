@@ -41,6 +41,7 @@ from auraseal.client.install import (
 )
 from auraseal.client.roots import RootSession, RootTrust, pinned_root
 from auraseal.client.trust import TrustAnchor, load_pin, pin_path
+from auraseal.client.witnessed import WitnessPolicy, require_witnessed
 from auraseal.errors import (
     AuraSealError,
     BadSignatureError,
@@ -304,8 +305,10 @@ class _Fetch:
         trust_on_first_use: bool = False,
         force: bool = False,
         root: RootTrust | None = None,
+        witnessed: WitnessPolicy | None = None,
     ) -> None:
         self.url = url
+        self.witnessed = witnessed
         self.allow_unsigned = allow_unsigned
         self.trust_on_first_use = trust_on_first_use
         self.force = force
@@ -966,6 +969,9 @@ class _Fetch:
     def _run(self) -> FetchReport:
         t0 = time.monotonic()
         manifest, digest, msource = self.manifest()
+        if self.witnessed is not None:  # before anything is written (client/witnessed.py)
+            self.trust_info["witnessed"] = require_witnessed(
+                self.fetcher, self.sources[0].base, manifest, digest, self.witnessed)
         self.sources = [s.pinned(manifest.version) for s in self.sources]
         self._pin_ok = [True] * len(self.sources)
         if self.cache is not None:
@@ -1160,6 +1166,7 @@ def fetch_package(
     trust_on_first_use: bool = False,
     force: bool = False,
     root: RootTrust | None = None,
+    witnessed: WitnessPolicy | None = None,
 ) -> FetchReport:
     """Fetch the package at ``url`` into ``dest``: verify, repair, install atomically.
 
@@ -1183,7 +1190,9 @@ def fetch_package(
     unless ``force``: then its files become the previous copy (rollback).
     ``root`` (or, without it, a root pinned in ``cache_dir`` by an earlier
     fetch) makes the root of trust decide which keys sign manifests, in place
-    of ``policy`` (see :mod:`auraseal.client.roots`).
+    of ``policy`` (see :mod:`auraseal.client.roots`). ``witnessed`` requires the
+    publish of the version to be proven in a witnessed ledger
+    (:mod:`auraseal.client.witnessed`; exit 3 otherwise).
     """
     dest = Path(dest).absolute()
     if trust_on_first_use and cache_dir is None:
@@ -1191,6 +1200,9 @@ def fetch_package(
             "--trust-on-first-use needs a cache to pin the keys in (drop --no-cache)",
             "--trust-on-first-use",
         )
+    if witnessed is not None and offline:
+        raise UsageError("--require-witnessed-log needs the network (drop --offline)",
+                         "--require-witnessed-log")
     for u in (url, *mirrors):
         make_source(u, "check")  # a malformed URL is a usage error (exit 2) first
     # refusals that must leave no trace: checked before anything is created
@@ -1209,7 +1221,7 @@ def fetch_package(
         offline=offline, jobs=jobs, progress=progress, transport=transport, http=http,
         ledger=ledger, now=now, rebuild=rebuild, salvage=salvage, package=package, step=step,
         allow_unsigned=allow_unsigned, trust_on_first_use=trust_on_first_use, force=force,
-        root=root,
+        root=root, witnessed=witnessed,
     )
     try:
         return f.run()

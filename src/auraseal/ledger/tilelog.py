@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHECKPOINT_CACHE",
+    "CHECKPOINT_TYPE",
     "FULL_TILE_CACHE",
     "PARTIAL_TILE_CACHE",
     "Cosigner",

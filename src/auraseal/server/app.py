@@ -35,6 +35,7 @@ from auraseal.server.archive import build_archive, invalidate_archives
 from auraseal.server.config import STATE_DIR, ServerConfig, check_package_name
 from auraseal.server.freshness import freshness_response, install_root
 from auraseal.server.ledger_port import LedgerPort
+from auraseal.server.ledgerproof import LEDGER_PROOF_NAME, ledger_proof, remember_publish
 from auraseal.server.logs import ServerLog
 from auraseal.server.metrics import CONTENT_TYPE as METRICS_TYPE
 from auraseal.server.openapi import openapi_document
@@ -327,6 +328,10 @@ class Handlers:
         name = _name(request)
         rel = _rel(str(request.path_params["path"]))
         view = await anyio.to_thread.run_sync(self.state.store.get, name)
+        if rel == LEDGER_PROOF_NAME and rel not in view.resources:
+            bundle = await anyio.to_thread.run_sync(
+                ledger_proof, self.state.config.root, name, view.version, self._ledger())
+            return JSONResponse(bundle, headers={"cache-control": "no-cache"})
         if rel not in view.resources:  # root/<N>.json, timestamp.json (server/freshness.py)
             fresh = freshness_response(self.state.config.root, name, rel)
             if fresh is not None:
@@ -498,6 +503,9 @@ class Handlers:
                  "bytes": received, "manifest_sha256": manifest_digest(manifest),
                  "manifest_only": manifest_only},
             )
+            if event.get("entry_id"):
+                await anyio.to_thread.run_sync(
+                    remember_publish, cfg.root, name, manifest.version, event["entry_id"])
             self.state.metrics.inc("auraseal_publishes_total", result="ok")
             await self.state.verify_package(name)
             return JSONResponse(

@@ -56,6 +56,8 @@ class ServerConfig:
     expiry_warning: float = 7 * 86400.0
     #: ``enforce`` or ``report-only``: HTML responses carry Integrity-Policy (docs/SERVER.md)
     integrity_policy: str | None = None
+    #: tlog-witnesses (base URLs) every new checkpoint is submitted to (docs/LEDGER.md §1.9)
+    witness_urls: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.threshold < 1:
@@ -65,6 +67,10 @@ class ServerConfig:
         if self.integrity_policy not in (None, "enforce", "report-only"):
             raise ConfigError("integrity policy must be enforce or report-only",
                               "--integrity-policy")
+        for url in self.witness_urls:
+            if not re.match(r"^https?://[^/\s]+", url):
+                raise ConfigError(f"witness URL must be http:// or https://, not {url!r}",
+                                  "--witness-url")
         if self.max_upload_bytes < 1:
             raise ConfigError("max upload size must be positive", "max_upload_bytes")
 

@@ -10,7 +10,10 @@ from typing import Any, Protocol
 
 from auraseal.server.config import ServerConfig
 
-__all__ = ["LedgerPort", "open_port"]
+__all__ = ["CHECKPOINT_NAME", "LedgerPort", "open_port"]
+
+#: the key name the server signs its ledger checkpoints with
+CHECKPOINT_NAME = "auraseal-server"
 
 
 class LedgerPort(Protocol):
@@ -32,6 +35,10 @@ class LedgerPort(Protocol):
 
     def log_file(self, path: str) -> tuple[bytes, str, str]:
         """A tlog-tiles file (``checkpoint``, ``tile/...``): bytes, type, Cache-Control."""
+        ...
+
+    def publish_proof(self, entry_id: str) -> dict[str, Any]:
+        """The proof bundle of one entry at the latest (witnessed) checkpoint."""
         ...
 
     def commit(self) -> dict[str, Any] | None: ...

@@ -211,7 +211,9 @@ def openapi_document() -> dict[str, Any]:
             "/packages/{name}/integrity-manifest.json": _static(
                 "the signed manifest of the current version", [NAME]),
             "/packages/{name}/files/{path}": _static(
-                "a file, a part (<path>.part.<M>) or the manifest of the current version",
+                "a file, a part (<path>.part.<M>) or the manifest of the current version; "
+                "also root/<N>.json, timestamp.json and ledger-proof.json (the ledger proof "
+                "of the publish of the current version, docs/LEDGER.md)",
                 [NAME, PATH]),
             "/packages/{name}/parts/{part}": _static(
                 "part number of the (only, or ?component=) sealed component",
