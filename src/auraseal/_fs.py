@@ -6,6 +6,7 @@ Nothing here prints.  Every failure is an :mod:`auraseal.errors` type.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import secrets
@@ -22,6 +23,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_writer",
     "clean_stale_temps",
+    "file_lock",
     "fsync_dir",
     "is_temp_name",
     "make_temp_dir",
@@ -199,6 +201,26 @@ def clean_stale_temps(parent: Path, kinds: frozenset[str] | set[str] | None = No
             continue
         removed.append(name)
     return sorted(removed)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, mode: int = 0o600) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the block.
+
+    The lock belongs to the open file description, so it excludes other
+    processes and other threads of this process alike (each call opens the
+    file anew); it is released when the block ends or the process dies.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        raise StorageError(f"cannot open lock file: {exc.strerror}", str(path)) from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def fsync_dir(path: Path) -> None:

@@ -22,18 +22,16 @@ processes.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from auraseal._fs import atomic_write_bytes, clean_stale_temps, temp_name
+from auraseal._fs import atomic_write_bytes, clean_stale_temps, file_lock, temp_name
 from auraseal._time import format_time, parse_time
 from auraseal.client.trust import TrustAnchor, load_pin, pin_path
 from auraseal.errors import AuraSealError, PinnedKeyError, StorageError
@@ -55,17 +53,8 @@ class LockedTrustState(TrustState):
         super().__init__(path)
         self.lock = lock
 
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        try:
-            fd = os.open(self.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            raise StorageError(f"cannot open lock file: {exc.strerror}", str(self.lock)) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+    def locked(self) -> contextlib.AbstractContextManager[None]:
+        return file_lock(self.lock, 0o644)
 
     def record(self, name: str, version: int, digest: str) -> None:
         with self.locked():

@@ -28,12 +28,11 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
-import fcntl
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from typing import Any
 from auraseal._fs import (
     atomic_write_bytes,
     clean_stale_temps,
+    file_lock,
     fsync_dir,
     is_temp_name,
     make_temp_dir,
@@ -285,21 +285,9 @@ def write_record(dest: Path, record: InstallRecord) -> None:
     atomic_write_bytes(record_path(dest), json.dumps(record.to_dict(), indent=2).encode())
 
 
-@contextlib.contextmanager
-def install_lock(dest: Path) -> Iterator[None]:
+def install_lock(dest: Path) -> contextlib.AbstractContextManager[None]:
     """Hold the exclusive lock on changes of ``dest`` (waits for another holder)."""
-    dest = Path(dest).absolute()
-    p = lock_path(dest)
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError as exc:
-        raise StorageError(f"cannot open lock file: {exc.strerror}", str(p)) from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+    return file_lock(lock_path(Path(dest).absolute()), 0o644)
 
 
 def foreign_entries(dest: Path, record: InstallRecord | None) -> int:

@@ -10,16 +10,14 @@ directory written by :class:`TileWriter` holds the same bytes.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from auraseal._fs import atomic_write_bytes, clean_stale_temps
+from auraseal._fs import atomic_write_bytes, clean_stale_temps, file_lock
 from auraseal.errors import AuraSealError, InputError, NotFoundError, StorageError
 from auraseal.ledger.checkpoint import Checkpoint
 from auraseal.ledger.note import Ed25519NoteSigner, open_note, sign_note
@@ -115,15 +113,8 @@ def log_file(ledger: Ledger, path: str, signer: Ed25519NoteSigner,
     return LogFile(data, TILE_TYPE, FULL_TILE_CACHE if tile.full else PARTIAL_TILE_CACHE)
 
 
-@contextlib.contextmanager
-def _dir_lock(out: Path) -> Iterator[None]:
-    out.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out / ".auraseal-tiles.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+def _dir_lock(out: Path) -> contextlib.AbstractContextManager[None]:
+    return file_lock(out / ".auraseal-tiles.lock", 0o644)
 
 
 @dataclass
