@@ -29,7 +29,7 @@ import pytest
 from auraseal.cli import main as cli_main
 from auraseal.manifest import MANIFEST_NAME, Manifest, dump_signed, part_name
 from auraseal.sealing import seal_tree
-from auraseal.server.testing import free_port, run_nginx, wait_listening
+from auraseal.server.testing import free_port, run_nginx, stop_process, wait_listening
 from auraseal.signing import SigningKey
 
 from .helpers import no_leftovers
@@ -141,22 +141,13 @@ def urls(served: Served, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
                         "--scrub-interval", "100000"]),
         ):
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            stack.callback(_stop, proc)
+            stack.callback(stop_process, proc)
             wait_listening(port, 30, proc)
         yield {
             "serve": f"http://127.0.0.1:{our_port}/packages/site-{{kind}}/files/",
             "nginx": f"{ngx}/packages/site-{{kind}}/files/",
             "http.server": f"http://127.0.0.1:{static_port}/site-{{kind}}/",
         }
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
 
 
 def _fetch(url: str, dest: Path, pub: Path) -> dict[str, object]:

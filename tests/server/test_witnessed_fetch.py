@@ -30,7 +30,7 @@ from auraseal.ledger.note import (
 )
 from auraseal.manifest import MANIFEST_NAME, manifest_digest, read_manifest_file
 from auraseal.sealing import seal_tree
-from auraseal.server.testing import free_port, wait_listening
+from auraseal.server.testing import free_port, stop_process, wait_listening
 from auraseal.signing import SigningKey, generate_keypair
 from auraseal.witness.client import cosign
 
@@ -55,17 +55,6 @@ def _start(cmd: list[str], port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     wait_listening(port, 30, proc)
     return proc
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-    if proc.stderr:
-        proc.stderr.close()
 
 
 @pytest.fixture
@@ -94,7 +83,7 @@ def setup(root: Path, tmp_path: Path, serve: Callable[..., str],
         url = serve(root, witness_urls=(wurl,))
         yield Setup(url, root, log_vkey, log_key, wurl, witness_vkey, origin, pub)
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 def _publish(s: Setup, body: bytes, token: str, name: str = "site") -> str:
@@ -284,7 +273,7 @@ def test_fetch_refuses_forked_checkpoint(
                     else "invalid cosignature by witness") in r.stderr
             assert not dest.exists()
     finally:
-        _stop(proc)
+        stop_process(proc)
     shutil.rmtree(tmp_path / "static", ignore_errors=True)
 
 

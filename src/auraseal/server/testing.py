@@ -26,7 +26,7 @@ from auraseal.errors import ConfigError, NetworkError
 from auraseal.server.app import create_app
 from auraseal.server.config import ServerConfig
 
-__all__ = ["free_port", "run_app", "run_nginx", "run_server", "wait_listening"]
+__all__ = ["free_port", "run_app", "run_nginx", "run_server", "stop_process", "wait_listening"]
 
 
 def free_port() -> int:
@@ -34,6 +34,19 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """Terminate ``proc`` (kill it if it does not exit within ``timeout`` s) and
+    close its stderr pipe."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+    if proc.stderr:
+        proc.stderr.close()
 
 
 def wait_listening(
@@ -125,11 +138,4 @@ def run_nginx(conf: Path, port: int, timeout: float = 10.0) -> Iterator[str]:
         wait_listening(port, timeout, proc)
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        if proc.stderr:
-            proc.stderr.close()
+        stop_process(proc)
