@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -40,6 +40,7 @@ from auraseal.errors import (
     RollbackError,
     ThresholdError,
     UnknownKeyError,
+    UsageError,
 )
 from auraseal.signing import PublicKey, Signer, TrustPolicy, sign_envelope, verify_envelope
 
@@ -116,6 +117,58 @@ class Root:
         )
         root.check("root")
         return root
+
+    def rotated(
+        self,
+        *,
+        add: Sequence[PublicKey] = (),
+        remove: Sequence[PublicKey] = (),
+        threshold: int | None = None,
+        add_timestamp: Sequence[PublicKey] = (),
+        remove_timestamp: Sequence[PublicKey] = (),
+        timestamp_threshold: int | None = None,
+        expires: timedelta | None = timedelta(days=365),
+        now: datetime | None = None,
+    ) -> Root:
+        """Version N+1 of this root: release keys ``add``-ed and ``remove``-d, timestamp
+        keys likewise, thresholds kept unless given; keys no role uses are dropped.
+        It still needs signatures by both thresholds (:func:`root_status`)."""
+        keys = dict(self.keys)
+        release = set(self.release.keyids)
+        for k in add:
+            keys[k.key_id] = k
+            release.add(k.key_id)
+        for k in remove:
+            if k.key_id not in release:
+                raise UsageError("not a release key of this root", "--remove-key")
+            release.discard(k.key_id)
+        ts_ids = set(self.timestamp.keyids) if self.timestamp is not None else set()
+        for k in add_timestamp:
+            keys[k.key_id] = k
+            ts_ids.add(k.key_id)
+        for k in remove_timestamp:
+            ts_ids.discard(k.key_id)
+        used = release | ts_ids
+        ts_threshold = timestamp_threshold or (
+            self.timestamp.threshold if self.timestamp is not None else 1
+        )
+        t = now or utcnow()
+        new = replace(
+            self,
+            version=self.version + 1,
+            created=t,
+            expires=None if expires is None else t + expires,
+            keys={kid: k for kid, k in keys.items() if kid in used},
+            release=Role(
+                tuple(sorted(release)),
+                threshold if threshold is not None else self.release.threshold,
+            ),
+            timestamp=(
+                Role(tuple(sorted(ts_ids)), min(ts_threshold, len(ts_ids))) if ts_ids else None
+            ),
+        )
+        new.check("root")
+        return new
 
     def check(self, where: str) -> None:
         """Raise :class:`ManifestFormatError` for an inconsistent root."""

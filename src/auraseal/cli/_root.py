@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
 from auraseal._fs import atomic_write_bytes
-from auraseal._time import parse_duration, utcnow
+from auraseal._time import parse_duration
 from auraseal.cli._keys import add_pin_args, load_signers
 from auraseal.cli._output import emit, input_path
 from auraseal.errors import StorageError, ThresholdError, UsageError
 from auraseal.root import (
-    Role,
     Root,
     RootStatus,
     add_signatures,
@@ -140,6 +138,14 @@ def _status_dict(st: RootStatus, out: Path) -> dict[str, object]:
     }
 
 
+def _write_root(args: argparse.Namespace, out: Path, data: bytes, prev: Root | None) -> int:
+    """Write a (possibly draft) root atomically and say how far it is signed."""
+    st = root_status(data, prev, str(out))
+    atomic_write_bytes(out, data)
+    emit(args, _status_dict(st, out), f"wrote {out}: {_status_text(st)}")
+    return 0
+
+
 def _publics(paths: list[Path]) -> list[PublicKey]:
     return [load_public_key(p) for p in paths]
 
@@ -155,54 +161,22 @@ def cmd_init(args: argparse.Namespace) -> int:
         timestamp_threshold=args.timestamp_threshold or 1,
         expires=_expires(args.expires),
     )
-    data = sign_root(root, signers)
-    atomic_write_bytes(args.output, data)
-    st = root_status(data, None, str(args.output))
-    emit(args, _status_dict(st, args.output), f"wrote {args.output}: {_status_text(st)}")
-    return 0
+    return _write_root(args, args.output, sign_root(root, signers), None)
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:
-    old_data = _read(args.root)
-    old, _doc = parse_root(old_data, str(args.root))
+    old, _doc = parse_root(_read(args.root), str(args.root))
     signers: list[Signer] = load_signers(args, args.sign_with)
-    keys = dict(old.keys)
-    release = set(old.release.keyids)
-    for k in _publics(args.add_key):
-        keys[k.key_id] = k
-        release.add(k.key_id)
-    for k in _publics(args.remove_key):
-        if k.key_id not in release:
-            raise UsageError("not a release key of this root", "--remove-key")
-        release.discard(k.key_id)
-    ts_ids = set(old.timestamp.keyids) if old.timestamp is not None else set()
-    for k in _publics(args.timestamp_key):
-        keys[k.key_id] = k
-        ts_ids.add(k.key_id)
-    for k in _publics(args.remove_timestamp_key):
-        ts_ids.discard(k.key_id)
-    used = release | ts_ids
-    keys = {kid: k for kid, k in keys.items() if kid in used}
-    threshold = args.threshold if args.threshold is not None else old.release.threshold
-    ts_threshold = args.timestamp_threshold or (
-        old.timestamp.threshold if old.timestamp is not None else 1
+    new = old.rotated(
+        add=_publics(args.add_key),
+        remove=_publics(args.remove_key),
+        threshold=args.threshold,
+        add_timestamp=_publics(args.timestamp_key),
+        remove_timestamp=_publics(args.remove_timestamp_key),
+        timestamp_threshold=args.timestamp_threshold,
+        expires=_expires(args.expires),
     )
-    now = utcnow()
-    exp = _expires(args.expires)
-    new = replace(
-        old,
-        version=old.version + 1,
-        created=now,
-        expires=None if exp is None else now + exp,
-        keys=keys,
-        release=Role(tuple(sorted(release)), threshold),
-        timestamp=Role(tuple(sorted(ts_ids)), min(ts_threshold, len(ts_ids))) if ts_ids else None,
-    )
-    data = sign_root(new, signers)
-    atomic_write_bytes(args.output, data)
-    st = root_status(data, old, str(args.output))
-    emit(args, _status_dict(st, args.output), f"wrote {args.output}: {_status_text(st)}")
-    return 0
+    return _write_root(args, args.output, sign_root(new, signers), old)
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
@@ -211,10 +185,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
     out: Path = args.output or args.root
     signed = add_signatures(data, signers, str(args.root))
     prev = parse_root(_read(args.previous), str(args.previous))[0] if args.previous else None
-    st = root_status(signed, prev, str(out))
-    atomic_write_bytes(out, signed)
-    emit(args, _status_dict(st, out), f"wrote {out}: {_status_text(st)}")
-    return 0
+    return _write_root(args, out, signed, prev)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
