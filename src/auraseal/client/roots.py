@@ -60,16 +60,20 @@ def _pin_path(cache_dir: Path, package: str) -> Path:
     return Path(cache_dir) / "roots" / f"{_SAFE.sub('_', package)}.json"
 
 
-def pinned_root(cache_dir: Path, package: str) -> Root | None:
-    """The root pinned for ``package`` in the cache, if any (not re-verified)."""
+def _read_pinned(cache_dir: Path, package: str) -> tuple[bytes, Path] | None:
     p = _pin_path(cache_dir, package)
     try:
-        data = p.read_bytes()
+        return p.read_bytes(), p
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise StorageError(f"cannot read pinned root: {exc.strerror}", str(p)) from exc
-    return parse_root(data, str(p))[0]
+
+
+def pinned_root(cache_dir: Path, package: str) -> Root | None:
+    """The root pinned for ``package`` in the cache, if any (not re-verified)."""
+    got = _read_pinned(cache_dir, package)
+    return None if got is None else parse_root(got[0], str(got[1]))[0]
 
 
 def _is_missing(exc: NetworkError) -> bool:
@@ -119,13 +123,10 @@ class RootSession:
     def _read_pin(self) -> tuple[Root, bytes] | None:
         if self.trust.cache_dir is None:
             return None
-        p = _pin_path(self.trust.cache_dir, self.package)
-        try:
-            data = p.read_bytes()
-        except FileNotFoundError:
+        got = _read_pinned(self.trust.cache_dir, self.package)
+        if got is None:
             return None
-        except OSError as exc:
-            raise StorageError(f"cannot read pinned root: {exc.strerror}", str(p)) from exc
+        data, p = got
         # verified when pinned; signatures checked again (cheap), expiry at the end
         return verify_root(data, None, where=str(p), check_expiry=False), data
 
