@@ -231,36 +231,32 @@ class JsonlMirror:
         """For these line numbers, if they hold an entry record: its
         :func:`canonical_line_key` (so a re-serialized line matches its entry)."""
         out: dict[int, bytes] = {}
-        if not linenos:
-            return out
-        try:
-            with open(self.path, "rb") as fh:
-                for lineno, raw in enumerate(fh, 1):
-                    if lineno in linenos:
-                        with contextlib.suppress(ValueError, InputError, TypeError):
-                            rec = json.loads(raw)
-                            if isinstance(rec, dict) and rec.get("record_type") == "entry":
-                                out[lineno] = canonical_line_key(rec)
-        except OSError:
-            pass
+        for lineno, raw in self._lines(linenos):
+            with contextlib.suppress(ValueError, InputError, TypeError):
+                rec = json.loads(raw)
+                if isinstance(rec, dict) and rec.get("record_type") == "entry":
+                    out[lineno] = canonical_line_key(rec)
         return out
 
     def describe_lines(self, linenos: set[int]) -> dict[int, tuple[str | None, str | None]]:
         """For these line numbers: ``(entry_id, None)`` if readable, else ``(None, why)``."""
         out: dict[int, tuple[str | None, str | None]] = {}
+        for lineno, raw in self._lines(linenos):
+            try:
+                out[lineno] = (Entry.from_json(json.loads(raw)).entry_id, None)
+            except (ValueError, InputError, AttributeError, TypeError) as exc:
+                out[lineno] = (None, f"unreadable line: {exc}")
+        return out
+
+    def _lines(self, linenos: set[int]) -> list[tuple[int, bytes]]:
+        """The raw lines with these (1-based) numbers; none if the file cannot be read."""
         if not linenos:
-            return out
+            return []
         try:
             with open(self.path, "rb") as fh:
-                for lineno, raw in enumerate(fh, 1):
-                    if lineno in linenos:
-                        try:
-                            out[lineno] = (Entry.from_json(json.loads(raw)).entry_id, None)
-                        except (ValueError, InputError, AttributeError, TypeError) as exc:
-                            out[lineno] = (None, f"unreadable line: {exc}")
+                return [(n, raw) for n, raw in enumerate(fh, 1) if n in linenos]
         except OSError:
-            pass
-        return out
+            return []
 
     def drop_torn_tail(self) -> bool:
         """Cut an unterminated last line (a torn write); True if one was cut."""
