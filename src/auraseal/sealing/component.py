@@ -42,6 +42,7 @@ from auraseal.sealing.format import (
     PartHeader,
     stripe_spans,
 )
+from auraseal.sealing.source import Buffer, ReadRange
 
 __all__ = [
     "DEFAULT_COHERENCE",
@@ -52,6 +53,7 @@ __all__ = [
     "DataFragments",
     "PartsWriter",
     "Plan",
+    "ReadRange",
     "SyncingWriter",
     "WriterFactory",
     "check_part_bytes",
@@ -72,7 +74,6 @@ MAX_FRAGMENT_WIDTH = 256 << 10
 #: Fragments at least this big are pushed towards the disk as soon as written.
 _KICK = 64 << 10
 
-Buffer = bytes | bytearray | memoryview
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -354,9 +355,6 @@ def ordered_map(
     finally:
         for f in queue:
             f.cancel()
-
-
-ReadRange = Callable[[int, int], Buffer]
 
 
 def iter_stripes(
