@@ -28,6 +28,7 @@ __all__ = [
     "ConfigError",
     "DestinationNotEmptyError",
     "DigestMismatchError",
+    "EngineUnavailableError",
     "ExpiredError",
     "FreezeError",
     "IOFailure",
@@ -267,3 +268,7 @@ class StorageError(IOFailure):
 
 class NetworkError(IOFailure):
     """A network request failed, timed out, stalled or sent too much."""
+
+
+class EngineUnavailableError(IOFailure):
+    """The erasure engine a package was sealed with cannot run on this machine."""

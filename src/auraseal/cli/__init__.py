@@ -14,13 +14,24 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
-from auraseal.cli import _core, _fetch, _ledger, _publish, _root, _seal, _serve, _web, _witness
+from auraseal.cli import (
+    _core,
+    _fetch,
+    _ledger,
+    _publish,
+    _root,
+    _seal,
+    _serve,
+    _version,
+    _web,
+    _witness,
+)
 from auraseal.cli._output import Handler
 from auraseal.errors import AuraSealError, NotFoundError, StorageError, UsageError
 
 __all__ = ["build_parser", "commands", "main"]
 
-_MODULES = (_core, _seal, _ledger, _serve, _publish, _fetch, _web, _root, _witness)
+_MODULES = (_core, _seal, _ledger, _serve, _publish, _fetch, _web, _root, _witness, _version)
 
 
 class _UsageFailure(UsageError):
@@ -53,7 +64,7 @@ def commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentPars
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="auraseal", description="Seal, serve, fetch and verify files.")
-    parser.add_argument("--version", action="version", version="auraseal 0.1.0")
+    parser.add_argument("--version", action="version", version=f"auraseal {_version.VERSION}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for module in _MODULES:
@@ -78,6 +89,18 @@ def _report(exc: AuraSealError, as_json: bool) -> int:
     return exc.exit_code
 
 
+def _warn_engines() -> None:
+    """The one ``auraseal: warning:`` line when an erasure engine fell back.
+
+    Only if this command loaded the engines (nothing is imported otherwise);
+    once per process, since the engines are loaded once.
+    """
+    erasure = sys.modules.get("auraseal.sealing.erasure")
+    found = erasure.loaded_engines() if erasure is not None else None
+    if found is not None and found.warning:
+        print(f"auraseal: warning: {found.warning}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Before parsing succeeds, --json anywhere on the line asks for JSON errors.
@@ -87,7 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         as_json = bool(getattr(args, "json", as_json))
         handler: Handler = args.handler
-        return handler(args)
+        try:
+            return handler(args)
+        finally:
+            _warn_engines()
     except AuraSealError as exc:
         return _report(exc, as_json)
     except KeyboardInterrupt:

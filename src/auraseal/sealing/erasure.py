@@ -1,13 +1,23 @@
 """Reed-Solomon erasure coding of one stripe, behind one small interface.
 
-Two engines (``docs/FORMAT.md`` §4):
+Three format engines (``docs/FORMAT.md`` §4), each pinned to its own code:
 
-* :class:`ZfecEngine` — ``zfec`` (systematic Vandermonde RS over GF(2^8));
-  releases the GIL, so stripes encode on both cores. No per-fragment overhead.
-* :class:`IsalEngine` — ``pyeclib`` with liberasurecode's ISA-L backend,
-  ``isa_l_rs_cauchy`` (MDS for every k, m; ``isa_l_rs_vand`` is not for
-  m >= 5). Each fragment carries liberasurecode's 80-byte header.
+* ``zfec`` — :class:`ZfecEngine`, the ``zfec`` library (systematic
+  Vandermonde RS over GF(2^8)); releases the GIL. Always available.
+* ``isa_l`` — systematic RS with ISA-L's Cauchy matrix
+  (``gf_gen_cauchy1_matrix``). :class:`IsalEngine` calls the ``libisal`` that
+  the pyeclib wheel bundles (GB/s); when that library is missing, lacks a
+  symbol or fails the self-test, :class:`PortableCauchyEngine` computes the
+  *same bytes* in Python (GF(2^8) on big integers; ~50-100 MB/s). zfec's
+  matrix differs from ISA-L's, so zfec itself cannot stand in for ``isa_l``
+  parts; the portable code is the fallback that keeps them byte-identical.
+* ``pyeclib`` — :class:`PyeclibEngine`, liberasurecode fragments with their
+  80-byte header; only on request, and only where pyeclib imports.
 
+Engines are loaded once per process by :func:`engines` (cached): it probes
+every ISA-L symbol we call, self-tests the library against the portable
+reference, and reports why anything is not in use (:attr:`Engines.warning`,
+:attr:`Engines.statuses`); the library never prints, the CLI does.
 :func:`choose_engine` picks one by fragment width; ``bench/seal_vs_par2.py``
 prints the measurements behind the choice.
 """
@@ -15,24 +25,41 @@ prints the measurements behind the choice.
 from __future__ import annotations
 
 import ctypes
+import functools
+import importlib.util
+import operator
 import threading
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import zfec
-from pyeclib.ec_iface import ECDriver, ECDriverError
 
-from auraseal.errors import PartFormatError, UnrecoverableError, UsageError
+from auraseal.errors import (
+    EngineUnavailableError,
+    PartFormatError,
+    UnrecoverableError,
+    UsageError,
+)
 
 __all__ = [
     "ENGINE_NAMES",
+    "ISAL_SYMBOLS",
+    "EngineStatus",
+    "Engines",
     "ErasureEngine",
     "IsalEngine",
+    "PortableCauchyEngine",
     "PyeclibEngine",
     "ZfecEngine",
+    "cauchy_matrix",
     "choose_engine",
+    "engines",
     "get_engine",
+    "load_engines",
+    "loaded_engines",
 ]
 
 Buffer = bytes | bytearray | memoryview
@@ -41,6 +68,12 @@ ENGINE_NAMES = ("zfec", "isa_l", "pyeclib")
 
 #: Fragments at least this wide go to ISA-L when ``choose_engine`` prefers it.
 ISAL_MIN_FRAGMENT = 64 << 10
+
+#: Every ISA-L function this module calls; a library lacking one is not used.
+ISAL_SYMBOLS = ("ec_init_tables", "ec_encode_data", "gf_gen_cauchy1_matrix", "gf_invert_matrix")
+
+#: Decode tables kept per engine, keyed by (k, m, chosen parts, missing rows).
+DECODE_CACHE_SIZE = 32
 
 
 class ErasureEngine(Protocol):
@@ -105,46 +138,224 @@ class ZfecEngine:
         return out[:stripe_len] if len(out) != stripe_len else out
 
 
-def _find_isal() -> ctypes.CDLL | None:
-    """The ISA-L shared library bundled in the pyeclib wheel (``pyeclib.libs``)."""
-    import pyeclib  # noqa: PLC0415 - only to locate the wheel's bundled libraries
+# --- GF(2^8), polynomial 0x11d (ISA-L's and zfec's field) -------------------
 
-    base = Path(pyeclib.__file__).resolve().parent.parent
-    for cand in [*sorted(base.glob("pyeclib.libs/libisal*.so*")), Path("libisal.so.2")]:
+
+def _gf_tables() -> tuple[tuple[int, ...], tuple[int, ...]]:
+    exp = [0] * 510
+    log = [0] * 256
+    x = 1
+    for i in range(255):
+        exp[i] = exp[i + 255] = x
+        log[x] = i
+        x <<= 1
+        if x & 0x100:
+            x ^= 0x11D
+    return tuple(exp), tuple(log)
+
+
+_EXP, _LOG = _gf_tables()
+
+
+def _gf_mul(a: int, b: int) -> int:
+    return 0 if a == 0 or b == 0 else _EXP[_LOG[a] + _LOG[b]]
+
+
+def _gf_inv(a: int) -> int:
+    return 0 if a == 0 else _EXP[255 - _LOG[a]]
+
+
+@functools.cache
+def _mul_table(c: int) -> bytes:
+    """``bytes.translate`` table multiplying every byte by ``c``."""
+    return bytes(_gf_mul(c, v) for v in range(256))
+
+
+@functools.cache
+def cauchy_matrix(k: int, m: int) -> bytes:
+    """The ``(k + m) x k`` generator the ``isa_l`` format pins (row-major):
+    identity on top, then ``1 / (i ^ j)`` — ISA-L's ``gf_gen_cauchy1_matrix``."""
+    _check_km(k, m)
+    mat = bytearray((k + m) * k)
+    for i in range(k):
+        mat[i * k + i] = 1
+    for i in range(k, k + m):
+        for j in range(k):
+            mat[i * k + j] = _gf_inv(i ^ j)
+    return bytes(mat)
+
+
+def _gf_invert(mat: bytes, k: int) -> bytes | None:
+    """The inverse of the ``k x k`` matrix ``mat`` (Gauss-Jordan), or None if singular."""
+    rows = [bytearray(mat[r * k : (r + 1) * k]) + bytes(r * [0]) + b"\x01" + bytes(k - r - 1)
+            for r in range(k)]
+    for col in range(k):
+        piv = next((r for r in range(col, k) if rows[r][col]), None)
+        if piv is None:
+            return None
+        rows[col], rows[piv] = rows[piv], rows[col]
+        prow = bytes(rows[col]).translate(_mul_table(_gf_inv(rows[col][col])))
+        rows[col] = bytearray(prow)
+        pint = int.from_bytes(prow, "little")
+        for r in range(k):
+            c = rows[r][col]
+            if r != col and c:
+                scaled = pint if c == 1 else int.from_bytes(prow.translate(_mul_table(c)), "little")
+                rows[r] = bytearray(
+                    (int.from_bytes(rows[r], "little") ^ scaled).to_bytes(2 * k, "little")
+                )
+    return b"".join(bytes(r[k:]) for r in rows)
+
+
+def _gf_matmul(coeffs: Sequence[bytes], srcs: Sequence[Buffer], width: int) -> list[bytes]:
+    """``out[r] = sum_j coeffs[r][j] * srcs[j]`` over GF(2^8), ``width`` bytes each.
+
+    Bytes are packed into one big integer per row, so each step works on a
+    whole row at C speed: multiplying by ``x`` (0x02) is a masked shift, and
+    each output row is Horner's rule over the 8 bits of its coefficients:
+    ``acc = x * acc + XOR(srcs[j] whose coefficient has bit b)``, b = 7..0.
+    """
+    ints = [int.from_bytes(s, "little") for s in srcs]
+    lo7 = int.from_bytes(b"\x7f" * width, "little")
+    hi = int.from_bytes(b"\x80" * width, "little")
+    xor = functools.partial(functools.reduce, operator.xor)
+    out = []
+    for row in coeffs:
+        acc = 0
+        for bit in range(7, -1, -1):
+            if acc:
+                acc = ((acc & lo7) << 1) ^ (((acc & hi) >> 7) * 0x1D)
+            picked = [ints[j] for j, c in enumerate(row) if c >> bit & 1]
+            if picked:
+                acc ^= xor(picked, 0)
+        out.append(acc.to_bytes(width, "little"))
+    return out
+
+
+# --- ISA-L: located, bound and checked once ---------------------------------
+
+
+def _isal_candidates(search: Sequence[Path] | None) -> tuple[list[Path], str | None]:
+    """Where to look for libisal: ``search`` (files or directories) if given,
+    else the pyeclib wheel's ``pyeclib.libs`` and the system's ``libisal.so.2``.
+    Returns the candidates and, when pyeclib cannot be located, why."""
+    why = None
+    if search is None:
+        found: list[Path] = []
+        try:
+            spec = importlib.util.find_spec("pyeclib")
+        except (ImportError, ValueError) as exc:
+            spec, why = None, f"pyeclib cannot be imported ({exc})"
+        if spec is not None and spec.origin:
+            base = Path(spec.origin).resolve().parent.parent
+            found = sorted(base.glob("pyeclib.libs/libisal*.so*"))
+        elif why is None:
+            why = "pyeclib is not installed"
+        return [*found, Path("libisal.so.2")], why
+    out: list[Path] = []
+    for p in search:
+        out += sorted(p.glob("libisal*.so*")) if p.is_dir() else [p]
+    return out, None
+
+
+def _bind_isal(lib: ctypes.CDLL) -> str | None:
+    """Declare the signature of every symbol we call; the missing one's name, if any."""
+    vp, i = ctypes.c_void_p, ctypes.c_int
+    sigs: dict[str, tuple[list[Any], Any]] = {
+        "ec_init_tables": ([i, i, vp, vp], None),
+        "ec_encode_data": ([i, i, i, vp, ctypes.POINTER(vp), ctypes.POINTER(vp)], None),
+        "gf_gen_cauchy1_matrix": ([vp, i, i], None),
+        "gf_invert_matrix": ([vp, vp, i], i),
+    }
+    for name in ISAL_SYMBOLS:
+        try:
+            fn = getattr(lib, name)
+        except AttributeError:
+            return name
+        fn.argtypes, fn.restype = sigs[name]
+    return None
+
+
+def _find_isal(search: Sequence[Path] | None = None) -> tuple[ctypes.CDLL | None, str, str]:
+    """The first ISA-L library that loads and has every symbol in :data:`ISAL_SYMBOLS`.
+
+    Returns ``(library, path, reason)``: the library and where it came from,
+    or ``None`` and why none was usable.
+    """
+    cands, why = _isal_candidates(search)
+    reasons = [why] if why else []
+    for cand in cands:
         try:
             lib = ctypes.CDLL(str(cand))
-            lib.ec_encode_data  # noqa: B018 - probe the symbol
-        except (OSError, AttributeError):
+        except OSError as exc:
+            if cand.is_absolute() or search is not None:
+                reasons.append(f"{cand}: cannot load ({exc})")
+            else:
+                reasons.append(f"{cand}: not found by the loader")
             continue
-        return lib
-    return None
+        missing = _bind_isal(lib)
+        if missing is not None:
+            reasons.append(f"{cand}: missing symbol {missing}")
+            continue
+        return lib, str(cand), ""
+    return None, "", "; ".join(reasons) or "no ISA-L library found"
 
 
 def _addr(buf: bytearray | memoryview) -> int:
     return ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf)) if len(buf) else 0
 
 
+class _DecodeCache:
+    """Bounded LRU of decode tables per (k, m, chosen parts, missing rows):
+    every stripe (and column window) of one component with the same parts
+    missing reuses one inversion. ``inversions`` counts the matrices inverted."""
+
+    def __init__(self, size: int = DECODE_CACHE_SIZE) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._items: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self.inversions = 0
+
+    def get(self, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+                return hit
+        value = make()
+        with self._lock:
+            self.inversions += 1
+            self._items[key] = value
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return value
+
+
 class IsalEngine:
     """ISA-L Reed-Solomon (Cauchy matrix, ``gf_gen_cauchy1_matrix``), called directly.
 
-    Uses the ``libisal`` that the pyeclib wheel bundles, through ctypes: the
-    code is systematic (fragments ``0..k-1`` are the stripe's slices, zero
-    padded), parity rows come from ISA-L's Cauchy matrix (MDS for every k, m
-    with k + m <= 256), and the GIL is released during each call, so stripes
-    encode on both cores at GB/s.
+    Uses a ``libisal`` found and checked by :func:`load_engines` (normally the
+    one the pyeclib wheel bundles), through ctypes: the code is systematic
+    (fragments ``0..k-1`` are the stripe's slices, zero padded), parity rows
+    come from ISA-L's Cauchy matrix (MDS for every k, m with k + m <= 256),
+    and the GIL is released during each call, so stripes encode on both cores
+    at GB/s.
     """
 
     name = "isa_l"
 
-    def __init__(self) -> None:
-        lib = _find_isal()
-        if lib is None:
-            raise UsageError("ISA-L (bundled with pyeclib) is not available", "engine")
+    def __init__(self, lib: ctypes.CDLL, path: str = "") -> None:
         self._lib = lib
+        self.path = path
         self._lock = threading.Lock()
         self._matrices: dict[tuple[int, int], bytearray] = {}
         self._tables: dict[tuple[int, int], bytearray] = {}
-        self._decoders: dict[tuple[int, int, tuple[int, ...], tuple[int, ...]], bytearray] = {}
+        self._decoders = _DecodeCache()
+
+    @property
+    def inversions(self) -> int:
+        """Decode matrices inverted so far (one per erasure pattern, cached)."""
+        return self._decoders.inversions
 
     def _matrix(self, k: int, m: int) -> tuple[bytearray, bytearray]:
         _check_km(k, m)
@@ -152,16 +363,9 @@ class IsalEngine:
             mat = self._matrices.get((k, m))
             if mat is None:
                 mat = bytearray((k + m) * k)
-                self._lib.gf_gen_cauchy1_matrix(
-                    ctypes.c_void_p(_addr(mat)), ctypes.c_int(k + m), ctypes.c_int(k)
-                )
+                self._lib.gf_gen_cauchy1_matrix(_addr(mat), k + m, k)
                 tbls = bytearray(k * m * 32)
-                self._lib.ec_init_tables(
-                    ctypes.c_int(k),
-                    ctypes.c_int(m),
-                    ctypes.c_void_p(_addr(mat) + k * k),
-                    ctypes.c_void_p(_addr(tbls)),
-                )
+                self._lib.ec_init_tables(k, m, _addr(mat) + k * k, _addr(tbls))
                 self._matrices[(k, m)] = mat
                 self._tables[(k, m)] = tbls
             return mat, self._tables[(k, m)]
@@ -174,34 +378,23 @@ class IsalEngine:
     ) -> bytearray:
         """Tables rebuilding ``missing`` data rows from ``chosen`` fragments (cached:
         every stripe of a component uses the same set)."""
-        key = (k, m, chosen, missing)
-        with self._lock:
-            cached = self._decoders.get(key)
-        if cached is not None:
-            return cached
-        mat, _tbls = self._matrix(k, m)
-        sub = bytearray(k * k)
-        for r, idx in enumerate(chosen):
-            sub[r * k : (r + 1) * k] = mat[idx * k : (idx + 1) * k]
-        inv = bytearray(k * k)
-        if self._lib.gf_invert_matrix(
-            ctypes.c_void_p(_addr(sub)), ctypes.c_void_p(_addr(inv)), ctypes.c_int(k)
-        ):
-            raise UnrecoverableError("ISA-L decode matrix is singular", "stripe")
-        rows = bytearray(len(missing) * k)
-        for r, i in enumerate(missing):
-            rows[r * k : (r + 1) * k] = inv[i * k : (i + 1) * k]
-        tbls = bytearray(k * len(missing) * 32)
-        self._lib.ec_init_tables(
-            ctypes.c_int(k),
-            ctypes.c_int(len(missing)),
-            ctypes.c_void_p(_addr(rows)),
-            ctypes.c_void_p(_addr(tbls)),
-        )
-        with self._lock:
-            if len(self._decoders) > 16:
-                self._decoders.clear()
-            self._decoders[key] = tbls
+
+        def make() -> bytearray:
+            mat, _tbls = self._matrix(k, m)
+            sub = bytearray(k * k)
+            for r, idx in enumerate(chosen):
+                sub[r * k : (r + 1) * k] = mat[idx * k : (idx + 1) * k]
+            inv = bytearray(k * k)
+            if self._lib.gf_invert_matrix(_addr(sub), _addr(inv), k):
+                raise UnrecoverableError("ISA-L decode matrix is singular", "stripe")
+            rows = bytearray(len(missing) * k)
+            for r, i in enumerate(missing):
+                rows[r * k : (r + 1) * k] = inv[i * k : (i + 1) * k]
+            tbls = bytearray(k * len(missing) * 32)
+            self._lib.ec_init_tables(k, len(missing), _addr(rows), _addr(tbls))
+            return tbls
+
+        tbls: bytearray = self._decoders.get((k, m, chosen, missing), make)
         return tbls
 
     def _run(  # noqa: PLR0917 - private
@@ -219,14 +412,7 @@ class IsalEngine:
         sbase, dbase = _addr(src), _addr(dst)
         sp = (ctypes.c_void_p * k)(*[sbase + i * strides[0] for i in range(k)])
         dp = (ctypes.c_void_p * rows)(*[dbase + i * strides[1] for i in range(rows)])
-        self._lib.ec_encode_data(
-            ctypes.c_int(width),
-            ctypes.c_int(k),
-            ctypes.c_int(rows),
-            ctypes.c_void_p(_addr(tbls)),
-            sp,
-            dp,
-        )
+        self._lib.ec_encode_data(width, k, rows, _addr(tbls), sp, dp)
 
     def encode(self, k: int, m: int, stripe: Buffer) -> list[Buffer]:
         n = len(stripe)
@@ -286,14 +472,7 @@ class IsalEngine:
         """ec_encode_data from the rows at ``srcs`` into the rows at ``dsts``."""
         sp = (ctypes.c_void_p * len(srcs))(*srcs)
         dp = (ctypes.c_void_p * len(dsts))(*dsts)
-        self._lib.ec_encode_data(
-            ctypes.c_int(width),
-            ctypes.c_int(len(srcs)),
-            ctypes.c_int(len(dsts)),
-            ctypes.c_void_p(_addr(tbls)),
-            sp,
-            dp,
-        )
+        self._lib.ec_encode_data(width, len(srcs), len(dsts), _addr(tbls), sp, dp)
 
 
 def _stride(width: int) -> int:
@@ -309,12 +488,77 @@ def _stride(width: int) -> int:
     return width + 1000
 
 
+class PortableCauchyEngine:
+    """The ``isa_l`` format without ISA-L: the same systematic Cauchy code
+    (:func:`cauchy_matrix`), computed in Python by :func:`_gf_matmul`.
+
+    Byte-identical to :class:`IsalEngine` (the fallback self-test and
+    ``tests/sealing/test_engines.py`` check it), ~20x slower. Decode tables
+    (the inverted matrix rows) are cached like ISA-L's.
+    """
+
+    name = "isa_l"
+
+    def __init__(self) -> None:
+        self._decoders = _DecodeCache()
+
+    @property
+    def inversions(self) -> int:
+        return self._decoders.inversions
+
+    def fragment_size(self, k: int, m: int, stripe_len: int) -> int:
+        return max(1, -(-stripe_len // k))
+
+    def encode(self, k: int, m: int, stripe: Buffer) -> list[Buffer]:
+        _check_km(k, m)
+        n = len(stripe)
+        w = self.fragment_size(k, m, n)
+        view = memoryview(stripe).cast("B") if n else memoryview(b"")
+        if n != k * w:
+            view = memoryview(bytes(view) + bytes(k * w - n))
+        blocks: list[Buffer] = [view[i * w : (i + 1) * w] for i in range(k)]
+        mat = cauchy_matrix(k, m)
+        rows = [mat[r * k : (r + 1) * k] for r in range(k, k + m)]
+        return blocks + list(_gf_matmul(rows, blocks, w))
+
+    def decode(self, k: int, m: int, fragments: Mapping[int, Buffer], stripe_len: int) -> Buffer:
+        _check_km(k, m)
+        w = self.fragment_size(k, m, stripe_len)
+        nums = sorted(i for i in fragments if 0 <= i < k + m)
+        _need(k, m, len(nums))
+        for i in nums:
+            if len(fragments[i]) != w:
+                raise PartFormatError(f"fragment {i} is {len(fragments[i])} bytes, not {w}")
+        out = bytearray(k * w)
+        for i in nums:
+            if i < k:
+                out[i * w : (i + 1) * w] = fragments[i]
+        missing = tuple(i for i in range(k) if i not in fragments)
+        if missing:
+            chosen = tuple(nums[:k])
+
+            def make() -> list[bytes]:
+                mat = cauchy_matrix(k, m)
+                sub = b"".join(mat[i * k : (i + 1) * k] for i in chosen)
+                inv = _gf_invert(sub, k)
+                if inv is None:
+                    raise UnrecoverableError("Cauchy decode matrix is singular", "stripe")
+                return [inv[i * k : (i + 1) * k] for i in missing]
+
+            rows: list[bytes] = self._decoders.get((k, m, chosen, missing), make)
+            for i, row in zip(missing, _gf_matmul(rows, [fragments[c] for c in chosen], w),
+                              strict=True):
+                out[i * w : (i + 1) * w] = row
+        return memoryview(out)[:stripe_len] if len(out) != stripe_len else out
+
+
 class PyeclibEngine:
     """pyeclib ``isa_l_rs_cauchy``; fragments carry liberasurecode's 80-byte header."""
 
     name = "pyeclib"
 
-    def __init__(self) -> None:
+    def __init__(self, module: Any) -> None:
+        self._iface = module  # pyeclib.ec_iface, imported by load_engines
         self._drivers: dict[tuple[int, int], Any] = {}
         self._lock = threading.Lock()
 
@@ -323,7 +567,7 @@ class PyeclibEngine:
         with self._lock:
             d = self._drivers.get((k, m))
             if d is None:
-                d = ECDriver(k=k, m=m, ec_type="isa_l_rs_cauchy")
+                d = self._iface.ECDriver(k=k, m=m, ec_type="isa_l_rs_cauchy")
                 self._drivers[(k, m)] = d
             return d
 
@@ -345,22 +589,158 @@ class PyeclibEngine:
         chosen = nums[:k]
         try:
             out = self._driver(k, m).decode([bytes(fragments[i]) for i in chosen])
-        except ECDriverError as exc:
+        except self._iface.ECDriverError as exc:
             raise UnrecoverableError(f"pyeclib decode failed: {exc}", "stripe") from exc
         if len(out) != stripe_len:
             raise PartFormatError(f"pyeclib decoded {len(out)} bytes, expected {stripe_len}")
         return bytes(out)
 
 
+# --- the registry -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    """One engine as ``auraseal version --engines`` shows it."""
+
+    name: str  # "isa-l" | "portable" | "zfec" | "pyeclib"
+    available: bool
+    in_use: bool
+    path: str | None
+    reason: str | None  # why it is not available / not in use
+    serves: tuple[str, ...]  # the format engines it computes here
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "available": self.available,
+            "in_use": self.in_use,
+            "path": self.path,
+            "reason": self.reason,
+            "serves": list(self.serves),
+        }
+
+
+@dataclass(frozen=True)
+class Engines:
+    """The erasure engines of this process, loaded and checked once."""
+
+    zfec: ZfecEngine
+    isa_l: IsalEngine | PortableCauchyEngine
+    pyeclib: PyeclibEngine | None
+    pyeclib_reason: str
+    statuses: tuple[EngineStatus, ...]
+    #: Why something is not in use and what is used instead (one line), or None.
+    warning: str | None
+
+    def get(self, name: str) -> ErasureEngine:
+        if name == "zfec":
+            return self.zfec
+        if name == "isa_l":
+            return self.isa_l
+        if name == "pyeclib":
+            if self.pyeclib is None:
+                raise EngineUnavailableError(
+                    f"engine pyeclib is not available here: {self.pyeclib_reason}", "engine pyeclib"
+                )
+            return self.pyeclib
+        raise UsageError(
+            f"unknown erasure engine {name!r} (use {', '.join(ENGINE_NAMES)})", "engine"
+        )
+
+
+def _self_test(native: IsalEngine) -> str | None:
+    """Encode and decode known bytes with ISA-L and with the portable reference;
+    why they disagree, or None."""
+    k, m = 5, 3
+    data = bytes((i * 37 + 11) & 0xFF for i in range(5 * 67 - 3))
+    ref = PortableCauchyEngine()
+    try:
+        mat = bytearray((k + m) * k)
+        native._lib.gf_gen_cauchy1_matrix(_addr(mat), k + m, k)
+        if bytes(mat) != cauchy_matrix(k, m):
+            return "gf_gen_cauchy1_matrix differs from the pinned Cauchy matrix"
+        got = [bytes(f) for f in native.encode(k, m, data)]
+        if got != [bytes(f) for f in ref.encode(k, m, data)]:
+            return "encoding differs from the pinned Cauchy code"
+        frags = {i: got[i] for i in (1, 3, 5, 6, 7)}
+        if bytes(native.decode(k, m, frags, len(data))) != data:
+            return "decoding with 2 data fragments missing gave other bytes"
+    except (OSError, ValueError, ctypes.ArgumentError, UnrecoverableError) as exc:
+        return f"self-test failed: {exc}"
+    return None
+
+
+def load_engines(isal_search: Sequence[Path] | None = None, *, pyeclib: bool = True) -> Engines:
+    """Load and check every engine (uncached; :func:`engines` is the per-process one).
+
+    ``isal_search`` replaces the places ISA-L is looked for (files or
+    directories); ``pyeclib=False`` acts as if pyeclib were not installed.
+    """
+    iface: Any = None
+    py_reason = ""
+    py_path: str | None = None
+    if pyeclib:
+        try:
+            import pyeclib.ec_iface as iface  # noqa: PLC0415 - optional, heavy
+        except ImportError as exc:
+            py_reason = f"cannot import pyeclib ({exc})"
+        else:
+            py_path = str(Path(iface.__file__ or "").parent)
+    else:
+        py_reason = "pyeclib disabled"
+    lib, lib_path, isal_reason = _find_isal(isal_search)
+    isal: IsalEngine | PortableCauchyEngine = PortableCauchyEngine()
+    if lib is not None:
+        native = IsalEngine(lib, lib_path)
+        why = _self_test(native)
+        if why is None:
+            isal = native
+        else:
+            isal_reason = f"{lib_path}: {why}"
+    native_ok = isinstance(isal, IsalEngine)
+    zfec_path = str(Path(zfec.__file__ or "").parent)
+    statuses = (
+        EngineStatus("isa-l", native_ok, native_ok, lib_path or None,
+                      None if native_ok else isal_reason, ("isa_l",) if native_ok else ()),
+        EngineStatus("portable", True, not native_ok, None,
+                     "ISA-L is in use" if native_ok else None,
+                     () if native_ok else ("isa_l",)),
+        EngineStatus("zfec", True, True, zfec_path, None, ("zfec",)),
+        EngineStatus("pyeclib", iface is not None, False, py_path,
+                     py_reason or "used only with seal --engine pyeclib",
+                     ("pyeclib",) if iface is not None else ()),
+    )
+    warning = None
+    if not native_ok:
+        warning = (
+            f"ISA-L not used ({isal_reason}); isa_l parts are computed by the portable "
+            "Cauchy code (same bytes, slower)"
+        )
+    return Engines(
+        zfec=ZfecEngine(),
+        isa_l=isal,
+        pyeclib=PyeclibEngine(iface) if iface is not None else None,
+        pyeclib_reason=py_reason,
+        statuses=statuses,
+        warning=warning,
+    )
+
+
+@functools.cache
+def engines() -> Engines:
+    """This process's engines, loaded and checked on first use."""
+    return load_engines()
+
+
+def loaded_engines() -> Engines | None:
+    """This process's engines if something has loaded them, else None (loads nothing)."""
+    return engines() if engines.cache_info().currsize else None
+
+
 def get_engine(name: str) -> ErasureEngine:
-    """A fresh engine object by name (``zfec`` or ``isa_l``)."""
-    if name == "zfec":
-        return ZfecEngine()
-    if name == "isa_l":
-        return IsalEngine()
-    if name == "pyeclib":
-        return PyeclibEngine()
-    raise UsageError(f"unknown erasure engine {name!r} (use {', '.join(ENGINE_NAMES)})", "engine")
+    """The engine for format engine ``name`` (``zfec``, ``isa_l`` or ``pyeclib``)."""
+    return engines().get(name)
 
 
 def choose_engine(fragment_width: int, prefer: str | None = None) -> str:
@@ -369,18 +749,17 @@ def choose_engine(fragment_width: int, prefer: str | None = None) -> str:
     Measured here (``bench/seal_vs_par2.py`` prints the table): for k=244,
     m=12, ISA-L called directly encodes at ~1.1 GB/s per core (GIL released,
     so ~2.2 GB/s on two) against zfec's ~130-145 MB/s; but ISA-L's decode
-    inverts a k x k matrix in plain C per erasure pattern (~60 ms at k=244),
-    which dominates for small fragments, where zfec decodes faster. So
-    fragments of at least 64 KiB (components above ~16 MiB at k=244) go to
-    ISA-L, smaller ones to zfec. pyeclib's ECDriver (same ISA-L, but holding
-    the GIL, copying, and adding an 80-byte header per fragment) reached only
+    inverts a k x k matrix in plain C per erasure pattern (~60 ms at k=244,
+    once per pattern: the tables are cached), which dominates for small
+    fragments, where zfec decodes faster. So fragments of at least 64 KiB
+    (components above ~16 MiB at k=244) go to ISA-L, smaller ones to zfec.
+    The choice does not depend on whether ISA-L loaded: without it the
+    portable code writes the same ``isa_l`` bytes, so a package is the same
+    on every machine. pyeclib's ECDriver (same ISA-L, but holding the GIL,
+    copying, and adding an 80-byte header per fragment) reached only
     200-460 MB/s and is kept only on request.
     """
     if prefer is not None:
         get_engine(prefer)
         return prefer
     return "isa_l" if fragment_width >= ISAL_MIN_FRAGMENT else "zfec"
-
-
-def engines_for(names: Sequence[str]) -> dict[str, ErasureEngine]:
-    return {n: get_engine(n) for n in names}
