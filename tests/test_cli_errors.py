@@ -57,6 +57,7 @@ ROWS: dict[str, list[tuple[list[str], int, str]]] = {
         (["pkg", "-o", "pkg"], 2, "the output is inside the package"),
     ],
     "scrub": [(["missing"], 2, "missing: no such file")],
+    "version": [(["--bogus"], 2, "unrecognized arguments: --bogus")],
     "repair": [(["missing"], 2, "missing: no such file")],
     "inspect": [(["missing"], 2, "missing: no such file")],
     "serve": [

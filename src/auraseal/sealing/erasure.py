@@ -254,8 +254,11 @@ def _isal_candidates(search: Sequence[Path] | None) -> tuple[list[Path], str | N
         return [*found, Path("libisal.so.2")], why
     out: list[Path] = []
     for p in search:
-        out += sorted(p.glob("libisal*.so*")) if p.is_dir() else [p]
-    return out, None
+        found = sorted(p.glob("libisal*.so*")) if p.is_dir() else [p]
+        if not found:
+            why = f"no libisal*.so* in {p}" if why is None else f"{why}, {p}"
+        out += found
+    return out, why
 
 
 def _bind_isal(lib: ctypes.CDLL) -> str | None:
