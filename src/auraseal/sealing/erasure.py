@@ -8,7 +8,7 @@ Three format engines (``docs/FORMAT.md`` §4), each pinned to its own code:
   (``gf_gen_cauchy1_matrix``). :class:`IsalEngine` calls the ``libisal`` that
   the pyeclib wheel bundles (GB/s); when that library is missing, lacks a
   symbol or fails the self-test, :class:`PortableCauchyEngine` computes the
-  *same bytes* in Python (GF(2^8) on big integers; ~50-100 MB/s). zfec's
+  *same bytes* in Python (GF(2^8) on big integers; about zfec's speed). zfec's
   matrix differs from ISA-L's, so zfec itself cannot stand in for ``isa_l``
   parts; the portable code is the fallback that keeps them byte-identical.
 * ``pyeclib`` — :class:`PyeclibEngine`, liberasurecode fragments with their
@@ -496,7 +496,7 @@ class PortableCauchyEngine:
     (:func:`cauchy_matrix`), computed in Python by :func:`_gf_matmul`.
 
     Byte-identical to :class:`IsalEngine` (the fallback self-test and
-    ``tests/sealing/test_engines.py`` check it), ~20x slower. Decode tables
+    ``tests/sealing/test_engines.py`` check it), ~10x slower. Decode tables
     (the inverted matrix rows) are cached like ISA-L's.
     """
 
