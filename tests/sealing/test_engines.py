@@ -197,7 +197,7 @@ def test_isal_missing_one_symbol_falls_back(stub_libs: dict[str, Path]) -> None:
     found = load_engines([stub_libs["noinvert"]])
     assert isinstance(found.isa_l, PortableCauchyEngine)
     assert found.warning is not None and "missing symbol gf_invert_matrix" in found.warning
-    isal = next(s for s in found.statuses if s.name == "isa-l")
+    isal = next(s for s in found.statuses() if s.name == "isa-l")
     assert not isal.in_use and "gf_invert_matrix" in (isal.reason or "")
 
 

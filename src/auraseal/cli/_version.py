@@ -29,9 +29,9 @@ def cmd_version(args: argparse.Namespace) -> int:
         from auraseal.sealing.erasure import engines  # noqa: PLC0415 - loads native code
 
         found = engines()
-        data["engines"] = [s.to_dict() for s in found.statuses]
+        data["engines"] = [s.to_dict() for s in found.statuses()]
         data["warning"] = found.warning
-        for s in found.statuses:
+        for s in found.statuses():
             state = "in use" if s.in_use else ("available" if s.available else "unavailable")
             serves = f" (computes {', '.join(s.serves)} parts)" if s.in_use and s.serves else ""
             line = f"  {s.name:<9} {state}{serves}"

@@ -624,17 +624,35 @@ class EngineStatus:
         }
 
 
+@functools.cache
+def _pyeclib() -> tuple[PyeclibEngine | None, str | None, str]:
+    """pyeclib's engine, imported on first need (it is slow to import):
+    ``(engine, path, reason)``; the engine is None when it cannot be imported."""
+    try:
+        import pyeclib.ec_iface as iface  # noqa: PLC0415 - optional, heavy
+    except ImportError as exc:
+        return None, None, f"cannot import pyeclib ({exc})"
+    return PyeclibEngine(iface), str(Path(iface.__file__ or "").parent), ""
+
+
 @dataclass(frozen=True)
 class Engines:
-    """The erasure engines of this process, loaded and checked once."""
+    """The erasure engines of this process, loaded and checked once.
+
+    pyeclib is imported only when a ``pyeclib`` package needs it or its
+    status is asked for (:meth:`statuses`)."""
 
     zfec: ZfecEngine
     isa_l: IsalEngine | PortableCauchyEngine
-    pyeclib: PyeclibEngine | None
-    pyeclib_reason: str
-    statuses: tuple[EngineStatus, ...]
+    #: Why ISA-L is not in use ("" when it is).
+    isal_reason: str
+    #: False when the caller asked to act as if pyeclib were not installed.
+    pyeclib_allowed: bool
     #: Why something is not in use and what is used instead (one line), or None.
     warning: str | None
+
+    def _pyeclib(self) -> tuple[PyeclibEngine | None, str | None, str]:
+        return _pyeclib() if self.pyeclib_allowed else (None, None, "pyeclib disabled")
 
     def get(self, name: str) -> ErasureEngine:
         if name == "zfec":
@@ -642,13 +660,32 @@ class Engines:
         if name == "isa_l":
             return self.isa_l
         if name == "pyeclib":
-            if self.pyeclib is None:
+            eng, _path, why = self._pyeclib()
+            if eng is None:
                 raise EngineUnavailableError(
-                    f"engine pyeclib is not available here: {self.pyeclib_reason}", "engine pyeclib"
+                    f"engine pyeclib is not available here: {why}", "engine pyeclib"
                 )
-            return self.pyeclib
+            return eng
         raise UsageError(
             f"unknown erasure engine {name!r} (use {', '.join(ENGINE_NAMES)})", "engine"
+        )
+
+    def statuses(self) -> tuple[EngineStatus, ...]:
+        """Each engine, whether it is in use, where it is, and why not."""
+        native = isinstance(self.isa_l, IsalEngine)
+        lib_path = self.isa_l.path if isinstance(self.isa_l, IsalEngine) else None
+        py, py_path, py_why = self._pyeclib()
+        return (
+            EngineStatus("isa-l", native, native, lib_path, self.isal_reason or None,
+                         ("isa_l",) if native else ()),
+            EngineStatus("portable", True, not native, None,
+                         "ISA-L is in use" if native else None,
+                         () if native else ("isa_l",)),
+            EngineStatus("zfec", True, True, str(Path(zfec.__file__ or "").parent), None,
+                         ("zfec",)),
+            EngineStatus("pyeclib", py is not None, False, py_path,
+                         py_why or "used only with seal --engine pyeclib",
+                         ("pyeclib",) if py is not None else ()),
         )
 
 
@@ -675,23 +712,11 @@ def _self_test(native: IsalEngine) -> str | None:
 
 
 def load_engines(isal_search: Sequence[Path] | None = None, *, pyeclib: bool = True) -> Engines:
-    """Load and check every engine (uncached; :func:`engines` is the per-process one).
+    """Load and check the engines (uncached; :func:`engines` is the per-process one).
 
     ``isal_search`` replaces the places ISA-L is looked for (files or
     directories); ``pyeclib=False`` acts as if pyeclib were not installed.
     """
-    iface: Any = None
-    py_reason = ""
-    py_path: str | None = None
-    if pyeclib:
-        try:
-            import pyeclib.ec_iface as iface  # noqa: PLC0415 - optional, heavy
-        except ImportError as exc:
-            py_reason = f"cannot import pyeclib ({exc})"
-        else:
-            py_path = str(Path(iface.__file__ or "").parent)
-    else:
-        py_reason = "pyeclib disabled"
     lib, lib_path, isal_reason = _find_isal(isal_search)
     isal: IsalEngine | PortableCauchyEngine = PortableCauchyEngine()
     if lib is not None:
@@ -701,21 +726,8 @@ def load_engines(isal_search: Sequence[Path] | None = None, *, pyeclib: bool = T
             isal = native
         else:
             isal_reason = f"{lib_path}: {why}"
-    native_ok = isinstance(isal, IsalEngine)
-    zfec_path = str(Path(zfec.__file__ or "").parent)
-    statuses = (
-        EngineStatus("isa-l", native_ok, native_ok, lib_path or None,
-                      None if native_ok else isal_reason, ("isa_l",) if native_ok else ()),
-        EngineStatus("portable", True, not native_ok, None,
-                     "ISA-L is in use" if native_ok else None,
-                     () if native_ok else ("isa_l",)),
-        EngineStatus("zfec", True, True, zfec_path, None, ("zfec",)),
-        EngineStatus("pyeclib", iface is not None, False, py_path,
-                     py_reason or "used only with seal --engine pyeclib",
-                     ("pyeclib",) if iface is not None else ()),
-    )
     warning = None
-    if not native_ok:
+    if not isinstance(isal, IsalEngine):
         warning = (
             f"ISA-L not used ({isal_reason}); isa_l parts are computed by the portable "
             "Cauchy code (same bytes, slower)"
@@ -723,9 +735,8 @@ def load_engines(isal_search: Sequence[Path] | None = None, *, pyeclib: bool = T
     return Engines(
         zfec=ZfecEngine(),
         isa_l=isal,
-        pyeclib=PyeclibEngine(iface) if iface is not None else None,
-        pyeclib_reason=py_reason,
-        statuses=statuses,
+        isal_reason=isal_reason,
+        pyeclib_allowed=pyeclib,
         warning=warning,
     )
 
