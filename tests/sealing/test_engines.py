@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -281,3 +282,24 @@ def test_decode_of_20mib_component_two_parts_missing_inverts_once(
     assert main(["unseal", str(work), "-o", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "c.bin").read_bytes() == data
     assert engine.inversions - before == 1
+
+
+def _decode_all(engine: erasure.ErasureEngine, coded: list[list[bytes]], k: int, m: int,
+                lost: set[int], n: int) -> list[bytes]:
+    def one(f: list[bytes]) -> bytes:
+        return bytes(engine.decode(k, m, {i: f[i] for i in range(k + m) if i not in lost}, n))
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(one, coded))
+
+
+def test_parallel_stripe_decodes_share_one_inversion() -> None:
+    """Stripes decoded on a thread pool (iter_stripes) wait for one inversion."""
+    real = erasure.engines().isa_l
+    assert isinstance(real, IsalEngine)
+    k, m, w = 244, 12, 64
+    for engine in (IsalEngine(real._lib, real.path), PortableCauchyEngine()):
+        stripes = [random.Random(i).randbytes(k * w) for i in range(16)]
+        coded = [[bytes(f) for f in engine.encode(k, m, s)] for s in stripes]
+        assert _decode_all(engine, coded, k, m, {0, 77}, k * w) == stripes
+        assert engine.inversions == 1

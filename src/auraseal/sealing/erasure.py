@@ -320,18 +320,19 @@ class _DecodeCache:
         self.inversions = 0
 
     def get(self, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+        # ``make`` runs under the lock: threads decoding stripes of the same
+        # component wait for the one inversion instead of each doing it.
         with self._lock:
             hit = self._items.get(key)
             if hit is not None:
                 self._items.move_to_end(key)
                 return hit
-        value = make()
-        with self._lock:
+            value = make()
             self.inversions += 1
             self._items[key] = value
             while len(self._items) > self._size:
                 self._items.popitem(last=False)
-        return value
+            return value
 
 
 class IsalEngine:
