@@ -49,8 +49,11 @@ from auraseal.client import fetch_package
 from auraseal.manifest import Manifest
 from auraseal.sealing import seal_tree
 from auraseal.server.nginx import render_nginx_conf
-from auraseal.server.testing import free_port, wait_listening
 from auraseal.signing import SigningKey, TrustPolicy
+
+# the test servers (tests/_servers.py) are shared with the tests
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from _servers import free_port, wait_listening
 
 VENV_BIN = Path(sys.executable).parent
 

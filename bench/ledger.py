@@ -46,8 +46,11 @@ from auraseal.ledger import BlockPolicy, Ledger, open_ledger
 from auraseal.ledger.note import Ed25519NoteSigner
 from auraseal.ledger.tilelog import TileWriter
 from auraseal.ledger.tiles import TILE_HEIGHT, TILE_WIDTH, Tile, parse_hash_tile
-from auraseal.server.testing import free_port, run_nginx, run_server
 from auraseal.signing import SigningKey
+
+# the test servers (tests/_servers.py) are shared with the tests
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from _servers import free_port, run_nginx, run_server
 
 SECRET = b"bench-secret"
 BATCH = 1000

@@ -24,7 +24,10 @@ from pathlib import Path
 
 from auraseal.sealing import seal_tree
 from auraseal.server.nginx import render_nginx_conf
-from auraseal.server.testing import free_port, wait_listening
+
+# the test servers (tests/_servers.py) are shared with the tests
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from _servers import free_port, wait_listening
 
 VENV_BIN = Path(sys.executable).parent
 

@@ -8,34 +8,75 @@ Parts: :mod:`auraseal.integrity` (integrity strings), :mod:`auraseal.manifest`
 :mod:`auraseal.web`.
 """
 
-from auraseal.errors import AuraSealError
-from auraseal.integrity import (
-    StreamVerifier,
-    auraseal_string,
-    hash_bytes,
-    hash_file,
-    parse_integrity,
-    sri_token,
-    verify_bytes,
-    verify_file,
-)
-from auraseal.manifest import (
-    FileEntry,
-    Manifest,
-    build_manifest,
-    dump_signed,
-    load_manifest,
-    verify_tree,
-)
-from auraseal.signing import (
-    PublicKey,
-    SigningKey,
-    TrustPolicy,
-    TrustState,
-    generate_keypair,
-    load_public_key,
-    load_signing_key,
-)
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from auraseal.errors import AuraSealError
+    from auraseal.integrity import (
+        StreamVerifier,
+        auraseal_string,
+        hash_bytes,
+        hash_file,
+        parse_integrity,
+        sri_token,
+        verify_bytes,
+        verify_file,
+    )
+    from auraseal.manifest import (
+        FileEntry,
+        Manifest,
+        build_manifest,
+        dump_signed,
+        load_manifest,
+        verify_tree,
+    )
+    from auraseal.signing import (
+        PublicKey,
+        SigningKey,
+        TrustPolicy,
+        TrustState,
+        generate_keypair,
+        load_public_key,
+        load_signing_key,
+    )
+
+# The names above are imported on first use (PEP 562), so that importing a
+# submodule (``auraseal.cli`` for ``auraseal --help``) does not load them all.
+_LAZY = {
+    "AuraSealError": "auraseal.errors",
+    "FileEntry": "auraseal.manifest",
+    "Manifest": "auraseal.manifest",
+    "PublicKey": "auraseal.signing",
+    "SigningKey": "auraseal.signing",
+    "StreamVerifier": "auraseal.integrity",
+    "TrustPolicy": "auraseal.signing",
+    "TrustState": "auraseal.signing",
+    "auraseal_string": "auraseal.integrity",
+    "build_manifest": "auraseal.manifest",
+    "dump_signed": "auraseal.manifest",
+    "generate_keypair": "auraseal.signing",
+    "hash_bytes": "auraseal.integrity",
+    "hash_file": "auraseal.integrity",
+    "load_manifest": "auraseal.manifest",
+    "load_public_key": "auraseal.signing",
+    "load_signing_key": "auraseal.signing",
+    "parse_integrity": "auraseal.integrity",
+    "sri_token": "auraseal.integrity",
+    "verify_bytes": "auraseal.integrity",
+    "verify_file": "auraseal.integrity",
+    "verify_tree": "auraseal.manifest",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib  # noqa: PLC0415
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 __version__ = "0.1.0"
 

@@ -6,7 +6,9 @@ Nothing here prints.  Every failure is an :mod:`auraseal.errors` type.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import functools
 import os
 import re
 import secrets
@@ -14,7 +16,7 @@ import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from auraseal.errors import StorageError, UnsafePathError
 
@@ -27,6 +29,7 @@ __all__ = [
     "fsync_dir",
     "is_temp_name",
     "make_temp_dir",
+    "rename_exchange",
     "resolve_inside",
     "safe_relpath",
     "temp_name",
@@ -278,3 +281,43 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Atomically replace ``path`` with ``data`` (temp file, fsync, rename)."""
     with atomic_writer(path, mode) as fh:
         fh.write(data)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+@functools.cache
+def _renameat2() -> Any:
+    """libc's ``renameat2`` (Linux), or None where there is none."""
+    import ctypes  # noqa: PLC0415  (only for a swap)
+    import ctypes.util  # noqa: PLC0415
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        fn = ctypes.CDLL(name, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def rename_exchange(a: Path, b: Path) -> int:
+    """Atomically swap two existing paths (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    The one binding of ``renameat2``. Returns 0 once swapped, else the errno:
+    ``ENOSYS`` where libc has no ``renameat2``; ``ENOSYS``, ``EINVAL`` or
+    ``ENOTSUP`` where the kernel or file system cannot exchange (the caller
+    then falls back to renames).
+    """
+    fn = _renameat2()
+    if fn is None:
+        return errno.ENOSYS
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return 0
+    import ctypes  # noqa: PLC0415
+
+    return ctypes.get_errno() or errno.EIO

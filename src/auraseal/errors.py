@@ -41,6 +41,7 @@ __all__ = [
     "MalformedNoteError",
     "ManifestFormatError",
     "MerkleProofError",
+    "MissingExtraError",
     "MissingSecretError",
     "NetworkError",
     "NoTrustAnchorError",
@@ -137,6 +138,10 @@ class UsageError(InputError):
 
 class ConfigError(InputError):
     """A configuration value is missing or invalid."""
+
+
+class MissingExtraError(InputError):
+    """A command needs an optional part (``auraseal[server]``, ``[postgres]``) not installed."""
 
 
 class MissingSecretError(ConfigError):

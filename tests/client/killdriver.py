@@ -10,6 +10,7 @@ PEM file).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -35,7 +36,7 @@ def main() -> None:
         count += 1
 
     if not a.get("native", True):
-        install._renameat2 = lambda: None  # type: ignore[attr-defined]
+        install.rename_exchange = lambda a, b: errno.ENOSYS  # type: ignore[attr-defined]
     dest = Path(a["dest"])
     if a["op"] == "install":
         st = install.Staging(dest)

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from _servers import free_port
 
 from auraseal._time import utcnow
 from auraseal.cli import main as cli_main
 from auraseal.client import fetch_package
 from auraseal.errors import StorageError, ThresholdError
 from auraseal.ledger import open_ledger
-from auraseal.server.testing import free_port
 from auraseal.signing import SigningKey, TrustPolicy
 
 from .conftest import Client

@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _servers import free_port, run_nginx, run_server
 
 from auraseal.cli import main as cli_main
 from auraseal.manifest import Manifest, part_name
 from auraseal.sealing import ComponentSpec, seal_tree
-from auraseal.server.testing import free_port, run_nginx, run_server
 from auraseal.signing import SigningKey
 
 from .helpers import no_leftovers, snapshot

@@ -5,6 +5,7 @@ and a killed fetch leaves no temp trees behind."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -243,7 +244,7 @@ def test_install_killed_at_every_step_is_finished_or_undone(
 ) -> None:
     before, new, (want_cur, want_prev) = SCENARIOS[scenario]
     if not native:
-        monkeypatch.setattr(install, "_renameat2", lambda: None)
+        monkeypatch.setattr(install, "rename_exchange", lambda a, b: errno.ENOSYS)
     op = "rollback" if new is None else "install"
 
     def prepare(n: int) -> Path:
@@ -286,7 +287,7 @@ def test_recovery_killed_at_every_step_is_recovered_again(
 ) -> None:
     """A kill while finishing a killed install (three renames, killed inside
     the exchange) is itself finished by the next run."""
-    monkeypatch.setattr(install, "_renameat2", lambda: None)
+    monkeypatch.setattr(install, "rename_exchange", lambda a, b: errno.ENOSYS)
 
     def killed_mid_exchange(n: int) -> Path:
         dest = tmp_path / f"r{n}" / "app"

@@ -25,11 +25,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _servers import free_port, run_nginx, stop_process, wait_listening
 
 from auraseal.cli import main as cli_main
 from auraseal.manifest import MANIFEST_NAME, Manifest, dump_signed, part_name
 from auraseal.sealing import seal_tree
-from auraseal.server.testing import free_port, run_nginx, stop_process, wait_listening
 from auraseal.signing import SigningKey
 
 from .helpers import no_leftovers

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import httpx
+from _servers import free_port
 
 from auraseal.cli import main as cli_main
-from auraseal.server.testing import free_port
 
 from .helpers import FILES
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from _servers import run_server
 
 from auraseal.cli import main as cli_main
 from auraseal.client import HttpConfig, fetch_package
@@ -19,7 +20,6 @@ from auraseal.manifest import MANIFEST_NAME
 from auraseal.root import Root
 from auraseal.server.freshness import install_root
 from auraseal.server.publish import new_token
-from auraseal.server.testing import run_server
 from auraseal.signing import SigningKey
 
 from .helpers import publish_root, root_v1, rotate, write_package

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from _servers import free_port, run_nginx, run_server
 
 from auraseal.cli import main as cli_main
 from auraseal.client import HttpConfig, fetch_package
@@ -17,7 +18,6 @@ from auraseal.errors import RollbackError, ThresholdError
 from auraseal.root import parse_root
 from auraseal.server.freshness import FRESHNESS_DIR, TimestampKeeper, install_root
 from auraseal.server.publish import new_token
-from auraseal.server.testing import free_port, run_nginx, run_server
 from auraseal.signing import SigningKey
 
 from .helpers import FILES, root_v1, rotate, write_package

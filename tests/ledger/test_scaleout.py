@@ -16,13 +16,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from _servers import free_port, wait_listening
 
 from auraseal.ledger import BlockPolicy, open_ledger
 from auraseal.ledger.note import Ed25519NoteSigner
 from auraseal.ledger.tilelog import TileWriter
 from auraseal.ledger.tiles import tiles_for_size
 from auraseal.server.publish import new_token
-from auraseal.server.testing import free_port, wait_listening
 from auraseal.signing import SigningKey
 
 from .gotool import run_go

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from _servers import free_port, run_server, wait_listening
 
 from auraseal import merkle
 from auraseal.errors import InputError, NotFoundError
@@ -30,7 +31,6 @@ from auraseal.ledger.tiles import (
     parse_tile_path,
     tiles_for_size,
 )
-from auraseal.server.testing import free_port, run_server, wait_listening
 from auraseal.signing import SigningKey, generate_keypair
 
 from .gotool import run_go

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _servers import run_server
 
 from auraseal._fs import is_temp_name
 from auraseal.manifest import MANIFEST_NAME
 from auraseal.sealing import seal_tree
 from auraseal.server.publish import new_token
-from auraseal.server.testing import run_server
 from auraseal.signing import SigningKey
 
 EXAMPLE = Path(str(resources.files("auraseal.examples").joinpath("site")))

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from _servers import free_port
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,7 +27,6 @@ from auraseal.cli import main as cli_main
 from auraseal.errors import ConfigError, InputError, StorageError
 from auraseal.server.publish import TokenSet, hash_token, safe_extract
 from auraseal.server.static import _accepts_gzip, _etag_list, content_type_for
-from auraseal.server.testing import free_port
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "server"
 FIXTURE_TOKEN = "aspub_fixture-token-do-not-use"

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from _servers import free_port, run_server
 
 from auraseal.sealing import seal_tree
 from auraseal.server.static import SMALL_FILE
-from auraseal.server.testing import free_port, run_server
 
 BIG = 3 << 20
 

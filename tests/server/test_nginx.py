@@ -8,10 +8,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from _servers import free_port, run_nginx
 
 from auraseal.cli import main as cli_main
 from auraseal.errors import NetworkError
-from auraseal.server.testing import free_port, run_nginx
 
 pytestmark = pytest.mark.nginx
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from _servers import free_port
 
 from auraseal.cli import main as cli_main
 from auraseal.manifest import MANIFEST_NAME
 from auraseal.server.publish import new_token
-from auraseal.server.testing import free_port
 
 from .conftest import manifest_bytes, tree_snapshot
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from _servers import run_server
 
 from auraseal import merkle
 from auraseal.ledger import open_checkpoint
 from auraseal.manifest import MANIFEST_NAME
 from auraseal.server import store as store_mod
-from auraseal.server.testing import run_server
 from auraseal.signing import load_public_key
 
 from .conftest import uploads_empty

@@ -10,11 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 import schemathesis
+from _servers import run_server
 from hypothesis import HealthCheck, given, settings
 from schemathesis import checks as sc
 
 from auraseal.server.publish import new_token
-from auraseal.server.testing import run_server
 from auraseal.signing import SigningKey
 
 

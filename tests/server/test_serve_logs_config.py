@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from _servers import run_app
 
 from auraseal.cli import build_parser
 from auraseal.cli._serve import _serve_options, load_config_file
@@ -24,7 +25,6 @@ from auraseal.errors import ConfigError
 from auraseal.server.app import create_app
 from auraseal.server.config import ServerConfig
 from auraseal.server.logs import ServerLog
-from auraseal.server.testing import run_app
 from auraseal.signing import SigningKey
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from _servers import free_port, wait_listening
 
 from auraseal.server.defaults import ensure_example
-from auraseal.server.testing import free_port, wait_listening
 
 AURASEAL = [sys.executable, "-m", "auraseal"]
 

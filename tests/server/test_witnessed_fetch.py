@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from _servers import free_port, stop_process, wait_listening
 
 from auraseal.cli import build_parser
 from auraseal.cli._serve import _serve_options
@@ -30,7 +31,6 @@ from auraseal.ledger.note import (
 )
 from auraseal.manifest import MANIFEST_NAME, manifest_digest, read_manifest_file
 from auraseal.sealing import seal_tree
-from auraseal.server.testing import free_port, stop_process, wait_listening
 from auraseal.signing import SigningKey, generate_keypair
 from auraseal.witness.client import cosign
 

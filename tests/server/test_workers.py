@@ -24,17 +24,17 @@ from pathlib import Path
 
 import httpx
 import pytest
+from _servers import free_port, run_server, wait_listening
 
 from auraseal._fs import is_temp_name
 from auraseal.sealing import seal_tree
-from auraseal.server.testing import free_port, run_server, wait_listening
 from auraseal.signing import SigningKey
 
 WORKER = r"""
 import os, sys, time
 from pathlib import Path
 from auraseal.server import app as app_mod
-from auraseal.server.testing import run_server
+from _servers import run_server
 from auraseal.signing import load_public_key
 
 root, key, tokens, hold, out = sys.argv[1:6]

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _servers import run_server
 from playwright.sync_api import sync_playwright
 
 from auraseal.sealing import seal_tree
-from auraseal.server.testing import run_server
 from auraseal.signing import SigningKey
 
 CHROMIUM_FLAGS = [

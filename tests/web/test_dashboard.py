@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
+from _servers import run_server
 
 from auraseal.server.publish import new_token
-from auraseal.server.testing import run_server
 from auraseal.signing import SigningKey
 from auraseal.web.dashboard import CSP, render_dashboard
 

@@ -9,11 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
+from _servers import run_server
 
 from auraseal.manifest import MANIFEST_NAME, resign_manifest
 from auraseal.sealing import seal_tree
 from auraseal.server.publish import new_token
-from auraseal.server.testing import run_server
 from auraseal.signing import SigningKey
 
 from .conftest import seal_package

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _servers import run_server
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -32,7 +33,6 @@ from auraseal._time import utcnow
 from auraseal.httpsig import sign_digest
 from auraseal.manifest import MANIFEST_NAME, load_manifest, sign_http
 from auraseal.sealing import seal_tree
-from auraseal.server.testing import run_server
 from auraseal.signing import SigningKey
 from auraseal.web.html import rewrite_html
 

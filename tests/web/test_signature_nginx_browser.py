@@ -13,13 +13,13 @@ from typing import Any
 
 import httpx
 import pytest
+from _servers import free_port, run_nginx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from auraseal._time import utcnow
 from auraseal.cli import main as cli_main
 from auraseal.manifest import MANIFEST_NAME, dump_signed, load_manifest, sign_http
 from auraseal.sealing import seal_tree
-from auraseal.server.testing import free_port, run_nginx
 from auraseal.signing import SigningKey
 
 from .webpages import script, sri

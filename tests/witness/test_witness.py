@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from _servers import free_port, run_app, wait_listening
 
 from auraseal.errors import ThresholdError
 from auraseal.ledger import BlockPolicy, Checkpoint, Ledger, open_ledger
@@ -22,7 +23,6 @@ from auraseal.ledger.note import (
     signer_key_string,
     verified_witnesses,
 )
-from auraseal.server.testing import free_port, run_app, wait_listening
 from auraseal.signing import SigningKey, generate_keypair
 from auraseal.witness.client import cosign, ledger_cosigner
 from auraseal.witness.protocol import build_add_checkpoint

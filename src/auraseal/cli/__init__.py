@@ -9,29 +9,62 @@ which is printed as one line on stderr and mapped to its ``exit_code``.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Iterator, Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-from auraseal.cli import (
-    _core,
-    _fetch,
-    _ledger,
-    _publish,
-    _root,
-    _seal,
-    _serve,
-    _version,
-    _web,
-    _witness,
-)
-from auraseal.cli._output import Handler
+from auraseal._extras import extra_of, missing_extra
+from auraseal._version import VERSION
 from auraseal.errors import AuraSealError, NotFoundError, StorageError, UsageError
+
+if TYPE_CHECKING:
+    from auraseal.cli._output import Handler
 
 __all__ = ["build_parser", "commands", "main"]
 
-_MODULES = (_core, _seal, _ledger, _serve, _publish, _fetch, _web, _root, _witness, _version)
+#: The modules that register commands, in the order ``--help`` lists them.
+_MODULES = (
+    "_core", "_seal", "_ledger", "_serve", "_publish", "_fetch", "_web", "_root", "_witness",
+    "_version",
+)
+
+#: Each top-level command: the module that registers it and its help line.
+#: ``main`` imports only the module of the command it runs (and none for
+#: ``auraseal --help``), so start-up does not load cryptography, httpx, rich,
+#: zstandard or the erasure engines; the other commands appear in the parser
+#: with this help line only. tests/foundation/test_packaging.py checks that
+#: this table matches what the modules register.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "hash": ("_core", "print a file's integrity string"),
+    "check": ("_core", "check a file against an integrity string (exit 0/1/2)"),
+    "keygen": ("_core", "create an Ed25519 key pair (KEY, KEY.pub)"),
+    "manifest": ("_core", "build or verify a manifest"),
+    "resign": (
+        "_core",
+        "a new manifest version with the same files, a fresh expiry and new signatures",
+    ),
+    "seal": ("_seal", "seal a directory into a package with Reed-Solomon parts"),
+    "unseal": ("_seal", "rebuild every file of a package (directory or zip)"),
+    "scrub": ("_seal", "check every file and part (exit 0 intact/1 damaged/4 lost)"),
+    "repair": ("_seal", "rebuild missing or corrupt files and parts in place"),
+    "inspect": ("_seal", "show a part file's header and footer, or a package summary"),
+    "ledger": ("_ledger", "tamper-evident ledger: record, verify, prove"),
+    "serve": ("_serve", "serve a directory of sealed packages over HTTP"),
+    "nginx-conf": ("_serve", "print an nginx config serving ROOT statically"),
+    "publish-token": ("_serve", "create a publish token; append its hash to FILE"),
+    "publish": (
+        "_publish",
+        "upload a sealed package (directory, zip or just its manifest) to a server",
+    ),
+    "fetch": ("_fetch", "fetch a package: verify, repair from parts, install atomically"),
+    "rollback": ("_fetch", "restore the version installed before the last fetch"),
+    "html": ("_web", "rewrite a page's integrity attributes so browsers enforce them"),
+    "root": ("_root", "create, rotate and co-sign the root of trust"),
+    "witness": ("_witness", "tlog-witness: cosign consistent checkpoints"),
+    "version": ("_version", "print the version (and the erasure engines in use)"),
+}
 
 
 class _UsageFailure(UsageError):
@@ -62,17 +95,43 @@ def commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentPars
     return {p.prog.removeprefix(prefix): p for p in _leaf_parsers(parser)}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(modules: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line (default), or only ``modules``' commands in full
+    and every other command as its help line (what :func:`main` uses)."""
     parser = _Parser(prog="auraseal", description="Seal, serve, fetch and verify files.")
-    parser.add_argument("--version", action="version", version=f"auraseal {_version.VERSION}")
+    parser.add_argument("--version", action="version", version=f"auraseal {VERSION}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for module in _MODULES:
-        module.register(sub)
+    for name in _MODULES if modules is None else modules:
+        importlib.import_module(f"auraseal.cli.{name}").register(sub)
+    if modules is not None:
+        # The other commands share one placeholder parser (never parsed with:
+        # main imports the module of the command on the line), so that
+        # ``--help`` does not pay for twenty parsers.
+        placeholder: _Parser | None = None
+        for word, (_, text) in COMMANDS.items():
+            if word in sub.choices:
+                continue
+            if placeholder is None:
+                placeholder = sub.add_parser(word, help=text)
+            else:
+                sub.choices[word] = placeholder
+                sub._choices_actions.append(sub._ChoicesPseudoAction(word, (), text))
     for leaf in _leaf_parsers(parser):  # every command takes --json, new ones too
         if "--json" not in leaf._option_string_actions:
             leaf.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
+
+
+def _modules_for(argv: Sequence[str]) -> list[str] | None:
+    """The modules to import for ``argv``: the command's own (none for a bare
+    ``--help``); None (all of them) for a command the table does not know."""
+    word = next((a for a in argv if not a.startswith("-")), None)
+    if word is None:
+        return []
+    if word in COMMANDS:
+        return [COMMANDS[word][0]]
+    return None
 
 
 def _report(exc: AuraSealError, as_json: bool) -> int:
@@ -105,9 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Before parsing succeeds, --json anywhere on the line asks for JSON errors.
     as_json = "--json" in argv[: argv.index("--")] if "--" in argv else "--json" in argv
-    parser = build_parser()
+    args: argparse.Namespace | None = None
     try:
-        args = parser.parse_args(argv)
+        args = build_parser(_modules_for(argv)).parse_args(argv)
         as_json = bool(getattr(args, "json", as_json))
         handler: Handler = args.handler
         try:
@@ -116,6 +175,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             _warn_engines()
     except AuraSealError as exc:
         return _report(exc, as_json)
+    except ModuleNotFoundError as exc:
+        # a module from an extra that is not installed (auraseal[server], [postgres])
+        extra = extra_of(exc.name or "")
+        if extra is None:
+            raise
+        where = str(getattr(args, "command", "") or "auraseal")
+        return _report(missing_extra(extra, where, exc.name or ""), as_json)
     except KeyboardInterrupt:
         print("auraseal: interrupted", file=sys.stderr)
         return 130

@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from auraseal._extras import require
 from auraseal._fs import atomic_write_bytes
 from auraseal._time import parse_duration
 from auraseal.cli._core import trust_policy
@@ -328,6 +329,7 @@ def _check_startup(config: ServerConfig) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    require("server", "serve", ("starlette", "anyio"))
     from auraseal.server.config import ServerConfig  # noqa: PLC0415
     from auraseal.server.defaults import (  # noqa: PLC0415
         EXAMPLE_NAME,
@@ -339,6 +341,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from auraseal.server.store import PackageStore  # noqa: PLC0415
 
     opts = _serve_options(args)
+    require("server", "serve", (opts.server,))
     _check_port(opts.port)
     if opts.workers < 1:
         raise UsageError("--workers must be at least 1", "--workers")

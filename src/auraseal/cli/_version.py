@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from auraseal._version import VERSION
 from auraseal.cli._output import emit
 
 __all__ = ["VERSION", "register"]
-
-VERSION = "0.1.0"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

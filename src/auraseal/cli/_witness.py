@@ -7,6 +7,7 @@ from pathlib import Path
 
 import platformdirs
 
+from auraseal._extras import require
 from auraseal.errors import UsageError
 from auraseal.ledger.note import (
     ALG_COSIGNATURE_V1,
@@ -59,6 +60,7 @@ def cmd_witness_serve(args: argparse.Namespace) -> int:
     if args.print_key:
         print(signer.verifier().vkey())
         return 0
+    require("server", "witness serve", ("starlette", "anyio", "uvicorn"))
     import uvicorn  # noqa: PLC0415
 
     from auraseal.witness.server import Witness, witness_app  # noqa: PLC0415

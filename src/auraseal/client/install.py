@@ -25,8 +25,6 @@ deleted after the new previous copy is in place and recorded.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import hashlib
 import json
@@ -44,6 +42,7 @@ from auraseal._fs import (
     fsync_dir,
     is_temp_name,
     make_temp_dir,
+    rename_exchange,
     resolve_inside,
     temp_name,
 )
@@ -77,8 +76,6 @@ INSTALL_VERSION = 1
 #: temp kinds made next to DIR: the staging tree (and its swap name) and
 #: a previous copy being deleted
 TEMP_KINDS = frozenset({"fetch", "old"})
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
 
 #: ``step(name)`` is called after each durable step of an install or rollback
 #: (tests kill the process there to prove every step is recoverable).
@@ -324,20 +321,6 @@ def tree_fingerprint(root: Path) -> str:
     return hashlib.sha256("".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def _renameat2() -> Any:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        libc = ctypes.CDLL(name, use_errno=True)
-        fn = libc.renameat2
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return fn
-
-
 def _rename(a: Path, b: Path) -> None:
     try:
         os.rename(a, b)
@@ -349,15 +332,12 @@ def exchange(a: Path, b: Path, tmp: Path | None = None, step: StepHook | None = 
     """Atomically swap two existing paths (Linux ``RENAME_EXCHANGE``); where
     unsupported, three renames through ``tmp`` (each reported to ``step``)."""
     step = step or _no_step
-    fn = _renameat2()
-    if fn is not None:
-        rc = fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
-        if rc == 0:
-            fsync_dir(a.parent)
-            return
-        err = ctypes.get_errno()
-        if err not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
-            raise StorageError(f"cannot swap directories: {os.strerror(err)}", str(b))
+    err = rename_exchange(a, b)
+    if err == 0:
+        fsync_dir(a.parent)
+        return
+    if err not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        raise StorageError(f"cannot swap directories: {os.strerror(err)}", str(b))
     tmp = tmp or a.parent / (temp_name(a.name.lstrip("."), "fetch") + ".swap")
     _rename(a, tmp)
     fsync_dir(a.parent)

@@ -48,7 +48,6 @@ FORMAT_VERSION = 1
 GENESIS_HASH = "0" * 64
 HMAC_ENV = "INTEGRITY_HMAC_SECRET"
 _LEAF_TAG = b"auraseal-ledger-entry-v1\n"
-_SAFE_INT = 2**53 - 1
 #: Largest leaf (``Entry.leaf()``) a tlog-tiles entry bundle can carry (u16 length).
 MAX_LEAF_BYTES = 0xFFFF
 
@@ -63,37 +62,9 @@ def parse_ts(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
-def _plain(obj: Any) -> bool:
-    """True if ``json.dumps(sort_keys)`` is already RFC 8785 for ``obj``.
-
-    Holds for str / bool / None / ints within ±2**53 and containers of them
-    whose keys are ASCII (UTF-16 and code-point key order then agree).
-    """
-    if isinstance(obj, str) or obj is None or isinstance(obj, bool):
-        return True
-    if isinstance(obj, int):
-        return -_SAFE_INT <= obj <= _SAFE_INT
-    if isinstance(obj, dict):
-        return all(isinstance(k, str) and k.isascii() and _plain(v) for k, v in obj.items())
-    if isinstance(obj, list | tuple):
-        return all(_plain(v) for v in obj)
-    return False
-
-
-_ENCODER = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-)
-
-
 def canonical_text(obj: Any) -> str:
-    """RFC 8785 canonical JSON of ``obj`` as text (fast path for plain data)."""
-    if _plain(obj):
-        text: str = _ENCODER.encode(obj)
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise InputError("cannot canonicalize as JSON: lone surrogate in a string") from exc
-        return text
+    """RFC 8785 canonical JSON of ``obj`` as text (:func:`auraseal._canonical.canonical_json`,
+    with its fast path for plain data)."""
     return canonical_json(obj).decode("utf-8")
 
 

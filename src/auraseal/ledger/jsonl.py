@@ -52,8 +52,7 @@ def canonical_line_key(rec: dict[str, Any]) -> bytes:
 
 
 def record_line(record: dict[str, Any]) -> bytes:
-    text = json.dumps(record, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
-    return text.encode("utf-8") + b"\n"
+    return canonical_json(record) + b"\n"
 
 
 def reconcile_line(count: int, timestamp: str) -> bytes:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import platformdirs
 
 from auraseal import merkle
+from auraseal._extras import require
 from auraseal.errors import (
     ConfigError,
     LedgerTamperError,
@@ -132,7 +133,9 @@ def open_store(url: str, *, durable: bool = False) -> Store:
     ``postgresql://...``.  ``durable`` makes SQLite fsync every commit
     (``synchronous=FULL``); PostgreSQL follows the server's ``synchronous_commit``."""
     if url.startswith(("postgresql://", "postgres://")):
-        # psycopg costs ~150 ms to import: only when a PostgreSQL ledger is used.
+        # psycopg costs ~150 ms to import: only when a PostgreSQL ledger is used
+        # (and it comes with the ``auraseal[postgres]`` extra).
+        require("postgres", url.partition("://")[0] + "://")
         from auraseal.ledger.stores.postgres import PostgresStore  # noqa: PLC0415
 
         return PostgresStore(url)

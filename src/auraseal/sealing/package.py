@@ -17,6 +17,7 @@ import struct
 import threading
 import zipfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -38,6 +39,7 @@ __all__ = [
     "MAX_RATIO",
     "MAX_TOTAL_SIZE",
     "Package",
+    "ZipLimits",
     "check_zip",
     "extract_zip",
     "open_package",
@@ -54,11 +56,44 @@ _LOCAL = struct.Struct("<4sHHHHHIIIHH")
 ReadRange = Callable[[int, int], bytes]
 
 
-def check_zip(zf: zipfile.ZipFile, where: str) -> dict[str, zipfile.ZipInfo]:
-    """Refuse a hostile archive; return its file entries by name."""
+@dataclass(frozen=True)
+class ZipLimits:
+    """What :func:`check_zip` accepts. The defaults are a package's; the
+    server's upload passes its own (and its 413 error type)."""
+
+    max_entries: int = MAX_ENTRIES
+    max_entry: int = MAX_ENTRY_SIZE
+    max_total: int = MAX_TOTAL_SIZE
+    max_ratio: int = MAX_RATIO
+    #: the per-entry compression ratio is checked above this declared size
+    ratio_min_size: int = 1 << 20
+    #: with the archive's size: the declared sizes add up to at most
+    #: ``max_ratio`` times it (at least ``ratio_floor``), so many small entries
+    #: cannot add up to a bomb either
+    archive_size: int | None = None
+    ratio_floor: int = 1 << 20
+    #: raised for a count, size or ratio above the limits
+    too_large: type[InputError] = InputError
+
+
+def check_zip(
+    zf: zipfile.ZipFile, where: str, limits: ZipLimits = ZipLimits()
+) -> dict[str, zipfile.ZipInfo]:
+    """Refuse a hostile archive; return its file entries by name (in archive order).
+
+    The one zip validator: unsafe names (``..``, absolute, backslash, NUL,
+    overlong), duplicates, a name that is both a file and a directory,
+    symlinks, encryption, compression other than stored/deflate, too many
+    entries, declared sizes or compression ratios above ``limits``.
+    """
     infos = zf.infolist()
-    if len(infos) > MAX_ENTRIES:
-        raise InputError(f"zip has more than {MAX_ENTRIES} entries", where)
+    big = limits.too_large
+    if len(infos) > limits.max_entries:
+        raise big(f"zip has more than {limits.max_entries} entries", where)
+    ratio_total = None
+    if limits.archive_size is not None:
+        floor = limits.ratio_floor // max(limits.max_ratio, 1)
+        ratio_total = limits.max_ratio * max(limits.archive_size, floor)
     seen: dict[str, zipfile.ZipInfo] = {}
     total = 0
     for info in infos:
@@ -75,20 +110,31 @@ def check_zip(zf: zipfile.ZipFile, where: str) -> dict[str, zipfile.ZipInfo]:
             raise InputError("encrypted zip entry", ew)
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
             raise InputError(f"unsupported zip compression {info.compress_type}", ew)
-        if info.file_size > MAX_ENTRY_SIZE:
-            raise InputError(f"zip entry declares {info.file_size} bytes (zip bomb?)", ew)
+        if info.file_size > limits.max_entry:
+            raise big(f"zip entry declares {info.file_size} bytes (zip bomb?)", ew)
         if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
             raise InputError("stored zip entry with differing sizes", ew)
-        if info.file_size > (1 << 20) and info.file_size > MAX_RATIO * max(1, info.compress_size):
-            raise InputError(f"zip entry compression ratio above {MAX_RATIO}:1 (zip bomb?)", ew)
+        if info.file_size > limits.ratio_min_size and info.file_size > limits.max_ratio * max(
+            1, info.compress_size
+        ):
+            raise big(f"zip entry compression ratio above {limits.max_ratio}:1 (zip bomb?)", ew)
         total += info.file_size
-        if total > MAX_TOTAL_SIZE:
-            raise InputError(f"zip declares more than {MAX_TOTAL_SIZE} bytes (zip bomb?)", where)
+        if total > limits.max_total:
+            raise big(f"zip declares more than {limits.max_total} bytes (zip bomb?)", where)
+        if ratio_total is not None and total > ratio_total:
+            raise big(
+                f"zip unpacks to more than {limits.max_ratio} times its size (zip bomb?)", where
+            )
         if raw.endswith("/"):
             seen[raw] = info
             continue
         seen[name] = info
-    return {n: i for n, i in seen.items() if not n.endswith("/")}
+    files = {n: i for n, i in seen.items() if not n.endswith("/")}
+    dirs = {"/".join(n.split("/")[:i]) for n in files for i in range(1, n.count("/") + 1)}
+    clash = dirs & files.keys()
+    if clash:
+        raise InputError("name is both a file and a directory", f"{where}: {sorted(clash)[0]!r}")
+    return files
 
 
 class Package:

@@ -6,13 +6,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import io
 import mmap
 import os
-import queue
 import re
 import shutil
-import threading
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -246,27 +243,13 @@ def encode_parts_from(
 
 @dataclass
 class _Source:
-    """A source file's bytes, and what was computed while reading them."""
+    """A source file's bytes (read into memory, or memory-mapped)."""
 
     data: Buffer
-    digest: bytes | None = None
-    stream: tuple[str, Buffer] | None = None  # (codec, compressed stream)
 
 
-def _read_source(
-    path: Path,
-    stack: contextlib.ExitStack,
-    rel: str,
-    algorithm: str | None = None,
-    codec: str = "none",
-) -> _Source:
-    """The file's bytes (read into memory, or memory-mapped above MEMORY_LIMIT).
-
-    With ``algorithm``, a file of at least ``BIG`` bytes that is read into
-    memory is hashed while it is read (a reader thread fills the buffer, this
-    thread hashes what has arrived); with ``codec="zstd"`` it is also
-    compressed on the way if its first 256 KiB compress.
-    """
+def _read_source(path: Path, stack: contextlib.ExitStack, rel: str) -> _Source:
+    """The file's bytes (read into memory, or memory-mapped above MEMORY_LIMIT)."""
     try:
         fh = stack.enter_context(open(path, "rb"))  # noqa: SIM115
         size = os.fstat(fh.fileno()).st_size
@@ -276,64 +259,12 @@ def _read_source(
             mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
             return _Source(memoryview(mm))
         buf = bytearray(size)
-        if algorithm is None or size < BIG:
-            got = fh.readinto(buf)
-            src = _Source(buf)
-        else:
-            got, src = _read_and_hash(fh, buf, algorithm, codec)
+        got = fh.readinto(buf)
         if got != size or fh.read(1):
             raise StorageError("file changed while being sealed", rel)
-        return src
+        return _Source(buf)
     except OSError as exc:
         raise StorageError(f"cannot read: {exc.strerror}", rel) from exc
-
-
-def _read_and_hash(
-    fh: io.BufferedReader, buf: bytearray, algorithm: str, codec: str
-) -> tuple[int, _Source]:
-    view = memoryview(buf)
-    size = len(view)
-    done: queue.Queue[int | BaseException] = queue.Queue()
-
-    def reader() -> None:
-        off = 0
-        try:
-            while off < size:
-                n = fh.readinto(view[off : off + FEED])
-                if not n:
-                    break
-                off += n
-                done.put(off)
-        except BaseException as exc:  # re-raised by the hashing thread
-            done.put(exc)
-        done.put(-1)
-
-    h = hashlib.new(algorithm)
-    hashed = fed = 0
-    zs: ZstdStream | None = None
-    undecided = codec == "zstd" and size >= _ZSTD_STREAM_MIN
-    thread = threading.Thread(target=reader, name="seal-read")
-    thread.start()
-    try:
-        while (item := done.get()) != -1:
-            if isinstance(item, BaseException):
-                raise item
-            h.update(view[hashed:item])
-            hashed = item
-            if undecided and hashed >= _SAMPLE:
-                undecided = False
-                zs = ZstdStream(size) if sample_compresses(view[:_SAMPLE]) else None
-            # zstd is fed in fixed FEED slices, exactly as compress() does
-            while zs is not None and (hashed - fed >= FEED or (hashed == size and fed < size)):
-                zs.feed(view[fed : fed + FEED])
-                fed = min(size, fed + FEED)
-    finally:
-        thread.join()
-    src = _Source(buf, h.digest())
-    if zs is not None and fed == size == hashed:
-        out = zs.finish()
-        src.stream = ("zstd", out) if len(out) < size else ("none", buf)
-    return hashed, src
 
 
 def _clone(src: Path, dst: Path, rel: str) -> int:
@@ -584,19 +515,9 @@ def seal_tree(
                 if sizes[rel] >= BIG and sizes[rel] <= MEMORY_LIMIT:
                     return one_big(rel)
                 with contextlib.ExitStack() as stack:
-                    source = _read_source(
-                        resolve_inside(src, rel), stack, rel, opts.algorithm, opts.codec
-                    )
+                    source = _read_source(resolve_inside(src, rel), stack, rel)
                     entry = seal_file(
-                        source.data,
-                        rel,
-                        tmp,
-                        opts,
-                        stripes,
-                        tmpdir=tmp,
-                        digest=source.digest,
-                        writer=writer,
-                        stream=source.stream,
+                        source.data, rel, tmp, opts, stripes, tmpdir=tmp, writer=writer
                     )
                 if progress is not None:
                     progress(entry.size)

@@ -26,7 +26,7 @@ import re
 import zipfile
 from pathlib import Path
 
-from auraseal._fs import atomic_write_bytes, clean_stale_temps, fsync_dir, temp_name
+from auraseal._fs import atomic_write_bytes, atomic_writer, clean_stale_temps
 from auraseal.errors import StorageError, UnsafePathError
 from auraseal.integrity import StreamVerifier
 from auraseal.server.config import STATE_DIR
@@ -114,22 +114,20 @@ def build_archive(root: Path, view: PackageView) -> tuple[Path, str]:
         if zpath.is_file() and side.is_file():
             return zpath, side.read_text().strip()
         _remove_cached(zdir, view.name)
-        tmp = zdir / temp_name(zpath.name, TEMP_KIND)
+        # the zip is complete (and fsynced) before its name appears; it counts
+        # as cached once the .sri beside it is written too
+        with (
+            atomic_writer(zpath, kind=TEMP_KIND) as fh,
+            zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as zf,
+        ):
+            _copy_verified(view, zf)
+        h = hashlib.sha256()
         try:
-            with zipfile.ZipFile(tmp, "x", zipfile.ZIP_STORED) as zf:
-                _copy_verified(view, zf)
-            h = hashlib.sha256()
-            with open(tmp, "rb") as fh:
+            with open(zpath, "rb") as fh:
                 while chunk := fh.read(_CHUNK):
                     h.update(chunk)
-                os.fsync(fh.fileno())
-            integrity = "sha256-" + base64.b64encode(h.digest()).decode()
-            os.replace(tmp, zpath)
-            atomic_write_bytes(side, (integrity + "\n").encode())
-            fsync_dir(zdir)
         except OSError as exc:
-            raise StorageError(f"cannot write archive: {exc.strerror}", str(zpath)) from exc
-        finally:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+            raise StorageError(f"cannot read archive: {exc.strerror}", str(zpath)) from exc
+        integrity = "sha256-" + base64.b64encode(h.digest()).decode()
+        atomic_write_bytes(side, (integrity + "\n").encode())
     return zpath, integrity

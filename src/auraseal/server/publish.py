@@ -22,12 +22,11 @@ import hashlib
 import hmac
 import os
 import secrets
-import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from auraseal._fs import resolve_inside, safe_relpath
+from auraseal._fs import resolve_inside
 from auraseal.errors import (
     ConfigError,
     InputError,
@@ -35,9 +34,9 @@ from auraseal.errors import (
     RollbackError,
     StorageError,
     ThresholdError,
-    UnsafePathError,
 )
 from auraseal.manifest import MANIFEST_NAME, Manifest, load_manifest, manifest_digest, verify_tree
+from auraseal.sealing.package import ZipLimits, check_zip
 from auraseal.signing import TrustPolicy, TrustState
 
 __all__ = [
@@ -144,66 +143,32 @@ def safe_extract(
 ) -> list[str]:
     """Unpack a package zip into the empty directory ``dest``, refusing hostile archives.
 
-    Refused before anything is written: not a zip, unsafe names (``..``,
-    absolute, backslash, NUL, overlong), duplicates, a name that is both a file
-    and a directory, symlinks, encryption, more than ``max_entries`` entries,
-    declared sizes above ``max_total``, a member with a compression ratio
-    above ``max_ratio``, or declared sizes adding up to more than ``max_ratio``
-    times the archive's own size (at least :data:`RATIO_FLOOR`): many small
-    entries cannot add up to a bomb either. While writing, a member that
-    inflates past its declared size is refused too (a lying zip bomb), so
-    nothing larger than that bound is ever written.
+    Refused before anything is written, by the one zip validator
+    (:func:`auraseal.sealing.package.check_zip`): not a zip, unsafe names
+    (``..``, absolute, backslash, NUL, overlong), duplicates, a name that is
+    both a file and a directory, symlinks, encryption, more than
+    ``max_entries`` entries, declared sizes above ``max_total``, a member with
+    a compression ratio above ``max_ratio``, or declared sizes adding up to
+    more than ``max_ratio`` times the archive's own size (at least
+    :data:`RATIO_FLOOR`): many small entries cannot add up to a bomb either
+    (the size and ratio refusals are :class:`PayloadTooLargeError`, 413).
+    While writing, a member that inflates past its declared size is refused
+    too (a lying zip bomb), so nothing larger than that bound is ever written.
     """
     try:
         zf = zipfile.ZipFile(zip_path)
         upload_size = os.path.getsize(zip_path)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise InputError(f"not a readable zip archive: {exc}", "upload") from exc
-    ratio_total = max_ratio * max(upload_size, RATIO_FLOOR // max(max_ratio, 1))
+    limits = ZipLimits(
+        max_entries=max_entries, max_entry=max_total, max_total=max_total, max_ratio=max_ratio,
+        ratio_min_size=1 << 16, archive_size=upload_size, ratio_floor=RATIO_FLOOR,
+        too_large=PayloadTooLargeError,
+    )
     with zf:
-        infos = zf.infolist()
-        if len(infos) > max_entries:
-            raise PayloadTooLargeError(f"more than {max_entries} entries", "upload")
-        names: list[str] = []
-        seen: set[str] = set()
-        total = 0
-        files = []
-        for info in infos:
-            name = info.filename
-            if name.endswith("/") and info.file_size == 0:
-                safe_relpath(name.rstrip("/"), f"upload: {name!r}")
-                continue
-            safe_relpath(name, f"upload: {name!r}")
-            if name in seen:
-                raise InputError("entry appears twice", f"upload: {name!r}")
-            seen.add(name)
-            mode = info.external_attr >> 16
-            if stat.S_ISLNK(mode):
-                raise UnsafePathError("symlink in archive", f"upload: {name!r}")
-            if info.flag_bits & 0x1:
-                raise InputError("encrypted entry", f"upload: {name!r}")
-            total += info.file_size
-            if total > max_total:
-                raise PayloadTooLargeError(
-                    f"archive unpacks to more than {max_total} bytes", "upload"
-                )
-            if total > ratio_total:
-                raise PayloadTooLargeError(
-                    f"archive unpacks to more than {max_ratio} times its size (zip bomb?)",
-                    "upload",
-                )
-            if info.file_size > 1 << 16 and info.file_size > max_ratio * max(
-                info.compress_size, 1
-            ):
-                raise PayloadTooLargeError(
-                    f"compression ratio above {max_ratio}:1 (zip bomb?)", f"upload: {name!r}"
-                )
-            names.append(name)
-            files.append(info)
-        dirs = {"/".join(n.split("/")[:i]) for n in names for i in range(1, n.count("/") + 1)}
-        clash = dirs & seen
-        if clash:
-            raise InputError("name is both a file and a directory", f"upload: {sorted(clash)[0]!r}")
+        entries = check_zip(zf, "upload", limits)
+        names = list(entries)
+        files = list(entries.values())
         written = 0
         for info in files:
             target = resolve_inside(dest, info.filename)

@@ -15,8 +15,6 @@ original file at its own path and part ``M`` of a file at ``<path>.part.<M>``
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import hashlib
 import os
@@ -31,6 +29,7 @@ from auraseal._fs import (
     fsync_dir,
     is_temp_name,
     make_temp_dir,
+    rename_exchange,
     safe_relpath,
     temp_name,
 )
@@ -125,27 +124,12 @@ def _build_view(name: str, real_dir: Path, data: bytes) -> PackageView:
     return PackageView(name, manifest.version, real_dir, manifest, data, res)
 
 
-_RENAME_EXCHANGE = 2
 #: Temp kinds (``_fs.temp_name``) of the store: uploads, staging directories,
 #: the new symlink of a swap and a plain directory being replaced.
 UPLOAD_KIND = "upload"
 STAGING_KIND = "staging"
 LINK_KIND = "link"
 OLD_KIND = "old"
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths with Linux renameat2(RENAME_EXCHANGE); False if unsupported."""
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
-        return False
-    libc = ctypes.CDLL(libc_name, use_errno=True)
-    fn = getattr(libc, "renameat2", None)
-    if fn is None:
-        return False
-    at_fdcwd = -100
-    rc = int(fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE))
-    return rc == 0
 
 
 class PackageStore:
@@ -339,7 +323,7 @@ class PackageStore:
             old_version: int | None = self._load(link.resolve(), name).version
         except AuraSealError:
             old_version = None
-        if _exchange(tmp, link):
+        if rename_exchange(tmp, link) == 0:
             old = tmp
         else:  # no renameat2: two renames (a brief gap)
             old = self.real_root / temp_name(name, OLD_KIND)
