@@ -898,7 +898,7 @@ class EdgeMiddleware:
         A plain request (no conditional, range, digest or, for a compressible
         type, encoding header) of a path answered before from the version
         still being served is replayed from :attr:`hot`: one ``stat`` of the
-        manifest, no parsing, no header building (docs/SERVER.md, "Speed")."""
+        manifest, no parsing, no header building (docs/SERVER.md, "Performance")."""
         method = scope["method"]
         if self.fast is None or method not in self.hot:
             return False
