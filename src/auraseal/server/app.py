@@ -8,6 +8,7 @@ import math
 import os
 import re
 from collections.abc import AsyncIterator, Callable, MutableMapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,7 @@ from auraseal.server.reports import (
 from auraseal.server.sessions import OperatorAuth
 from auraseal.server.state import ServerState
 from auraseal.server.static import (
+    COMPRESSIBLE,
     Receive,
     Scope,
     Send,
@@ -68,7 +70,7 @@ from auraseal.server.static import (
     respond_cached,
     send_file,
 )
-from auraseal.server.store import UPLOAD_KIND, PackageView, Resource
+from auraseal.server.store import UPLOAD_KIND, PackageView, Resource, ViewKey, view_key
 from auraseal.signing import TrustState
 
 __all__ = ["CSP", "create_app"]
@@ -89,6 +91,9 @@ MAX_ENTRY_BYTES = 1 << 20
 #: Deepest nesting of arrays/objects accepted in a JSON request body.
 MAX_JSON_DEPTH = 64
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
+#: An answer of the hot path: status, headers, body and, when the response may
+#: be replayed, (manifest path, key of the version it came from).
+FastHit = tuple[int, list[tuple[bytes, bytes]], bytes, "tuple[str, ViewKey] | None"]
 
 
 def _error_status(exc: AuraSealError) -> int:
@@ -263,23 +268,23 @@ class Handlers:
 
     # --- packages -------------------------------------------------------------------
 
-    def fast_file(
-        self, scope: Scope, req: dict[str, str]
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+    def fast_file(self, scope: Scope, req: dict[str, str]) -> FastHit | None:
         """The hot path: a cached small file of a loaded package, answered without
-        routing or worker threads; None sends the request down the general path."""
+        routing or worker threads; None sends the request down the general path.
+
+        The last item of the answer says whether it may be replayed: for a
+        request without conditional, range, digest or (for a compressible type)
+        encoding headers, the manifest path and :data:`~auraseal.server.store.ViewKey`
+        of the version it came from (see :class:`EdgeMiddleware`); else None."""
         m = _FAST_PATH.match(scope.get("path", ""))
         if m is None:
             return None
         name, rel = m.group(1), m.group(2)
-        view = self.state.store.cached_view(name)
-        if view is None:
+        hit = self.state.store.cached_view_key(name)
+        if hit is None:
             return None
+        view, key = hit
         method = scope["method"]
-        if not req:  # a plain GET/HEAD: the whole answer is memoised per version
-            done = view.memo.get(("response", rel, method))
-            if done is not None:
-                return done[0], list(done[1]), done[2]
         served = view.memo.get(("current", rel))
         if served is None:
             res = view.resources.get(rel)
@@ -300,14 +305,15 @@ class Handlers:
                 st = os.stat(served.path)
             except OSError:
                 return None
-        result: tuple[int, list[tuple[bytes, bytes]], bytes] | None = respond_cached(
-            method, req, served, self.state.cache, st
+        result = respond_cached(method, req, served, self.state.cache, st)
+        if result is None:
+            return None
+        view.memo[("stat", rel)] = st
+        plain = not req or (
+            served.content_type not in COMPRESSIBLE and req.keys() == {"accept-encoding"}
         )
-        if result is not None:
-            view.memo[("stat", rel)] = st
-            if not req and len(result[2]) <= 64 << 10 and len(view.memo) < 6144:
-                view.memo[("response", rel, method)] = (result[0], tuple(result[1]), result[2])
-        return result
+        token = (self.state.store.manifest_path(name), key) if plain else None
+        return result[0], result[1], result[2], token
 
     async def list_packages(self, request: Request) -> Response:
         pkgs = await anyio.to_thread.run_sync(self.state.packages)
@@ -797,9 +803,31 @@ def _web_routes(state: ServerState, auth: OperatorAuth) -> list[BaseRoute]:
     return routes
 
 
-FastPath = Callable[
-    [Scope, dict[str, str]], "tuple[int, list[tuple[bytes, bytes]], bytes] | None"
-]
+FastPath = Callable[[Scope, dict[str, str]], "FastHit | None"]
+
+#: Request headers after which a file response is no longer the plain one
+#: (accept-encoding is checked apart: it matters for compressible types only).
+_NOT_PLAIN = frozenset(
+    {b"range", b"if-none-match", b"if-modified-since", b"if-range", b"want-repr-digest"}
+)
+#: Bytes of bodies kept for replay per worker, and how many responses.
+HOT_BYTES = 32 << 20
+HOT_ENTRIES = 8192
+#: Largest body kept for replay.
+HOT_BODY = 64 << 10
+
+
+@dataclass(frozen=True, slots=True)
+class _Hot:
+    """One complete plain response (edge headers included), valid while the
+    manifest at ``manifest`` still has ``key`` (the same version is served)."""
+
+    manifest: str
+    key: ViewKey
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    compressible: bool
 
 
 class EdgeMiddleware:
@@ -821,6 +849,9 @@ class EdgeMiddleware:
             (k.lower().encode("latin-1"), v.encode("latin-1"))
             for k, v in integrity_policy_headers(state.config.integrity_policy)
         ]
+        #: method -> path -> kept plain response (see :meth:`try_fast`)
+        self.hot: dict[str, dict[str, _Hot]] = {"GET": {}, "HEAD": {}}
+        self.hot_bytes = 0
 
     def _html_policy(self, headers: list[tuple[bytes, bytes]]) -> None:
         """Integrity-Policy (``serve --integrity-policy``) on HTML responses."""
@@ -829,19 +860,69 @@ class EdgeMiddleware:
         ):
             headers.extend(self.policy_headers)
 
+    def _replay(self, scope: Scope, method: str) -> _Hot | None:
+        """The kept response for this plain GET/HEAD if its version is still served."""
+        hot = self.hot[method].get(scope.get("path", ""))
+        if hot is None:
+            return None
+        for raw, _ in scope.get("headers", ()):
+            k = raw.lower()
+            if k in _NOT_PLAIN or (k == b"accept-encoding" and hot.compressible):
+                return None
+        if view_key(hot.manifest) != hot.key:  # published, rolled back or removed
+            self._forget(method, scope.get("path", ""))
+            return None
+        return hot
+
+    def _forget(self, method: str, path: str) -> None:
+        old = self.hot[method].pop(path, None)
+        if old is not None:
+            self.hot_bytes -= len(old.body)
+
+    def _keep(self, method: str, path: str, hot: _Hot) -> None:
+        if len(hot.body) > HOT_BODY:
+            return
+        self._forget(method, path)
+        if self.hot_bytes + len(hot.body) > HOT_BYTES or sum(map(len, self.hot.values())) >= (
+            HOT_ENTRIES
+        ):
+            for table in self.hot.values():
+                table.clear()
+            self.hot_bytes = 0
+        self.hot[method][path] = hot
+        self.hot_bytes += len(hot.body)
+
     async def try_fast(self, scope: Scope, send: Send) -> bool:
-        """Answer a GET/HEAD of a cached small package file directly; False if not one."""
+        """Answer a GET/HEAD of a cached small package file directly; False if not one.
+
+        A plain request (no conditional, range, digest or, for a compressible
+        type, encoding header) of a path answered before from the version
+        still being served is replayed from :attr:`hot`: one ``stat`` of the
+        manifest, no parsing, no header building (docs/SERVER.md, "Performance")."""
         method = scope["method"]
-        if self.fast is None or method not in ("GET", "HEAD"):
+        if self.fast is None or method not in self.hot:
             return False
-        if not scope.get("path", "").startswith("/packages/"):
+        hot = self._replay(scope, method)
+        if hot is not None:
+            await send({"type": "http.response.start", "status": hot.status,
+                        "headers": hot.headers})
+            await send({"type": "http.response.body", "body": hot.body})
+            self.state.metrics.count_request(method, hot.status, len(hot.body))
+            return True
+        path = scope.get("path", "")
+        if not path.startswith("/packages/"):
             return False
         hit = self.fast(scope, request_headers(scope))
         if hit is None:
             return False
-        code, headers, body = hit
+        code, headers, body, token = hit
         headers.extend(self.edge_headers)
         self._html_policy(headers)
+        if token is not None:
+            ctype = next((v for k, v in headers if k == b"content-type"), b"")
+            compressible = ctype.split(b";")[0].decode("latin-1") in COMPRESSIBLE
+            self._keep(method, path, _Hot(manifest=token[0], key=token[1], status=code,
+                                          headers=headers, body=body, compressible=compressible))
         await send({"type": "http.response.start", "status": code, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         self.state.metrics.count_request(method, code, len(body))

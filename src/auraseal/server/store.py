@@ -44,7 +44,7 @@ from auraseal.server.config import STATE_DIR, VERSIONS_DIR, check_package_name
 from auraseal.server.locks import file_lock
 from auraseal.server.static import content_type_for, etag_for_integrity
 
-__all__ = ["PackageStore", "PackageView", "Resource"]
+__all__ = ["PackageStore", "PackageView", "Resource", "ViewKey", "view_key"]
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,19 @@ def _build_view(name: str, real_dir: Path, data: bytes) -> PackageView:
     return PackageView(name, manifest.version, real_dir, manifest, data, res)
 
 
+#: What identifies one loaded version: (device, inode, size, mtime_ns) of its manifest.
+ViewKey = tuple[int, int, int, int]
+
+
+def view_key(manifest_path: str) -> ViewKey | None:
+    """The :data:`ViewKey` of the manifest at ``manifest_path`` (one ``stat``), None if absent."""
+    try:
+        st = os.stat(manifest_path)
+    except (OSError, ValueError):
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 #: Temp kinds (``_fs.temp_name``) of the store: uploads, staging directories,
 #: the new symlink of a swap and a plain directory being replaced.
 UPLOAD_KIND = "upload"
@@ -139,7 +152,7 @@ class PackageStore:
         self.root = Path(root)
         self.keep_versions = max(1, keep_versions)
         self._lock = threading.Lock()
-        self._views: dict[tuple[int, int, int, int], PackageView] = {}
+        self._views: dict[ViewKey, PackageView] = {}
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / STATE_DIR).mkdir(exist_ok=True)
         (self.root / VERSIONS_DIR).mkdir(exist_ok=True)
@@ -192,14 +205,26 @@ class PackageStore:
             self._views[key] = view
         return view
 
+    def manifest_path(self, name: str) -> str:
+        """Where the manifest of the version of ``name`` being served is (through its link)."""
+        return f"{self._root_str}/{name}/{MANIFEST_NAME}"
+
     def cached_view(self, name: str) -> PackageView | None:
         """The current version of ``name`` if it is already loaded (one ``stat``), else None."""
-        try:
-            st = os.stat(f"{self._root_str}/{name}/{MANIFEST_NAME}")
-        except (OSError, ValueError):
+        hit = self.cached_view_key(name)
+        return None if hit is None else hit[0]
+
+    def cached_view_key(self, name: str) -> tuple[PackageView, ViewKey] | None:
+        """:meth:`cached_view` and the key it was found by: while
+        ``view_key(manifest_path(name))`` still returns that key, the same
+        version is being served (a publish or rollback swaps the link, so the
+        manifest's inode changes)."""
+        key = view_key(self.manifest_path(name))
+        if key is None:
             return None
         with self._lock:
-            return self._views.get((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+            view = self._views.get(key)
+        return None if view is None else (view, key)
 
     def get(self, name: str) -> PackageView:
         """The version of ``name`` being served now (NotFoundError if none)."""
