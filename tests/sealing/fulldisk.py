@@ -46,6 +46,11 @@ def tmpfs(tmp_path: Path) -> Iterator[Mount]:
             subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
+def grow(mnt: Path, size: str) -> None:
+    """Give the tmpfs at ``mnt`` more room (``mount -o remount,size=...``)."""
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(mnt)], check=True)
+
+
 def cli(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """``auraseal ARGV`` in a subprocess (its own stderr, exit code, no test state)."""
     return subprocess.run(
