@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,30 @@ def test_repair_20mib_on_a_full_tmpfs_exits_5_then_succeeds_with_room(
     assert not temps(mnt)
     assert digests(pkg) == digests(sealed)
     assert (pkg / "big.bin").read_bytes() == (src / "big.bin").read_bytes()
+
+
+@pytest.mark.parametrize(("step", "leave"), [("extract", 1 * MiB), ("rebuild", 6 * MiB)])
+def test_zip_repair_on_a_full_tmpfs_names_the_zip_not_its_temp_dir(
+    tmp_path: Path, tmpfs: Mount, step: str, leave: int
+) -> None:
+    small = tmp_path / "small"
+    write_tree(small, {"r.bin": random.randbytes(3 * MiB)})
+    mnt = tmpfs("24m")
+    zpath = mnt / "p.zip"
+    seal_tree(small, mnt / "p", zip_path=zpath)
+    shutil.rmtree(mnt / "p")
+    with zipfile.ZipFile(zpath) as zf:
+        kept = {n: zf.read(n) for n in zf.namelist() if n not in ("r.bin", "r.bin.part.3")}
+    with zipfile.ZipFile(zpath, "w") as zf:
+        for n, data in kept.items():
+            zf.writestr(n, data)
+    before = digests(mnt)
+    filler = fill(mnt, leave)  # no room to extract (4 MiB) / to rebuild r.bin (3 MiB)
+    proc = cli("repair", str(zpath), "--jobs", "1")
+    assert_enospc(proc, Path(f"{zpath}: "))
+    assert digests(mnt) == {**before, "filler": digests(mnt)["filler"]} and not temps(mnt)
+    filler.unlink()
+    done = cli("repair", str(zpath))
+    assert done.returncode == 0, done.stderr
+    assert sorted(os.listdir(mnt)) == ["p.zip"]
+    assert cli("scrub", str(zpath)).returncode == 0
