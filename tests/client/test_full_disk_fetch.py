@@ -147,3 +147,52 @@ def test_fetch_into_a_file_in_the_way_of_dir_exits_5_naming_it(
     assert proc.stderr.startswith(f"auraseal: error: {dest}: "), proc.stderr
     assert len(proc.stderr.splitlines()) == 1
     assert dest.read_bytes() == b"not a directory\n" and not temps(tmp_path)
+
+
+# Runs the CLI with the disk of argv[1] filled just before the install record
+# is written for the second time (the journal fits; the final record does not).
+_FULL_AT_RECORD = """
+import os, sys
+from pathlib import Path
+from auraseal.client import install
+mnt, argv = Path(sys.argv[1]), sys.argv[2:]
+real, calls = install.write_record, []
+def write_record(dest, record):
+    calls.append(dest)
+    if len(calls) == 2:
+        st = os.statvfs(mnt)
+        try:
+            with open(mnt / "filler", "ab") as fh:
+                fh.write(bytes(st.f_bavail * st.f_frsize))
+        except OSError:
+            pass
+    real(dest, record)
+install.write_record = write_record
+from auraseal.cli import main
+sys.exit(main(argv))
+"""
+
+
+def test_fetch_with_no_room_for_the_install_record_exits_5_and_leaves_no_trash(
+    site: Site, tmp_path: Path, tmpfs: Mount
+) -> None:
+    mnt = tmpfs("64m")
+    dest, cache = mnt / "site", tmp_path / "cache"
+    for v in ("v1", "v2"):  # DIR holds v2, the previous copy v1
+        assert site.fetch(v, dest, cache).returncode == 0
+    # v2 again (from v3, the same manifest): DIR is replaced, its old tree trashed
+    args = ["fetch", f"{site.base}v3/", "-o", str(dest), "--package", "site",
+            "--trusted-key", str(site.pub), "--cache", str(cache)]
+    proc = subprocess.run([sys.executable, "-c", _FULL_AT_RECORD, str(mnt), *args],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert_enospc(proc, mnt / ".site.auraseal.json")
+    # the swap was journaled: DIR is whole, and no old copy is left behind
+    assert digests(dest) == digests(site.src["v2"])
+    assert not temps(mnt)
+    (mnt / "filler").unlink()
+    done = site.fetch("v3", dest, cache)  # finishes the journaled install
+    assert done.returncode == 0, done.stderr
+    assert digests(dest) == digests(site.src["v2"]) and not temps(mnt)
+    back = cli("rollback", str(dest))
+    assert back.returncode == 0, back.stderr
+    assert digests(dest) == digests(site.src["v1"])
