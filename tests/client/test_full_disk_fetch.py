@@ -37,16 +37,19 @@ def _free_port() -> int:
 class Site:
     """Three versions of package ``site`` under one static host: ``v1``
     (small), ``v2`` (a 20 MiB file) and ``v3`` (v2 without the original of
-    the big file: rebuilt from its parts)."""
+    the big file: rebuilt from its parts); and package ``small``: ``s1``,
+    ``s2`` and ``s3`` (the same manifest as ``s2``)."""
 
     def __init__(self, root: Path, base: str, pub: Path, src: dict[str, Path]) -> None:
         self.root, self.base, self.pub, self.src = root, base, pub, src
 
+    def args(self, version: str, dest: Path, cache: Path) -> list[str]:
+        name = "small" if version.startswith("s") else "site"
+        return ["fetch", f"{self.base}{version}/", "-o", str(dest), "--package", name,
+                "--trusted-key", str(self.pub), "--cache", str(cache), "--jobs", "2"]
+
     def fetch(self, version: str, dest: Path, cache: Path) -> subprocess.CompletedProcess[str]:
-        return cli(
-            "fetch", f"{self.base}{version}/", "-o", str(dest), "--package", "site",
-            "--trusted-key", str(self.pub), "--cache", str(cache), "--jobs", "2",
-        )
+        return cli(*self.args(version, dest, cache))
 
 
 @pytest.fixture(scope="module")
@@ -56,14 +59,18 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     pub = tmp / "key.pub"
     pub.write_bytes(key.public.pem())
     srv = tmp / "srv"
-    src = {"v1": tmp / "src1", "v2": tmp / "src2"}
+    src = {v: tmp / f"src-{v}" for v in ("v1", "v2", "s1", "s2")}
     write_tree(src["v1"], {"index.html": b"<html>v1</html>\n", "big.bin": b"v1\n" * 1000})
     write_tree(src["v2"], {"index.html": b"<html>v2</html>\n",
                            "big.bin": random.randbytes(20 * MiB)})
-    for v in ("v1", "v2"):
-        seal_tree(src[v], srv / v, keys=[key], name="site", version=int(v[1]))
+    write_tree(src["s1"], {"a.txt": b"small v1\n" * 100})
+    write_tree(src["s2"], {"a.txt": b"small v2\n" * 100, "b.bin": random.randbytes(100_000)})
+    for v, tree in src.items():
+        name = "small" if v.startswith("s") else "site"
+        seal_tree(tree, srv / v, keys=[key], name=name, version=int(v[1]))
     shutil.copytree(srv / "v2", srv / "v3")
     (srv / "v3" / "big.bin").unlink()
+    shutil.copytree(srv / "s2", srv / "s3")
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
@@ -176,23 +183,23 @@ sys.exit(main(argv))
 def test_fetch_with_no_room_for_the_install_record_exits_5_and_leaves_no_trash(
     site: Site, tmp_path: Path, tmpfs: Mount
 ) -> None:
-    mnt = tmpfs("64m")
+    mnt = tmpfs("4m")
     dest, cache = mnt / "site", tmp_path / "cache"
-    for v in ("v1", "v2"):  # DIR holds v2, the previous copy v1
+    for v in ("s1", "s2"):  # DIR holds s2, the previous copy s1
         assert site.fetch(v, dest, cache).returncode == 0
-    # v2 again (from v3, the same manifest): DIR is replaced, its old tree trashed
-    args = ["fetch", f"{site.base}v3/", "-o", str(dest), "--package", "site",
-            "--trusted-key", str(site.pub), "--cache", str(cache)]
-    proc = subprocess.run([sys.executable, "-c", _FULL_AT_RECORD, str(mnt), *args],
-                          capture_output=True, text=True, timeout=120, check=False)
+    # s2 again (from s3, the same manifest): DIR is replaced, its old tree trashed
+    proc = subprocess.run(
+        [sys.executable, "-c", _FULL_AT_RECORD, str(mnt), *site.args("s3", dest, cache)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
     assert_enospc(proc, mnt / ".site.auraseal.json")
     # the swap was journaled: DIR is whole, and no old copy is left behind
-    assert digests(dest) == digests(site.src["v2"])
+    assert digests(dest) == digests(site.src["s2"])
     assert not temps(mnt)
     (mnt / "filler").unlink()
-    done = site.fetch("v3", dest, cache)  # finishes the journaled install
+    done = site.fetch("s3", dest, cache)  # finishes the journaled install
     assert done.returncode == 0, done.stderr
-    assert digests(dest) == digests(site.src["v2"]) and not temps(mnt)
+    assert digests(dest) == digests(site.src["s2"]) and not temps(mnt)
     back = cli("rollback", str(dest))
     assert back.returncode == 0, back.stderr
-    assert digests(dest) == digests(site.src["v1"])
+    assert digests(dest) == digests(site.src["s1"])
