@@ -116,19 +116,19 @@ def test_fetch_with_only_the_cache_full_exits_5_and_keeps_the_previous_install(
 ) -> None:
     dest = tmp_path / "site"
     cache = tmpfs("8m")
-    assert site.fetch("v1", dest, cache).returncode == 0
+    assert site.fetch("s1", dest, cache).returncode == 0
     v1 = digests(dest)
     filler = fill(cache, 0)
-    proc = site.fetch("v2", dest, cache)
+    proc = site.fetch("s2", dest, cache)
     assert proc.returncode == 5, proc.stderr
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"auraseal: error: {cache}"), proc.stderr
     assert "No space left" in lines[0]
     assert digests(dest) == v1 and not temps(cache) and not temps(tmp_path)
     filler.unlink()
-    done = site.fetch("v2", dest, cache)
+    done = site.fetch("s2", dest, cache)
     assert done.returncode == 0, done.stderr
-    assert digests(dest) == digests(site.src["v2"])
+    assert digests(dest) == digests(site.src["s2"])
 
 
 def test_fetch_with_no_room_for_a_cached_copy_installs_and_leaves_no_cache_temps(
