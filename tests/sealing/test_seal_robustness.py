@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,7 +28,10 @@ from auraseal.cli import main
 from auraseal.errors import StorageError
 from auraseal.sealing import open_package, seal_tree, unseal
 
+from .fulldisk import fill, tmpfs
 from .helpers import leftovers, write_tree
+
+__all__ = ["tmpfs"]  # the fixture, shared with test_full_disk.py
 
 TEXT = b"".join(b"line %d of a compressible file\n" % i for i in range(20_000))
 
@@ -174,43 +177,10 @@ def test_killed_unseal_leftovers_are_removed_by_the_next_unseal(
 # --- I/O failures: exit 5 -----------------------------------------------------------
 
 
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
-    """``mount(size)``: a fresh tmpfs of ``size`` (e.g. ``"2m"``), unmounted afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mounted: list[Path] = []
-
-    def mount(size: str) -> Path:
-        mnt = tmp_path / f"mnt{len(mounted)}"
-        mnt.mkdir()
-        proc = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
-            capture_output=True,
-            check=False,
-        )
-        if proc.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs: {proc.stderr.decode().strip()}")
-        mounted.append(mnt)
-        return mnt
-
-    yield mount
-    for mnt in reversed(mounted):
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     capsys.readouterr()
     rc = main(list(argv))
     return rc, capsys.readouterr().err
-
-
-def _fill(mnt: Path, leave: int) -> None:
-    """Fill the file system at ``mnt`` until about ``leave`` bytes are free."""
-    st = os.statvfs(mnt)
-    free = st.f_bavail * st.f_frsize
-    with open(mnt / "filler", "wb") as fh:
-        fh.write(b"\0" * max(0, free - leave))
 
 
 def _parts(pkg: Path, rel: str) -> tuple[int, int]:
@@ -318,7 +288,7 @@ def test_repair_on_a_full_disk_exits_5_then_succeeds_once_there_is_room(
     pkg = mnt / "pkg"
     seal_tree(src, pkg)
     (pkg / "a.bin").unlink()
-    _fill(mnt, 200_000)
+    fill(mnt, 200_000)
     rc, err = _run(capsys, "repair", str(pkg))
     assert rc == 5, err
     assert str(pkg / "a.bin") in err and "No space left" in err

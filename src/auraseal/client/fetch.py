@@ -214,13 +214,21 @@ def trust_text(trust: Mapping[str, Any]) -> str:
 
 
 class _VerifySink:
-    def __init__(self, fh: BinaryIO, verifier: StreamVerifier) -> None:
+    """Hashes and writes a download to ``fh``. A failed write (a full disk,
+    EIO) is a :class:`StorageError` naming ``where`` (exit 5), never one more
+    network failure to retry elsewhere: the HTTP layer lets it through."""
+
+    def __init__(self, fh: BinaryIO, verifier: StreamVerifier, where: Path) -> None:
         self.fh = fh
         self.verifier = verifier
+        self.where = where
 
     def write(self, data: bytes, /) -> object:
         self.verifier.update(data)
-        return self.fh.write(data)
+        try:
+            return self.fh.write(data)
+        except OSError as exc:
+            raise StorageError(f"cannot write: {exc.strerror}", str(self.where)) from exc
 
 
 class _Spool:
@@ -581,11 +589,12 @@ class _Fetch:
         ver = StreamVerifier(entry.integrity, str(src))
         try:
             with open(src, "rb") as fi, open(target, "wb") as fo:
+                sink = _VerifySink(fo, ver, target)
                 while chunk := fi.read(COPY_CHUNK):
-                    ver.update(chunk)
-                    if ver.bytes_seen > entry.size:
+                    if ver.bytes_seen + len(chunk) > entry.size:
+                        ver.update(chunk)
                         break
-                    fo.write(chunk)
+                    sink.write(chunk)
                 if ver.bytes_seen != entry.size:
                     raise DigestMismatchError(
                         f"size differs from the manifest's {entry.size} bytes", str(src)
@@ -609,7 +618,8 @@ class _Fetch:
         try:
             try:
                 with open(target, "wb") as fh:
-                    self.fetcher.download(url, _VerifySink(fh, ver), entry.size, progress=count)
+                    sink = _VerifySink(fh, ver, target)
+                    self.fetcher.download(url, sink, entry.size, progress=count)
                     ver.verify()
             except OSError as exc:
                 raise StorageError(f"cannot write: {exc.strerror}", str(target)) from exc
@@ -654,7 +664,7 @@ class _Fetch:
                 ver = StreamVerifier(info.integrity, url)
                 try:
                     with open(dest, "wb") as fh:
-                        sink = _VerifySink(fh, ver)
+                        sink = _VerifySink(fh, ver, dest)
                         self.fetcher.download(url, sink, info.size, progress=self._net_quiet)
                 except OSError as exc:
                     raise StorageError(f"cannot write: {exc.strerror}", str(dest)) from exc
@@ -663,6 +673,8 @@ class _Fetch:
 
             try:
                 got = self._via(i, functools.partial(self._part_url, src, entry, number), get)
+            except StorageError:
+                raise  # the local disk failed, not this source: stop
             except AuraSealError as exc:
                 rejected.append(f"{src.label} part {number}: {exc.what}")
                 continue
@@ -739,23 +751,25 @@ class _Fetch:
             pending[fut] = order[nxt]
             nxt += 1
 
-        while nxt < len(order) and len(pending) < rec.k - len(good):
-            submit()
-        while pending and len(good) < rec.k:
-            done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-            for fut in done:
-                number = pending.pop(fut)
-                data, rejected = fut.result()
-                report.rejected.extend(rejected)
-                report.bad_parts += len(rejected)
-                if data is None:
-                    if nxt < len(order):
-                        submit()
-                else:
-                    good[number] = data
-        for fut in pending:
-            fut.cancel()
-        wait(list(pending))  # none may still be writing into the spool
+        try:
+            while nxt < len(order) and len(pending) < rec.k - len(good):
+                submit()
+            while pending and len(good) < rec.k:
+                done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+                for fut in done:
+                    number = pending.pop(fut)
+                    data, rejected = fut.result()  # StorageError: the disk failed
+                    report.rejected.extend(rejected)
+                    report.bad_parts += len(rejected)
+                    if data is None:
+                        if nxt < len(order):
+                            submit()
+                    else:
+                        good[number] = data
+        finally:
+            for fut in pending:
+                fut.cancel()
+            wait(list(pending))  # none may still be writing into the spool
         if len(good) < rec.k:
             raise ComponentLostError(
                 f"only {len(good)} good parts of {total}; {rec.k} needed", entry.path,
@@ -791,6 +805,12 @@ class _Fetch:
         spool = _Spool(target.parent, target.name)
         try:
             return self._obtain(entry, target, pool, spool)
+        except StorageError as exc:
+            # a write into the stage or a spool failed (e.g. a full disk):
+            # name the file of DIR it was for, not a temp path
+            if exc.where.startswith(str(stage.path)):
+                raise StorageError(exc.what, str(self.dest / entry.path)) from exc
+            raise
         finally:
             spool.close()
 
@@ -894,6 +914,8 @@ class _Fetch:
                          "parts_salvaged": report.parts_salvaged},
                     )
                     return done("parts")
+                except StorageError:
+                    raise  # the local disk failed: no other source helps
                 except AuraSealError as exc:
                     refuse("parts", exc)
         # 5. a stale cached or installed copy (still the same bytes as this manifest)

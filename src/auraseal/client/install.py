@@ -470,7 +470,14 @@ def _apply(dest: Path, rec: InstallRecord, step: StepHook) -> InstallRecord:
                 trash.append(new_at)
         fsync_dir(parent)
         done = InstallRecord(rec.current, rec.previous, rec.seen)
-    write_record(dest, done)
+    try:
+        write_record(dest, done)
+    except StorageError:
+        # e.g. no room for the record: the journal on disk still finishes the
+        # change later, and no longer names the trash, so never leave it behind
+        for t in trash:
+            shutil.rmtree(t, ignore_errors=True)
+        raise
     step("recorded")
     for t in trash:
         shutil.rmtree(t, ignore_errors=True)

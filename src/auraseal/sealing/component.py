@@ -634,6 +634,7 @@ class PartsWriter:
         writeback: bool = True,
     ) -> None:
         self.spec = spec
+        self._paths = dict(paths)
         self._ctx: dict[int, contextlib.AbstractContextManager[BinaryIO]] = {}
         self._fh: dict[int, BinaryIO] = {}
         #: descriptor to start writeback on, per part (None: not a real file)
@@ -652,10 +653,23 @@ class PartsWriter:
                 head = spec.header(n).pack()
                 self._hash[n] = PartHasher()
                 self._hash[n].update(head)
-                self._fh[n].write(head)
+                self._write(n, head)
         except BaseException:
             self.abort()
             raise
+
+    def _write(self, n: int, data: Buffer, kick: bool = False) -> None:
+        """Append ``data`` to part ``n``; a failed write (ENOSPC, EIO) is a
+        :class:`~auraseal.errors.StorageError` naming the part's path."""
+        fh = self._fh[n]
+        try:
+            fh.write(data)
+            fd = self._fd[n]
+            if kick and fd is not None:
+                fh.flush()
+                start_writeback(fd)
+        except OSError as exc:
+            raise StorageError(f"cannot write: {exc.strerror}", str(self._paths[n])) from exc
 
     def _each(self, fn: Callable[[int], None]) -> None:
         if self._pool is None:
@@ -674,12 +688,7 @@ class PartsWriter:
         def one(n: int) -> None:
             frag = fragments[n]
             self._hash[n].update(frag)
-            fh = self._fh[n]
-            fh.write(frag)
-            fd = self._fd[n]
-            if fd is not None and len(frag) >= _KICK:
-                fh.flush()
-                start_writeback(fd)
+            self._write(n, frag, kick=len(frag) >= _KICK)
 
         self._each(one)
 
@@ -715,7 +724,7 @@ class PartsWriter:
                 self._close(n, False)
                 failed[n] = "rebuilt part does not match the manifest"
                 return
-            self._fh[n].write(footer)
+            self._write(n, footer)
             self._close(n, True)
             done[n] = digest
 

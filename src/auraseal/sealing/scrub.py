@@ -652,15 +652,28 @@ def repair_path(
         clean_stale_temps(path.parent, {REPAIR_KIND})
         tmp = make_temp_dir(path.parent, path.name, REPAIR_KIND)
         try:
-            extract_zip(pkg, tmp)
+            try:
+                extract_zip(pkg, tmp)
+            except StorageError as exc:  # e.g. no room to extract: name the zip's member
+                raise StorageError(exc.what, _zip_where(exc.where, tmp, path)) from exc
             with open_package(tmp, **open_kw) as inner:
                 report = repair(inner, jobs=jobs, progress=progress)
             report.package = str(path)
+            for c in report.components:
+                c.errors = {_zip_where(w, tmp, path): e for w, e in c.errors.items()}
             if report.rewritten:
                 write_zip(tmp, walk_files(tmp), path, kind=REPAIR_KIND)
             return report
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _zip_where(where: str, tmp: Path, zip_path: Path) -> str:
+    """``<zip>: <member>`` for a path inside the zip's temp extraction ``tmp``."""
+    for prefix in (str(tmp.resolve()), str(tmp)):
+        if where.startswith(prefix + os.sep):
+            return f"{zip_path}: {where[len(prefix) + 1 :]}"
+    return where
 
 
 def _record(kind: str, report: RepairReport) -> None:
