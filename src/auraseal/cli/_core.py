@@ -10,6 +10,7 @@ from typing import Any
 
 from auraseal._fs import atomic_write_bytes
 from auraseal._time import format_time, parse_duration
+from auraseal.cli._events import event_sink
 from auraseal.cli._keys import add_pin_args, load_signers
 from auraseal.cli._output import (
     emit,
@@ -37,7 +38,6 @@ from auraseal.integrity import (
     sri_token,
     verify_file,
 )
-from auraseal.ledger import record_event
 from auraseal.manifest import (
     FORMATS,
     MANIFEST_NAME,
@@ -296,19 +296,21 @@ def cmd_manifest_verify(args: argparse.Namespace) -> int:
     data = {"manifest": str(mpath), "name": manifest.name, "version": manifest.version}
     data.update(report.to_dict())
     data["signature"] = signature
-    record_event(
-        "manifest_verify",
-        {
-            "package": manifest.name,
-            "version": manifest.version,
-            "ok": report.ok,
-            "checked": report.checked,
-            "modified": [m.path for m in report.modified],
-            "missing": report.missing,
-            "unexpected": report.unexpected,
-            "signed": policy is not None,
-        },
-    )
+    with event_sink() as events:
+        if events is not None:
+            events.record(
+                "manifest_verify",
+                {
+                    "package": manifest.name,
+                    "version": manifest.version,
+                    "ok": report.ok,
+                    "checked": report.checked,
+                    "modified": [m.path for m in report.modified],
+                    "missing": report.missing,
+                    "unexpected": report.unexpected,
+                    "signed": policy is not None,
+                },
+            )
     if not report.ok:
         lines = [
             f"{m.path}: modified (expected {m.expected}, got {m.actual})" for m in report.modified

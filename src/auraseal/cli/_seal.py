@@ -12,6 +12,7 @@ from typing import Any
 
 from auraseal._time import format_time, parse_duration
 from auraseal.cli._core import add_trust_args, trust_policy
+from auraseal.cli._events import event_sink
 from auraseal.cli._keys import add_pin_args, load_signers
 from auraseal.cli._output import (
     emit,
@@ -127,7 +128,7 @@ def cmd_seal(args: argparse.Namespace) -> int:
     expires = None if args.expires == "never" else parse_duration(args.expires, "--expires")
     out: Path = args.output
     zip_path = Path(str(out).rstrip("/") + ".zip") if args.zip else None
-    with progress_bar(args, "sealing", _tree_size(src)) as advance:
+    with event_sink() as events, progress_bar(args, "sealing", _tree_size(src)) as advance:
         manifest = seal_tree(
             src,
             out,
@@ -142,6 +143,7 @@ def cmd_seal(args: argparse.Namespace) -> int:
             engine=args.engine,
             jobs=args.jobs,
             progress=advance,
+            events=events,
         )
     parts = sum(len(f.recovery.parts) for f in manifest.files if f.recovery)
     emit(
@@ -204,9 +206,10 @@ def cmd_repair(args: argparse.Namespace) -> int:
     with _open(args) as pkg:
         total = pkg.manifest.total_size
     state = TrustState(args.state) if args.state else None
-    with progress_bar(args, "repairing", total) as adv:
+    with event_sink() as events, progress_bar(args, "repairing", total) as adv:
         report = repair_path(
-            args.package, jobs=args.jobs, progress=adv, policy=trust_policy(args), state=state
+            args.package, jobs=args.jobs, progress=adv, events=events,
+            policy=trust_policy(args), state=state,
         )
     return _finish(args, report.to_dict(), report.summary(), report.errors)
 

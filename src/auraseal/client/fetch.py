@@ -63,6 +63,7 @@ from auraseal.errors import (
     UnrecoverableError,
     UsageError,
 )
+from auraseal.events import EventSink
 from auraseal.integrity import StreamVerifier, parse_integrity, verify_file
 from auraseal.manifest import (
     FileEntry,
@@ -82,7 +83,6 @@ __all__ = [
     "FetchProgress",
     "FetchReport",
     "FileReport",
-    "LedgerSink",
     "fetch_package",
     "package_name_from_url",
 ]
@@ -93,8 +93,6 @@ DEFAULT_JOBS = 4
 COPY_CHUNK = 1024 * 1024
 #: threads fsyncing finished files while others still download
 SYNC_THREADS = 2
-#: ``record(entry_type, data)`` — where verifications, recoveries and refusals go.
-LedgerSink = Callable[[str, dict[str, Any]], None]
 #: ``rebuild(entry, part_files_by_number, target)``: write the file to ``target``
 #: from k part files already verified against the manifest (checked again after)
 RebuildFn = Callable[[FileEntry, Mapping[int, Path], Path], None]
@@ -295,7 +293,7 @@ class _Fetch:
         progress: FetchProgress | None,
         transport: httpx.BaseTransport | None,
         http: HttpConfig | None,
-        ledger: LedgerSink | None,
+        events: EventSink | None,
         now: datetime | None,
         rebuild: RebuildFn | None,
         salvage: SalvageFn | None,
@@ -335,7 +333,7 @@ class _Fetch:
         self.offline = offline
         self.jobs = max(1, jobs)
         self.progress = progress
-        self.ledger = ledger
+        self.events = events
         self.now = now or utcnow()
         cfg = http or HttpConfig()
         if cfg.max_connections < self.jobs * 2:
@@ -347,7 +345,7 @@ class _Fetch:
         self._lock = threading.Lock()
         self._downloaded = 0
         self._abort = threading.Event()
-        self._events: list[tuple[str, dict[str, Any]]] = []
+        self._queued: list[tuple[str, dict[str, Any]]] = []
         self._pin_ok = [True] * len(self.sources)
         # the root of trust (client/roots.py): a given root or the one pinned in the cache
         if root is None and cache_dir is not None:
@@ -365,19 +363,19 @@ class _Fetch:
     def record(self, entry_type: str, data: dict[str, Any]) -> None:
         """Queue a ledger event; :meth:`flush_ledger` writes them from the
         calling thread (ledger stores need not be thread-safe)."""
-        if self.ledger is None:
+        if self.events is None:
             return
         with self._lock:
-            self._events.append((entry_type, data))
+            self._queued.append((entry_type, data))
 
     def flush_ledger(self) -> None:
-        if self.ledger is None:
+        if self.events is None:
             return
         with self._lock:
-            events, self._events = self._events, []
-        for entry_type, data in events:
+            queued, self._queued = self._queued, []
+        for entry_type, data in queued:
             try:
-                self.ledger(entry_type, data)
+                self.events.record(entry_type, data)
             except Exception as exc:  # the ledger must not break an install
                 self.warnings.append(f"ledger: {entry_type} not recorded: {exc}")
 
@@ -1156,7 +1154,7 @@ def fetch_package(
     progress: FetchProgress | None = None,
     transport: httpx.BaseTransport | None = None,
     http: HttpConfig | None = None,
-    ledger: LedgerSink | None = None,
+    events: EventSink | None = None,
     now: datetime | None = None,
     rebuild: RebuildFn | None = None,
     salvage: SalvageFn | None = None,
@@ -1192,7 +1190,9 @@ def fetch_package(
     fetch) makes the root of trust decide which keys sign manifests, in place
     of ``policy`` (see :mod:`auraseal.client.roots`). ``witnessed`` requires the
     publish of the version to be proven in a witnessed ledger
-    (:mod:`auraseal.client.witnessed`; exit 3 otherwise).
+    (:mod:`auraseal.client.witnessed`; exit 3 otherwise). Verifications,
+    recoveries and refusals are reported to ``events`` (if given; a sink that
+    raises becomes a warning in the report).
     """
     dest = Path(dest).absolute()
     if trust_on_first_use and cache_dir is None:
@@ -1219,7 +1219,7 @@ def fetch_package(
         url, dest, mirrors=mirrors, policy=policy, cache_dir=cache_dir,
         fallback_dir=fallback_dir, manifest_ttl=manifest_ttl, file_ttl=file_ttl,
         offline=offline, jobs=jobs, progress=progress, transport=transport, http=http,
-        ledger=ledger, now=now, rebuild=rebuild, salvage=salvage, package=package, step=step,
+        events=events, now=now, rebuild=rebuild, salvage=salvage, package=package, step=step,
         allow_unsigned=allow_unsigned, trust_on_first_use=trust_on_first_use, force=force,
         root=root, witnessed=witnessed,
     )
