@@ -68,13 +68,12 @@ from auraseal.integrity import StreamVerifier, parse_integrity, verify_file
 from auraseal.manifest import (
     FileEntry,
     Manifest,
-    load_manifest,
-    manifest_digest,
-    parse_json,
+    ParsedManifest,
+    parse_manifest,
     part_name,
 )
 from auraseal.sealing import parts_from_copy, rebuild_file
-from auraseal.signing import TrustPolicy, envelope_signers, verify_envelope_signers
+from auraseal.signing import TrustPolicy
 
 __all__ = [
     "DEFAULT_FILE_TTL",
@@ -392,7 +391,7 @@ class _Fetch:
     # --- manifest ----------------------------------------------------------
 
     def _policy(
-        self, name: str, doc: Any, where: str
+        self, name: str, parsed: ParsedManifest, where: str
     ) -> tuple[TrustPolicy | None, str, TrustAnchor | None]:
         """The policy a manifest for ``name`` must meet, how it was chosen, and
         the anchor to pin if it is a first use. Explicit keys win; then the
@@ -405,7 +404,7 @@ class _Fetch:
             if anchor is not None:
                 return anchor.policy(), "pinned", anchor
         if self.trust_on_first_use:
-            keys = envelope_signers(doc, where) if isinstance(doc, dict) else []
+            keys = parsed.signers()
             if not keys:
                 raise NoTrustAnchorError(
                     "--trust-on-first-use: the manifest carries no valid signature with a "
@@ -424,47 +423,36 @@ class _Fetch:
         raise NoTrustAnchorError(no_anchor_message(name), where)
 
     def trust(self, data: bytes, where: str) -> tuple[Manifest, str]:
-        doc = parse_json(data, where)
-        good: frozenset[str] = frozenset()
+        """Parse ``data`` once, verify each signature once, and return the
+        manifest with its digest over the signed bytes (rollback, trust state)."""
+        parsed = parse_manifest(data, where, self.url)
         anchor: TrustAnchor | None = None
         policy: TrustPolicy | None
         by_root = (
-            self.roots.load_manifest(data, where, self.url, self.expected)
-            if self.roots is not None
-            else None
+            self.roots.load_manifest(parsed, self.expected) if self.roots is not None else None
         )
-        if by_root is not None and self.roots is not None:
+        if by_root is not None:
             # a root of trust (given, pinned, or first use of the server's) decides
-            m, mode = by_root, "root"
-            name = self.expected if self.expected is not None else m.name
-            established = self.roots.establish()
-            policy = established.policy() if established is not None else None
-            if policy is not None:
-                good = verify_envelope_signers(doc, policy, where)[1]
+            vm, mode = by_root, "root"
+            name = self.expected if self.expected is not None else vm.manifest.name
+            policy = vm.policy
         else:
-            plain = load_manifest(
-                data, where, policy=None, state=None, now=self.now, name=self.url
-            )
-            name = self.expected if self.expected is not None else plain.name
-            policy, mode, anchor = self._policy(name, doc, where)
-            if policy is None:
-                m = plain
-            else:
-                try:
-                    m = load_manifest(data, where, policy=policy, state=None, now=self.now,
-                                      name=self.url)
-                    good = verify_envelope_signers(doc, policy, where)[1]
-                except (BadSignatureError, UnknownKeyError, ThresholdError) as exc:
-                    if mode != "pinned" or self.cache is None:
-                        raise
-                    pin = pin_path(self.cache.root, name)
-                    raise PinnedKeyError(
-                        f"not signed by the {len(policy.keys)} key(s) pinned for '{name}' "
-                        f"(threshold {policy.threshold}) in {pin}: {exc.what}; if the "
-                        "publisher really changed keys, check the new key out of band, then "
-                        "delete that file or pass --trusted-key",
-                        where,
-                    ) from exc
+            name = self.expected if self.expected is not None else parsed.manifest.name
+            policy, mode, anchor = self._policy(name, parsed, where)
+            try:
+                vm = parsed.verify(policy, self.now)
+            except (BadSignatureError, UnknownKeyError, ThresholdError) as exc:
+                if mode != "pinned" or self.cache is None or policy is None:
+                    raise
+                pin = pin_path(self.cache.root, name)
+                raise PinnedKeyError(
+                    f"not signed by the {len(policy.keys)} key(s) pinned for '{name}' "
+                    f"(threshold {policy.threshold}) in {pin}: {exc.what}; if the "
+                    "publisher really changed keys, check the new key out of band, then "
+                    "delete that file or pass --trusted-key",
+                    where,
+                ) from exc
+        m, good, digest = vm.manifest, vm.signers, vm.digest
         if self.expected is not None and m.name != self.expected:
             # every package on a server is signed by the same key: a mirror or
             # man-in-the-middle must not install another one instead
@@ -476,7 +464,6 @@ class _Fetch:
             raise ExpiredError(
                 f"manifest '{m.name}' v{m.version} expired at {format_time(m.expires)}", where
             )
-        digest = manifest_digest(m)
         if self.cache is not None:
             self.cache.trust_state.check(m.name, m.version, digest, where)
         rec = self.record_now
