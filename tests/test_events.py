@@ -12,7 +12,7 @@ from auraseal.cli import main as cli_main
 from auraseal.events import ListSink
 from auraseal.ledger import open_ledger
 from auraseal.manifest import MANIFEST_NAME
-from auraseal.sealing import open_package, repair, repair_path, seal_tree
+from auraseal.sealing import open_package, repair, repair_path, seal_tree, unseal
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "auraseal"
 
@@ -53,14 +53,19 @@ def test_library_seal_and_repair_write_no_ledger_from_environment(
     with open_package(tmp_path / "pkg") as pkg:
         assert repair(pkg).rewritten == ["a.txt"]
     repair_path(tmp_path / "pkg")
+    with open_package(tmp_path / "pkg") as pkg:
+        unseal(pkg, tmp_path / "out")
     assert _ledger_files(tmp_path) == []
 
     sink = ListSink()
     seal_tree(src, tmp_path / "pkg2", events=sink)
     (tmp_path / "pkg2" / "b.bin").write_bytes(b"damaged")
     repair_path(tmp_path / "pkg2", events=sink)
-    assert [t for t, _ in sink.events] == ["package.seal", "package.repair"]
+    with open_package(tmp_path / "pkg2") as pkg:
+        unseal(pkg, tmp_path / "out2", events=sink)
+    assert [t for t, _ in sink.events] == ["package.seal", "package.repair", "package.unseal"]
     assert sink.events[1][1]["rewritten"] == ["b.bin"]
+    assert sink.events[2][1]["copied"] == 2
     assert _ledger_files(tmp_path) == []
 
 
@@ -72,8 +77,10 @@ def test_cli_seal_and_repair_record_in_the_ledger_named_by_the_environment(
     assert cli_main(["seal", str(src), "-o", str(tmp_path / "pkg")]) == 0
     (tmp_path / "pkg" / "a.txt").write_bytes(b"damaged")
     assert cli_main(["repair", str(tmp_path / "pkg")]) == 0
+    assert cli_main(["unseal", str(tmp_path / "pkg"), "-o", str(tmp_path / "out")]) == 0
     with open_ledger(f"sqlite://{db}") as led:
-        assert [e.entry_type for e in led.pending()] == ["package.seal", "package.repair"]
+        assert [e.entry_type for e in led.pending()] == [
+            "package.seal", "package.repair", "package.unseal"]
     assert (tmp_path / "env-ledger.jsonl").is_file()
     assert not (tmp_path / "cfg-ledger.db").exists()  # the variable wins over the file
 

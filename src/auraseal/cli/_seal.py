@@ -183,8 +183,13 @@ def cmd_unseal(args: argparse.Namespace) -> int:
     pkg_path, out_path = args.package.resolve(), args.output.resolve()
     if out_path == pkg_path or pkg_path in out_path.parents:
         raise UsageError("the output is inside the package", str(args.output))
-    with _open(args) as pkg, progress_bar(args, "unsealing", pkg.manifest.total_size) as adv:
-        report = unseal(pkg, args.output, jobs=args.jobs, progress=adv, strict=False)
+    with (
+        event_sink() as events,
+        _open(args) as pkg,
+        progress_bar(args, "unsealing", pkg.manifest.total_size) as adv,
+    ):
+        report = unseal(pkg, args.output, jobs=args.jobs, progress=adv, strict=False,
+                        events=events)
     lines = [f"lost {p}: {why}" for p, why in sorted(report.lost.items())]
     lines += [f"I/O error: {w}: {e}" for w, e in sorted(report.errors.items())]
     lines.append(
