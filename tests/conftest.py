@@ -25,6 +25,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
+# Test drivers run in subprocesses (``python -c ...``) import the shared test
+# servers (tests/_servers.py) too: put tests/ on their path as on ours.
+_TESTS = str(Path(__file__).resolve().parent)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (_TESTS, os.environ.get("PYTHONPATH", "")) if p
+)
+
 
 def _pg_bin(name: str) -> str:
     found = shutil.which(name)

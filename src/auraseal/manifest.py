@@ -16,6 +16,7 @@ Fields a format carries that the model has no slot for are kept in
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -26,7 +27,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from auraseal._canonical import canonical_sha256
+from auraseal._canonical import canonical_json, canonical_sha256
 from auraseal._fs import is_temp_name, resolve_inside, safe_relpath, walk_files
 from auraseal._time import format_time, parse_time, utcnow
 from auraseal.errors import (
@@ -48,7 +49,17 @@ from auraseal.integrity import (
     sri_token,
     verify_file,
 )
-from auraseal.signing import Signer, TrustPolicy, TrustState, sign_envelope, verify_envelope
+from auraseal.signing import (
+    PublicKey,
+    SignatureMemo,
+    Signer,
+    TrustPolicy,
+    TrustState,
+    envelope_signers,
+    sign_envelope,
+    verify_envelope,
+    verify_envelope_signers,
+)
 
 __all__ = [
     "DEFAULT_EXPIRES",
@@ -57,9 +68,11 @@ __all__ = [
     "SPEC_VERSION",
     "FileEntry",
     "Manifest",
+    "ParsedManifest",
     "PartInfo",
     "RecoveryInfo",
     "TreeReport",
+    "VerifiedManifest",
     "build_manifest",
     "check_tree",
     "dump_manifest",
@@ -67,6 +80,8 @@ __all__ = [
     "is_trust_file",
     "load_manifest",
     "manifest_digest",
+    "open_manifest",
+    "parse_manifest",
     "part_name",
     "sign_http",
     "verify_tree",
@@ -481,7 +496,10 @@ def detect_format(doc: Any) -> str:
 
 
 def manifest_digest(manifest: Manifest) -> str:
-    """Hex SHA-256 of the canonical JSON of the manifest's ``signed`` part."""
+    """Hex SHA-256 of the canonical JSON of ``manifest`` as this code writes it:
+    for a manifest just built (seal, resign). A manifest read from bytes is
+    identified by :attr:`VerifiedManifest.digest`, over the bytes that were
+    signed (equal to this for a manifest AuraSeal wrote)."""
     return canonical_sha256(manifest.to_dict())
 
 
@@ -508,6 +526,113 @@ def dump_manifest(
     return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
 
 
+@dataclass
+class ParsedManifest:
+    """A manifest parsed once from its bytes, its signatures not yet judged.
+
+    ``body`` is what the signatures cover -- the RFC 8785 canonical JSON of a
+    native envelope's ``signed`` object (of the whole document for an unsigned
+    manifest) -- and ``digest`` (hex SHA-256 of ``body``) is the manifest's
+    identity for rollback checks, trust state and timestamps: it is over the
+    bytes that were signed, never over a re-serialization of the parsed
+    :class:`Manifest`. Each signature is verified at most once, whatever is
+    asked (:meth:`signers`, :meth:`verify`).
+    """
+
+    raw: bytes
+    where: str
+    doc: Any
+    format: str
+    manifest: Manifest
+    body: bytes
+    digest: str
+    memo: SignatureMemo = field(default_factory=dict, repr=False)
+
+    @property
+    def signed(self) -> bool:
+        return self.format == "native" and isinstance(self.doc, dict) and "signed" in self.doc
+
+    def signers(self) -> list[PublicKey]:
+        """The keys carried in the envelope whose signatures verify (trust on first use)."""
+        if not self.signed:
+            return []
+        return envelope_signers(self.doc, self.where, body=self.body, memo=self.memo)
+
+    def verify(
+        self, policy: TrustPolicy | None, now: datetime | None = None
+    ) -> VerifiedManifest:
+        """Judge the signatures against ``policy`` (None: no check) and the expiry.
+
+        With ``policy``: the document must be a native envelope whose
+        signatures meet the threshold (:class:`~auraseal.errors.TrustError`
+        otherwise), and it must not be expired
+        (:class:`~auraseal.errors.ExpiredError`)."""
+        good: frozenset[str] = frozenset()
+        if policy is not None:
+            if self.format != "native":
+                raise ThresholdError(f"a {self.format} manifest carries no signatures", self.where)
+            if not self.signed:
+                raise ThresholdError("manifest is not signed", self.where)
+            good = verify_envelope_signers(
+                self.doc, policy, self.where, body=self.body, memo=self.memo
+            )[1]
+            m = self.manifest
+            if m.expires is not None and m.expires <= (now or utcnow()):
+                raise ExpiredError(
+                    f"manifest '{m.name}' v{m.version} expired at {format_time(m.expires)}",
+                    self.where,
+                )
+        return VerifiedManifest(self.manifest, self.raw, self.digest, good, policy)
+
+
+@dataclass(frozen=True)
+class VerifiedManifest:
+    """A manifest accepted under a policy: the parsed manifest, the exact bytes
+    it came from, the digest over its signed bytes (see :class:`ParsedManifest`)
+    and the ids of the trusted keys whose signatures verified under ``policy``
+    (None: accepted without a signature check)."""
+
+    manifest: Manifest
+    raw: bytes
+    digest: str
+    signers: frozenset[str] = frozenset()
+    policy: TrustPolicy | None = None
+
+
+def parse_manifest(data: bytes, where: str = "manifest", name: str = "") -> ParsedManifest:
+    """Parse a manifest in any supported format, once (signatures not checked yet)."""
+    doc = parse_json(data, where)
+    fmt = detect_format(doc)
+    if fmt == "native":
+        signed = doc.get("signed", doc)
+        manifest = Manifest.from_dict(signed, where)
+    else:
+        signed = doc
+        manifest = (
+            Manifest.from_blockhub(doc, where, name)
+            if fmt == "blockhub"
+            else Manifest.from_seed(doc, where, name)
+        )
+    body = canonical_json(signed)
+    return ParsedManifest(
+        data, where, doc, fmt, manifest, body, hashlib.sha256(body).hexdigest()
+    )
+
+
+def open_manifest(
+    data: bytes,
+    where: str = "manifest",
+    *,
+    policy: TrustPolicy | None = None,
+    now: datetime | None = None,
+    name: str = "",
+) -> VerifiedManifest:
+    """:func:`parse_manifest` then :meth:`ParsedManifest.verify`: the one way a
+    manifest's bytes become a trusted manifest (parsed once, each signature
+    verified once, digest over the signed bytes)."""
+    return parse_manifest(data, where, name).verify(policy, now)
+
+
 def load_manifest(
     data: bytes,
     where: str = "manifest",
@@ -518,46 +643,18 @@ def load_manifest(
     record: bool = True,
     name: str = "",
 ) -> Manifest:
-    """Parse a manifest in any supported format and, given a policy, trust it.
-
-    With ``policy``: the document must be a native envelope whose signatures
-    meet the threshold (:class:`~auraseal.errors.TrustError` otherwise), and
-    it must not be expired (:class:`~auraseal.errors.ExpiredError`). With
-    ``state``: a version lower than the one trusted before, or the same
-    version with other content, raises :class:`~auraseal.errors.RollbackError`;
+    """Parse a manifest in any supported format and, given a policy, trust it
+    (:func:`open_manifest`). With ``state``: a version lower than the one
+    trusted before, or the same version with other content (another digest
+    over the signed bytes), raises :class:`~auraseal.errors.RollbackError`;
     an accepted manifest is recorded unless ``record`` is false.
     """
-    doc = parse_json(data, where)
-    fmt = detect_format(doc)
-    if fmt == "native":
-        if "signed" in doc:
-            signed = verify_envelope(doc, policy, where) if policy is not None else doc["signed"]
-        else:
-            if policy is not None:
-                raise ThresholdError("manifest is not signed", where)
-            signed = doc
-        manifest = Manifest.from_dict(signed, where)
-    else:
-        if policy is not None:
-            raise ThresholdError(f"a {fmt} manifest carries no signatures", where)
-        manifest = (
-            Manifest.from_blockhub(doc, where, name)
-            if fmt == "blockhub"
-            else Manifest.from_seed(doc, where, name)
-        )
-    if policy is not None:
-        moment = now or utcnow()
-        if manifest.expires is not None and manifest.expires <= moment:
-            raise ExpiredError(
-                f"manifest '{manifest.name}' v{manifest.version} expired at "
-                f"{format_time(manifest.expires)}",
-                where,
-            )
+    vm = open_manifest(data, where, policy=policy, now=now, name=name)
+    manifest = vm.manifest
     if state is not None:
-        digest = manifest_digest(manifest)
-        state.check(manifest.name, manifest.version, digest, where)
+        state.check(manifest.name, manifest.version, vm.digest, where)
         if record:
-            state.record(manifest.name, manifest.version, digest)
+            state.record(manifest.name, manifest.version, vm.digest)
     return manifest
 
 

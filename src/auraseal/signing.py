@@ -48,6 +48,7 @@ from auraseal.errors import (
 __all__ = [
     "PKCS11_SCHEME",
     "PublicKey",
+    "SignatureMemo",
     "Signer",
     "SigningKey",
     "TrustPolicy",
@@ -247,30 +248,67 @@ def sign_envelope(signed: Mapping[str, Any], keys: Sequence[Signer]) -> dict[str
     return {"signed": dict(signed), "signatures": sigs}
 
 
-def envelope_signers(envelope: Mapping[str, Any], where: str = "") -> list[PublicKey]:
+#: signatures already checked over one body: ``(keyid, sig base64) -> verified``
+#: (so a manifest's signatures are each verified once however many questions
+#: are asked of it: see :class:`auraseal.manifest.ParsedManifest`)
+SignatureMemo = dict[tuple[str, str], bool]
+
+
+def _check_sig(
+    key: PublicKey, sig_b64: str, raw: bytes, body: bytes, *, where: str,
+    memo: SignatureMemo | None,
+) -> None:
+    """Verify one signature (raises BadSignatureError), at most once per memo."""
+    if memo is not None:
+        done = memo.get((key.key_id, sig_b64))
+        if done is True:
+            return
+        if done is False:
+            raise BadSignatureError(f"signature by key {key.key_id[:16]} does not verify", where)
+    try:
+        key.verify(raw, body, where)
+    except BadSignatureError:
+        if memo is not None:
+            memo[(key.key_id, sig_b64)] = False
+        raise
+    if memo is not None:
+        memo[(key.key_id, sig_b64)] = True
+
+
+def envelope_signers(
+    envelope: Mapping[str, Any],
+    where: str = "",
+    *,
+    body: bytes | None = None,
+    memo: SignatureMemo | None = None,
+) -> list[PublicKey]:
     """The public keys carried in the envelope's signatures (``public_key``,
     base64 of the raw 32 bytes) whose key id matches and whose signature
     verifies — what trust on first use may pin. Proves only that the holder
-    of each key signed; whether the key is the right one is the caller's call."""
+    of each key signed; whether the key is the right one is the caller's call.
+    ``body`` (the canonical bytes of ``signed``) and ``memo`` let a caller that
+    already has them skip the re-serialization and any repeated verification."""
     signed = envelope.get("signed")
     sigs = envelope.get("signatures")
     if not isinstance(signed, dict) or not isinstance(sigs, list):
         return []
-    body = canonical_json(signed)
+    if body is None:
+        body = canonical_json(signed)
     out: dict[str, PublicKey] = {}
     for s in sigs:
         if not isinstance(s, dict):
             continue
         try:
             raw = base64.b64decode(str(s.get("public_key", "")), validate=True)
-            sig = base64.b64decode(str(s.get("sig", "")), validate=True)
+            sig_text = str(s.get("sig", ""))
+            sig = base64.b64decode(sig_text, validate=True)
             key = PublicKey.from_raw(raw)
         except (binascii.Error, ConfigError, ValueError):
             continue
         if key.key_id != s.get("keyid") or key.key_id in out:
             continue
         try:
-            key.verify(sig, body, where)
+            _check_sig(key, sig_text, sig, body, where=where, memo=memo)
         except BadSignatureError:
             continue
         out[key.key_id] = key
@@ -290,15 +328,22 @@ def verify_envelope(
 
 
 def verify_envelope_signers(
-    envelope: Mapping[str, Any], policy: TrustPolicy, where: str = ""
+    envelope: Mapping[str, Any],
+    policy: TrustPolicy,
+    where: str = "",
+    *,
+    body: bytes | None = None,
+    memo: SignatureMemo | None = None,
 ) -> tuple[dict[str, Any], frozenset[str]]:
     """:func:`verify_envelope`, also returning the ids of the trusted keys
-    whose signatures verified (at least ``policy.threshold`` of them)."""
+    whose signatures verified (at least ``policy.threshold`` of them).
+    ``body``/``memo``: as for :func:`envelope_signers`."""
     signed = envelope.get("signed")
     sigs = envelope.get("signatures")
     if not isinstance(signed, dict) or not isinstance(sigs, list):
         raise ManifestFormatError("envelope needs 'signed' object and 'signatures' list", where)
-    body = canonical_json(signed)
+    if body is None:
+        body = canonical_json(signed)
     trusted = policy.by_id()
     good: set[str] = set()
     unknown = 0
@@ -310,11 +355,12 @@ def verify_envelope_signers(
         if key is None:
             unknown += 1
             continue
+        sig_text = str(s.get("sig", ""))
         try:
-            raw = base64.b64decode(str(s.get("sig", "")), validate=True)
+            raw = base64.b64decode(sig_text, validate=True)
         except binascii.Error as exc:
             raise BadSignatureError(f"signature {i} is not base64", where) from exc
-        key.verify(raw, body, where)
+        _check_sig(key, sig_text, raw, body, where=where, memo=memo)
         good.add(keyid)
     if len(good) >= policy.threshold:
         return signed, frozenset(good)

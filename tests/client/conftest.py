@@ -73,8 +73,12 @@ class Client:
         kw.setdefault("cache_dir", self.cache)
         kw.setdefault("http", FAST)
         kw.setdefault("jobs", 4)
-        kw.setdefault("ledger", lambda t, d: self.events.append((t, d)))
+        kw.setdefault("events", self)
         return fetch_package(url, kw.pop("dest", self.dest), **kw)
+
+    def record(self, entry_type: str, data: dict[str, Any]) -> None:
+        """The fetch's event sink (:class:`auraseal.events.EventSink`)."""
+        self.events.append((entry_type, data))
 
 
 @pytest.fixture

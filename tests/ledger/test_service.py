@@ -14,6 +14,7 @@ import platformdirs
 import psycopg
 import pytest
 
+from auraseal.cli._events import event_sink, resolve_ledger_url
 from auraseal.errors import (
     ConfigError,
     InputError,
@@ -32,8 +33,6 @@ from auraseal.ledger import (
     hash_and_record,
     open_ledger,
     open_store,
-    record_event,
-    resolve_ledger_url,
     verify_bundle,
 )
 from auraseal.signing import SigningKey
@@ -65,9 +64,19 @@ def test_url_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         open_store("sqlite://")
 
 
-def test_record_event_hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def record_event(entry_type: str, data: dict[str, Any],
+                 metadata: dict[str, Any] | None = None, *,
+                 ledger_url: str | None = None) -> None:
+    """What the old ``record_event`` hook did, through the CLI's event sink."""
+    with event_sink(ledger_url, metadata=metadata) as sink:
+        if sink is not None:
+            sink.record(entry_type, data)
+
+
+def test_cli_event_sink(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AURASEAL_LEDGER", raising=False)
     monkeypatch.delenv("INTEGRITY_HMAC_SECRET", raising=False)
+    monkeypatch.setenv("AURASEAL_CONFIG", str(tmp_path / "none.toml"))
     record_event("seal", {"name": "x"})  # no ledger configured: nothing happens
     assert not any(tmp_path.iterdir())
     url = f"sqlite://{tmp_path / 'hook.db'}"
@@ -86,6 +95,21 @@ def test_record_event_hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         assert led.verify_chain().ok
     with open_ledger(f"sqlite://{other}") as led:
         assert [e.entry_type for e in led.pending()] == ["unseal"]
+
+
+def test_cli_event_sink_failure_warns_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A ledger that cannot be written never fails the command: one warning."""
+    (tmp_path / "dir.db").mkdir()
+    monkeypatch.setenv("AURASEAL_LEDGER", f"sqlite://{tmp_path / 'dir.db'}")
+    monkeypatch.delenv("AURASEAL_LEDGER_JSONL", raising=False)
+    with event_sink() as sink:
+        assert sink is not None
+        sink.record("seal", {"name": "x"})
+        sink.record("seal", {"name": "y"})
+    err = capsys.readouterr().err
+    assert err.count("auraseal: warning: ledger:") == 1, err
 
 
 def test_seed_style_sync_and_async(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

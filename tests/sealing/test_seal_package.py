@@ -14,8 +14,8 @@ import pytest
 
 from auraseal.cli import main
 from auraseal.errors import ComponentLostError, UsageError
+from auraseal.events import ListSink
 from auraseal.integrity import parse_integrity
-from auraseal.ledger import open_ledger
 from auraseal.manifest import MANIFEST_NAME
 from auraseal.sealing import open_package, repair, repair_path, scrub, seal_tree, unseal
 from auraseal.sealing import seal as seal_mod
@@ -241,21 +241,16 @@ def test_cli_exit_codes_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["unseal", str(tmp_path / "nope"), "-o", str(tmp_path / "o3")]) == 2
 
 
-def test_seal_and_repair_are_recorded_in_the_ledger(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    db = tmp_path / "ledger.db"
-    monkeypatch.setenv("AURASEAL_LEDGER", f"sqlite:///{db}")
+def test_seal_and_repair_report_to_the_event_sink(tmp_path: Path) -> None:
+    sink = ListSink()
     src = tmp_path / "src"
     write_tree(src, {"a.txt": b"hello"})
-    seal_tree(src, tmp_path / "pkg")
+    seal_tree(src, tmp_path / "pkg", events=sink)
     (tmp_path / "pkg" / "a.txt.part.1").unlink()
     with open_package(tmp_path / "pkg") as pkg:
-        repair(pkg)
-    with open_ledger(f"sqlite:///{db}") as led:
-        entries = led.pending() + [e for b in led.blocks() for e in getattr(b, "entries", [])]
-        types = [e.entry_type for e in entries]
-    assert "package.seal" in types and "package.repair" in types
+        repair(pkg, events=sink)
+    assert [t for t, _ in sink.events] == ["package.seal", "package.repair"]
+    assert sink.events[0][1]["name"] == "src"
 
 
 @pytest.mark.parametrize("kind", ["text", "random"])

@@ -41,12 +41,12 @@ root, key, tokens, hold, out = sys.argv[1:6]
 real_check = app_mod.check_package
 
 def slow_check(staging, name, **kw):
-    manifest = real_check(staging, name, **kw)
-    if manifest.version == int(hold):  # a slow publish: checked, then held
+    verified = real_check(staging, name, **kw)
+    if verified.manifest.version == int(hold):  # a slow publish: checked, then held
         Path(out + ".held").write_text("1")
         while not Path(out + ".go").exists():
             time.sleep(0.01)
-    return manifest
+    return verified
 
 app_mod.check_package = slow_check
 with run_server(Path(root), trusted_keys=(load_public_key(Path(key)),),

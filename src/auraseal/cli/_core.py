@@ -10,6 +10,7 @@ from typing import Any
 
 from auraseal._fs import atomic_write_bytes
 from auraseal._time import format_time, parse_duration
+from auraseal.cli._events import event_sink
 from auraseal.cli._keys import add_pin_args, load_signers
 from auraseal.cli._output import (
     emit,
@@ -37,15 +38,14 @@ from auraseal.integrity import (
     sri_token,
     verify_file,
 )
-from auraseal.ledger import record_event
 from auraseal.manifest import (
     FORMATS,
     MANIFEST_NAME,
+    ParsedManifest,
+    VerifiedManifest,
     build_manifest,
     dump_manifest,
-    load_manifest,
-    manifest_digest,
-    parse_json,
+    parse_manifest,
     resign_manifest,
     verify_tree,
 )
@@ -54,7 +54,6 @@ from auraseal.signing import (
     TrustState,
     generate_keypair,
     load_public_key,
-    verify_envelope_signers,
 )
 
 __all__ = ["register", "trust_policy"]
@@ -284,8 +283,12 @@ def cmd_manifest_verify(args: argparse.Namespace) -> int:
         raw = mpath.read_bytes()
     except OSError as exc:
         raise StorageError(f"cannot read manifest: {exc.strerror}", str(mpath)) from exc
-    manifest = load_manifest(raw, str(mpath), policy=policy, state=state, record=False)
-    signature = _signature_status(raw, str(mpath), policy)
+    parsed = parse_manifest(raw, str(mpath))
+    vm = parsed.verify(policy)
+    manifest = vm.manifest
+    if state is not None:
+        state.check(manifest.name, manifest.version, vm.digest, str(mpath))
+    signature = _signature_status(parsed, vm)
     exclude = {MANIFEST_NAME}
     with contextlib.suppress(ValueError):
         exclude.add(mpath.resolve().relative_to(root.resolve()).as_posix())
@@ -296,19 +299,21 @@ def cmd_manifest_verify(args: argparse.Namespace) -> int:
     data = {"manifest": str(mpath), "name": manifest.name, "version": manifest.version}
     data.update(report.to_dict())
     data["signature"] = signature
-    record_event(
-        "manifest_verify",
-        {
-            "package": manifest.name,
-            "version": manifest.version,
-            "ok": report.ok,
-            "checked": report.checked,
-            "modified": [m.path for m in report.modified],
-            "missing": report.missing,
-            "unexpected": report.unexpected,
-            "signed": policy is not None,
-        },
-    )
+    with event_sink() as events:
+        if events is not None:
+            events.record(
+                "manifest_verify",
+                {
+                    "package": manifest.name,
+                    "version": manifest.version,
+                    "ok": report.ok,
+                    "checked": report.checked,
+                    "modified": [m.path for m in report.modified],
+                    "missing": report.missing,
+                    "unexpected": report.unexpected,
+                    "signed": policy is not None,
+                },
+            )
     if not report.ok:
         lines = [
             f"{m.path}: modified (expected {m.expected}, got {m.actual})" for m in report.modified
@@ -321,22 +326,23 @@ def cmd_manifest_verify(args: argparse.Namespace) -> int:
         sys.stderr.write("\n".join(lines) + "\n")
         raise TreeMismatchError(report.summary(), str(root), report=report)
     if state is not None:
-        state.record(manifest.name, manifest.version, manifest_digest(manifest))
+        state.record(manifest.name, manifest.version, vm.digest)
     emit(args, data, f"{root}: OK ({report.checked} files, {manifest.name} "
                      f"v{manifest.version}); {signature['text']}")
     return 0
 
 
-def _signature_status(raw: bytes, where: str, policy: TrustPolicy | None) -> dict[str, Any]:
+def _signature_status(parsed: ParsedManifest, vm: VerifiedManifest) -> dict[str, Any]:
     """What ``manifest verify`` says about signatures (already checked against
-    ``policy`` by the caller): ``verified``, ``unchecked`` (signed, but no
+    the policy by the caller): ``verified``, ``unchecked`` (signed, but no
     --trusted-key) or ``unsigned`` — never silence."""
-    doc = parse_json(raw, where)
+    doc = parsed.doc
     sigs = doc.get("signatures") if isinstance(doc, dict) else None
     present = len(sigs) if isinstance(sigs, list) else 0
     out: dict[str, Any] = {"present": present}
+    policy = vm.policy
     if policy is not None:
-        good = verify_envelope_signers(doc, policy, where)[1]
+        good = vm.signers
         keys = len({k.key_id for k in policy.keys})
         out.update(
             status="verified", signatures=len(good), trusted_keys=keys,

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import platformdirs
 from rich.progress import (
@@ -24,6 +23,7 @@ from rich.progress import (
 
 from auraseal._time import parse_duration
 from auraseal.cli._core import trust_policy
+from auraseal.cli._events import event_sink
 from auraseal.cli._ledger import _witness_args, _witnesses
 from auraseal.cli._output import (
     emit,
@@ -36,7 +36,6 @@ from auraseal.cli._output import (
 from auraseal.errors import StorageError, UsageError
 
 if TYPE_CHECKING:
-    from auraseal.client.fetch import LedgerSink
     from auraseal.client.roots import RootTrust
     from auraseal.client.witnessed import WitnessPolicy
 
@@ -153,24 +152,6 @@ def _progress(args: argparse.Namespace) -> Iterator[_Bar | None]:
         yield _Bar(prog)
 
 
-@contextlib.contextmanager
-def _ledger(args: argparse.Namespace) -> Iterator[LedgerSink | None]:
-    from auraseal.ledger import LEDGER_ENV, open_ledger  # noqa: PLC0415
-    from auraseal.ledger._model import HMAC_ENV  # noqa: PLC0415
-
-    url = args.ledger or os.environ.get(LEDGER_ENV)
-    if not url:
-        yield None
-        return
-    with open_ledger(url) as led:
-        signed = bool(os.environ.get(HMAC_ENV))
-
-        def sink(entry_type: str, data: dict[str, Any]) -> None:
-            led.record(entry_type, data, {"tool": "auraseal fetch"}, with_signature=signed)
-
-        yield sink
-
-
 def cmd_fetch(args: argparse.Namespace) -> int:
     from auraseal.client import fetch_package  # noqa: PLC0415
 
@@ -178,7 +159,8 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     cache_dir: Path | None = None
     if not args.no_cache:
         cache_dir = args.cache or platformdirs.user_cache_path("auraseal") / "fetch"
-    with _ledger(args) as ledger, _progress(args) as bar:
+    with event_sink(args.ledger, metadata={"tool": "auraseal fetch"}) as events, \
+            _progress(args) as bar:
         report = fetch_package(
             args.url,
             args.output,
@@ -191,7 +173,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
             offline=args.offline,
             jobs=args.jobs,
             progress=bar,
-            ledger=ledger,
+            events=events,
             package=args.package,
             allow_unsigned=args.allow_unsigned,
             trust_on_first_use=args.trust_on_first_use,

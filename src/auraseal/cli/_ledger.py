@@ -15,6 +15,7 @@ from typing import Any
 
 from auraseal._fs import atomic_write_bytes
 from auraseal._time import parse_duration
+from auraseal.cli._events import env_jsonl, resolve_ledger_url
 from auraseal.cli._keys import add_pin_args, load_signers
 from auraseal.cli._output import emit, input_path, int_at_least, progress_bar
 from auraseal.errors import InputError, StorageError, UsageError
@@ -23,7 +24,6 @@ from auraseal.ledger import (
     Checkpoint,
     Ledger,
     open_ledger,
-    resolve_ledger_url,
     verifier_key,
     verify_bundle,
 )
@@ -36,7 +36,7 @@ from auraseal.ledger.note import (
     load_note_verifier,
     read_note_file,
 )
-from auraseal.ledger.service import env_jsonl, sqlite_path
+from auraseal.ledger.service import sqlite_path
 from auraseal.ledger.tilelog import write_tiles
 from auraseal.merkle import verify_consistency
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from auraseal._time import format_time, parse_duration
 from auraseal.cli._core import add_trust_args, trust_policy
+from auraseal.cli._events import event_sink
 from auraseal.cli._keys import add_pin_args, load_signers
 from auraseal.cli._output import (
     emit,
@@ -127,7 +128,7 @@ def cmd_seal(args: argparse.Namespace) -> int:
     expires = None if args.expires == "never" else parse_duration(args.expires, "--expires")
     out: Path = args.output
     zip_path = Path(str(out).rstrip("/") + ".zip") if args.zip else None
-    with progress_bar(args, "sealing", _tree_size(src)) as advance:
+    with event_sink() as events, progress_bar(args, "sealing", _tree_size(src)) as advance:
         manifest = seal_tree(
             src,
             out,
@@ -142,6 +143,7 @@ def cmd_seal(args: argparse.Namespace) -> int:
             engine=args.engine,
             jobs=args.jobs,
             progress=advance,
+            events=events,
         )
     parts = sum(len(f.recovery.parts) for f in manifest.files if f.recovery)
     emit(
@@ -181,8 +183,13 @@ def cmd_unseal(args: argparse.Namespace) -> int:
     pkg_path, out_path = args.package.resolve(), args.output.resolve()
     if out_path == pkg_path or pkg_path in out_path.parents:
         raise UsageError("the output is inside the package", str(args.output))
-    with _open(args) as pkg, progress_bar(args, "unsealing", pkg.manifest.total_size) as adv:
-        report = unseal(pkg, args.output, jobs=args.jobs, progress=adv, strict=False)
+    with (
+        event_sink() as events,
+        _open(args) as pkg,
+        progress_bar(args, "unsealing", pkg.manifest.total_size) as adv,
+    ):
+        report = unseal(pkg, args.output, jobs=args.jobs, progress=adv, strict=False,
+                        events=events)
     lines = [f"lost {p}: {why}" for p, why in sorted(report.lost.items())]
     lines += [f"I/O error: {w}: {e}" for w, e in sorted(report.errors.items())]
     lines.append(
@@ -204,9 +211,10 @@ def cmd_repair(args: argparse.Namespace) -> int:
     with _open(args) as pkg:
         total = pkg.manifest.total_size
     state = TrustState(args.state) if args.state else None
-    with progress_bar(args, "repairing", total) as adv:
+    with event_sink() as events, progress_bar(args, "repairing", total) as adv:
         report = repair_path(
-            args.package, jobs=args.jobs, progress=adv, policy=trust_policy(args), state=state
+            args.package, jobs=args.jobs, progress=adv, events=events,
+            policy=trust_policy(args), state=state,
         )
     return _finish(args, report.to_dict(), report.summary(), report.errors)
 

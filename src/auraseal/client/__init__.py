@@ -15,7 +15,6 @@ from auraseal.client.fetch import (
     FetchProgress,
     FetchReport,
     FileReport,
-    LedgerSink,
     fetch_package,
 )
 from auraseal.client.http import Fetcher, HttpConfig
@@ -32,7 +31,6 @@ __all__ = [
     "FileReport",
     "HttpConfig",
     "InstallRecord",
-    "LedgerSink",
     "Source",
     "fetch_package",
     "make_source",

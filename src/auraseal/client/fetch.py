@@ -63,17 +63,17 @@ from auraseal.errors import (
     UnrecoverableError,
     UsageError,
 )
+from auraseal.events import EventSink
 from auraseal.integrity import StreamVerifier, parse_integrity, verify_file
 from auraseal.manifest import (
     FileEntry,
     Manifest,
-    load_manifest,
-    manifest_digest,
-    parse_json,
+    ParsedManifest,
+    parse_manifest,
     part_name,
 )
 from auraseal.sealing import parts_from_copy, rebuild_file
-from auraseal.signing import TrustPolicy, envelope_signers, verify_envelope_signers
+from auraseal.signing import TrustPolicy
 
 __all__ = [
     "DEFAULT_FILE_TTL",
@@ -82,7 +82,6 @@ __all__ = [
     "FetchProgress",
     "FetchReport",
     "FileReport",
-    "LedgerSink",
     "fetch_package",
     "package_name_from_url",
 ]
@@ -93,8 +92,6 @@ DEFAULT_JOBS = 4
 COPY_CHUNK = 1024 * 1024
 #: threads fsyncing finished files while others still download
 SYNC_THREADS = 2
-#: ``record(entry_type, data)`` — where verifications, recoveries and refusals go.
-LedgerSink = Callable[[str, dict[str, Any]], None]
 #: ``rebuild(entry, part_files_by_number, target)``: write the file to ``target``
 #: from k part files already verified against the manifest (checked again after)
 RebuildFn = Callable[[FileEntry, Mapping[int, Path], Path], None]
@@ -303,7 +300,7 @@ class _Fetch:
         progress: FetchProgress | None,
         transport: httpx.BaseTransport | None,
         http: HttpConfig | None,
-        ledger: LedgerSink | None,
+        events: EventSink | None,
         now: datetime | None,
         rebuild: RebuildFn | None,
         salvage: SalvageFn | None,
@@ -343,7 +340,7 @@ class _Fetch:
         self.offline = offline
         self.jobs = max(1, jobs)
         self.progress = progress
-        self.ledger = ledger
+        self.events = events
         self.now = now or utcnow()
         cfg = http or HttpConfig()
         if cfg.max_connections < self.jobs * 2:
@@ -355,7 +352,7 @@ class _Fetch:
         self._lock = threading.Lock()
         self._downloaded = 0
         self._abort = threading.Event()
-        self._events: list[tuple[str, dict[str, Any]]] = []
+        self._queued: list[tuple[str, dict[str, Any]]] = []
         self._pin_ok = [True] * len(self.sources)
         # the root of trust (client/roots.py): a given root or the one pinned in the cache
         if root is None and cache_dir is not None:
@@ -373,19 +370,19 @@ class _Fetch:
     def record(self, entry_type: str, data: dict[str, Any]) -> None:
         """Queue a ledger event; :meth:`flush_ledger` writes them from the
         calling thread (ledger stores need not be thread-safe)."""
-        if self.ledger is None:
+        if self.events is None:
             return
         with self._lock:
-            self._events.append((entry_type, data))
+            self._queued.append((entry_type, data))
 
     def flush_ledger(self) -> None:
-        if self.ledger is None:
+        if self.events is None:
             return
         with self._lock:
-            events, self._events = self._events, []
-        for entry_type, data in events:
+            queued, self._queued = self._queued, []
+        for entry_type, data in queued:
             try:
-                self.ledger(entry_type, data)
+                self.events.record(entry_type, data)
             except Exception as exc:  # the ledger must not break an install
                 self.warnings.append(f"ledger: {entry_type} not recorded: {exc}")
 
@@ -402,7 +399,7 @@ class _Fetch:
     # --- manifest ----------------------------------------------------------
 
     def _policy(
-        self, name: str, doc: Any, where: str
+        self, name: str, parsed: ParsedManifest, where: str
     ) -> tuple[TrustPolicy | None, str, TrustAnchor | None]:
         """The policy a manifest for ``name`` must meet, how it was chosen, and
         the anchor to pin if it is a first use. Explicit keys win; then the
@@ -415,7 +412,7 @@ class _Fetch:
             if anchor is not None:
                 return anchor.policy(), "pinned", anchor
         if self.trust_on_first_use:
-            keys = envelope_signers(doc, where) if isinstance(doc, dict) else []
+            keys = parsed.signers()
             if not keys:
                 raise NoTrustAnchorError(
                     "--trust-on-first-use: the manifest carries no valid signature with a "
@@ -434,47 +431,36 @@ class _Fetch:
         raise NoTrustAnchorError(no_anchor_message(name), where)
 
     def trust(self, data: bytes, where: str) -> tuple[Manifest, str]:
-        doc = parse_json(data, where)
-        good: frozenset[str] = frozenset()
+        """Parse ``data`` once, verify each signature once, and return the
+        manifest with its digest over the signed bytes (rollback, trust state)."""
+        parsed = parse_manifest(data, where, self.url)
         anchor: TrustAnchor | None = None
         policy: TrustPolicy | None
         by_root = (
-            self.roots.load_manifest(data, where, self.url, self.expected)
-            if self.roots is not None
-            else None
+            self.roots.load_manifest(parsed, self.expected) if self.roots is not None else None
         )
-        if by_root is not None and self.roots is not None:
+        if by_root is not None:
             # a root of trust (given, pinned, or first use of the server's) decides
-            m, mode = by_root, "root"
-            name = self.expected if self.expected is not None else m.name
-            established = self.roots.establish()
-            policy = established.policy() if established is not None else None
-            if policy is not None:
-                good = verify_envelope_signers(doc, policy, where)[1]
+            vm, mode = by_root, "root"
+            name = self.expected if self.expected is not None else vm.manifest.name
+            policy = vm.policy
         else:
-            plain = load_manifest(
-                data, where, policy=None, state=None, now=self.now, name=self.url
-            )
-            name = self.expected if self.expected is not None else plain.name
-            policy, mode, anchor = self._policy(name, doc, where)
-            if policy is None:
-                m = plain
-            else:
-                try:
-                    m = load_manifest(data, where, policy=policy, state=None, now=self.now,
-                                      name=self.url)
-                    good = verify_envelope_signers(doc, policy, where)[1]
-                except (BadSignatureError, UnknownKeyError, ThresholdError) as exc:
-                    if mode != "pinned" or self.cache is None:
-                        raise
-                    pin = pin_path(self.cache.root, name)
-                    raise PinnedKeyError(
-                        f"not signed by the {len(policy.keys)} key(s) pinned for '{name}' "
-                        f"(threshold {policy.threshold}) in {pin}: {exc.what}; if the "
-                        "publisher really changed keys, check the new key out of band, then "
-                        "delete that file or pass --trusted-key",
-                        where,
-                    ) from exc
+            name = self.expected if self.expected is not None else parsed.manifest.name
+            policy, mode, anchor = self._policy(name, parsed, where)
+            try:
+                vm = parsed.verify(policy, self.now)
+            except (BadSignatureError, UnknownKeyError, ThresholdError) as exc:
+                if mode != "pinned" or self.cache is None or policy is None:
+                    raise
+                pin = pin_path(self.cache.root, name)
+                raise PinnedKeyError(
+                    f"not signed by the {len(policy.keys)} key(s) pinned for '{name}' "
+                    f"(threshold {policy.threshold}) in {pin}: {exc.what}; if the "
+                    "publisher really changed keys, check the new key out of band, then "
+                    "delete that file or pass --trusted-key",
+                    where,
+                ) from exc
+        m, good, digest = vm.manifest, vm.signers, vm.digest
         if self.expected is not None and m.name != self.expected:
             # every package on a server is signed by the same key: a mirror or
             # man-in-the-middle must not install another one instead
@@ -486,7 +472,6 @@ class _Fetch:
             raise ExpiredError(
                 f"manifest '{m.name}' v{m.version} expired at {format_time(m.expires)}", where
             )
-        digest = manifest_digest(m)
         if self.cache is not None:
             self.cache.trust_state.check(m.name, m.version, digest, where)
         rec = self.record_now
@@ -1178,7 +1163,7 @@ def fetch_package(
     progress: FetchProgress | None = None,
     transport: httpx.BaseTransport | None = None,
     http: HttpConfig | None = None,
-    ledger: LedgerSink | None = None,
+    events: EventSink | None = None,
     now: datetime | None = None,
     rebuild: RebuildFn | None = None,
     salvage: SalvageFn | None = None,
@@ -1214,7 +1199,9 @@ def fetch_package(
     fetch) makes the root of trust decide which keys sign manifests, in place
     of ``policy`` (see :mod:`auraseal.client.roots`). ``witnessed`` requires the
     publish of the version to be proven in a witnessed ledger
-    (:mod:`auraseal.client.witnessed`; exit 3 otherwise).
+    (:mod:`auraseal.client.witnessed`; exit 3 otherwise). Verifications,
+    recoveries and refusals are reported to ``events`` (if given; a sink that
+    raises becomes a warning in the report).
     """
     dest = Path(dest).absolute()
     if trust_on_first_use and cache_dir is None:
@@ -1241,7 +1228,7 @@ def fetch_package(
         url, dest, mirrors=mirrors, policy=policy, cache_dir=cache_dir,
         fallback_dir=fallback_dir, manifest_ttl=manifest_ttl, file_ttl=file_ttl,
         offline=offline, jobs=jobs, progress=progress, transport=transport, http=http,
-        ledger=ledger, now=now, rebuild=rebuild, salvage=salvage, package=package, step=step,
+        events=events, now=now, rebuild=rebuild, salvage=salvage, package=package, step=step,
         allow_unsigned=allow_unsigned, trust_on_first_use=trust_on_first_use, force=force,
         root=root, witnessed=witnessed,
     )

@@ -1,8 +1,9 @@
 """Upload a sealed package to an ``auraseal serve`` (``PUT /packages/{name}``).
 
 The publisher side of the workflow (docs/SERVER.md, "Publishing"): the
-package is a sealed directory or its zip; a directory is zipped into a temp
-file first (the same ``write_zip`` sealing uses). Given a manifest file
+package is a sealed directory or its zip; a directory is streamed as a
+ZIP_STORED archive straight into the request body (its exact length computed
+up front; each file read once per attempt, no temp copy). Given a manifest file
 (``integrity-manifest.json``, e.g. refreshed by ``auraseal resign``), only the
 manifest is sent (``Content-Type: application/json``): the server makes a new
 version from the files it already serves, if they are identical. The upload streams from
@@ -41,8 +42,6 @@ import contextlib
 import hmac
 import json
 import re
-import shutil
-import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -52,7 +51,7 @@ from typing import Any
 
 import httpx
 
-from auraseal._fs import clean_stale_temps, make_temp_dir, walk_files
+from auraseal._fs import walk_files
 from auraseal.errors import (
     InputError,
     ManifestFormatError,
@@ -63,8 +62,12 @@ from auraseal.errors import (
     TrustError,
     UsageError,
 )
-from auraseal.manifest import MANIFEST_NAME, is_trust_file, load_manifest, manifest_digest
+from auraseal.manifest import MANIFEST_NAME, Manifest, is_trust_file, open_manifest
 from auraseal.root import parse_root, verify_root
+from auraseal.sealing.source import MemberSource
+
+#: ``wrap(source) -> source``: sees every file read of a directory publish (tests)
+SourceHook = Callable[[MemberSource], MemberSource]
 
 __all__ = [
     "PublishAuthError",
@@ -76,6 +79,7 @@ __all__ = [
     "package_url",
     "publish_package",
     "publish_roots",
+    "stored_zip_size",
     "upload_root",
 ]
 
@@ -170,40 +174,136 @@ def _is_manifest_file(source: Path) -> bool:
     return head.lstrip()[:1] == b"{"
 
 
-@contextlib.contextmanager
-def _as_upload(source: Path, manifest_only: bool) -> Iterator[Path]:
+@dataclass
+class _Upload:
+    """What a publish sends: the manifest's bytes and a fresh body per attempt."""
+
+    manifest: bytes
+    #: ``body(parsed_manifest)``: the request body, read afresh for each attempt
+    body: Callable[[Manifest], Iterator[bytes]]
+    #: the body's length when known up front (a file); a directory is streamed
+    size: int | None
+    where: str
+
+
+def _file_upload(source: Path, manifest_only: bool) -> _Upload:
+    """A package zip or a manifest file, sent as it is."""
     if manifest_only:
         if source.stat().st_size > 64 << 20:
             raise ManifestFormatError("manifest too large", str(source))
-        yield source
-        return
-    with _as_zip(source) as zip_path:
-        yield zip_path
+        manifest = source.read_bytes()
+    else:
+        manifest = _read_manifest_of(source)
+
+    def body(_: Manifest) -> Iterator[bytes]:
+        with open(source, "rb") as fh:
+            while chunk := fh.read(CHUNK):
+                yield chunk
+
+    return _Upload(manifest, body, source.stat().st_size, str(source))
 
 
-@contextlib.contextmanager
-def _as_zip(source: Path) -> Iterator[Path]:
-    """``source`` itself if it is a zip, else a temp zip of the package directory."""
-    if source.is_file():
-        yield source
-        return
+class _ZipSink:
+    """A write-only stream zipfile writes into; :meth:`take` hands the bytes on."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def write(self, data: bytes, /) -> int:
+        self._parts.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        out, self._parts = b"".join(self._parts), []
+        return out
+
+
+#: ZIP_STORED, forced zip64, streamed (data descriptors): fixed record sizes
+_LOCAL_HEADER = 30 + 20  # header + zip64 extra (sizes)
+_DATA_DESCRIPTOR = 24  # signature, CRC-32, 8-byte sizes
+_CENTRAL_HEADER = 46
+_END_RECORD = 22
+_ZIP64_END = 56 + 20  # zip64 end record + locator
+
+
+def stored_zip_size(members: list[tuple[str, int]]) -> int:
+    """The exact size of the streamed zip of ``members`` (name, size) as
+    :func:`_dir_upload` writes it, so the upload carries a Content-Length."""
+    offset = 0
+    central = 0
+    for name, size in members:
+        n = len(name.encode("utf-8"))
+        zip64 = (2 if size > zipfile.ZIP64_LIMIT else 0) + (
+            1 if offset > zipfile.ZIP64_LIMIT else 0)
+        central += _CENTRAL_HEADER + n + (4 + 8 * zip64 if zip64 else 0)
+        offset += _LOCAL_HEADER + n + size + _DATA_DESCRIPTOR
+    big = (len(members) > zipfile.ZIP_FILECOUNT_LIMIT or offset > zipfile.ZIP64_LIMIT
+           or central > zipfile.ZIP64_LIMIT)
+    return offset + central + (_ZIP64_END if big else 0) + _END_RECORD
+
+
+def _dir_upload(source: Path, wrap: SourceHook | None) -> _Upload:
+    """A package directory streamed as a ZIP_STORED archive: each file is read
+    once per attempt (through a :class:`~auraseal.sealing.source.MemberSource`)
+    and its bytes go into the request body as they are read; no temp zip."""
     if not source.is_dir():
         raise NotFoundError("no such package directory or zip", str(source))
-    if not (source / MANIFEST_NAME).is_file():
+    mpath = source / MANIFEST_NAME
+    if not mpath.is_file():
         raise UsageError(f"not a sealed package (no {MANIFEST_NAME})", str(source))
-    from auraseal.sealing.seal import write_zip  # noqa: PLC0415 - heavy: only when zipping
-
-    parent = Path(tempfile.gettempdir())
-    clean_stale_temps(parent, {"publish"})
-    tmp = make_temp_dir(parent, "package", "publish")
     try:
-        out = tmp / "package.zip"
+        manifest = mpath.read_bytes()
         # root/<N>.json and timestamp.json are not part of a version: roots
         # go up separately (publish_roots), the server keeps its own timestamp
-        write_zip(source, [p for p in walk_files(source) if not is_trust_file(p)], out)
-        yield out
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        sizes = {p: len(manifest) if p == MANIFEST_NAME else (source / p).stat().st_size
+                 for p in sorted(walk_files(source)) if not is_trust_file(p)}
+    except OSError as exc:
+        raise StorageError(f"cannot read: {exc.strerror}", str(exc.filename or mpath)) from exc
+
+    def body(parsed: Manifest) -> Iterator[bytes]:
+        from auraseal.sealing.package import Package  # noqa: PLC0415 - only for a directory
+
+        tree = Package(str(source), parsed, root=source)
+        src: MemberSource = wrap(tree) if wrap is not None else tree
+        sink = _ZipSink()
+        with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED) as zf:
+            for name, size in sizes.items():
+                info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_STORED
+                info.external_attr = 0o100644 << 16
+                with zf.open(info, "w", force_zip64=True) as out:
+                    for chunk in _member_chunks(src, name, size, manifest, source):
+                        out.write(chunk)
+                        yield sink.take()
+                yield sink.take()
+        yield sink.take()
+
+    return _Upload(manifest, body, stored_zip_size(list(sizes.items())), str(source))
+
+
+def _member_chunks(
+    src: MemberSource, name: str, size: int, manifest: bytes, root: Path
+) -> Iterator[bytes]:
+    """Exactly ``size`` bytes of member ``name`` (its size when listed), each read once."""
+    if name == MANIFEST_NAME:  # already read (and parsed) once: the same bytes
+        yield manifest
+        return
+    read = src.reader(name)
+    if read is None:
+        raise StorageError("vanished while publishing", str(root / name))
+    off = 0
+    while off < size:
+        chunk = bytes(read(off, min(CHUNK, size - off)))
+        if not chunk:
+            raise StorageError("shrank while publishing", str(root / name))
+        off += len(chunk)
+        yield chunk
 
 
 def _error_text(resp: httpx.Response) -> str:
@@ -223,14 +323,6 @@ def _error_type(resp: httpx.Response) -> str:
     except (ValueError, KeyError, TypeError):
         return ""
     return value if isinstance(value, str) else ""
-
-
-def _body(path: Path, progress: Callable[[int], None] | None) -> Iterator[bytes]:
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            if progress is not None:
-                progress(len(chunk))
-            yield chunk
 
 
 def _root_version(rel: str) -> int | None:
@@ -361,8 +453,13 @@ def publish_package(
     retries: int = 3,
     backoff: float = 0.5,
     timeout: float = 60.0,
+    wrap: SourceHook | None = None,
 ) -> PublishResult:
     """Upload the package at ``source`` to ``server``; see the module docstring.
+
+    A package directory is streamed as a zip (no temp copy): each file is read
+    once per attempt. ``wrap`` (a test seam) wraps the member source those
+    reads go through (e.g. a :class:`~auraseal.sealing.source.CountingSource`).
 
     ``progress(nbytes)`` is called as bytes are sent; ``restart()`` before a
     retry re-sends from the start (so a progress bar can be reset).
@@ -373,86 +470,94 @@ def publish_package(
     manifest_only = _is_manifest_file(source)
     roots = package_roots(source)
     _check_chain(roots, str(source))
-    with _as_upload(source, manifest_only) as zip_path:
-        manifest_bytes = (
-            zip_path.read_bytes() if manifest_only else _read_manifest_of(zip_path)
+    up = (_file_upload(source, manifest_only) if source.is_file()
+          else _dir_upload(source, wrap))
+    vm = open_manifest(up.manifest, str(source))
+    manifest = vm.manifest
+    url = package_url(server, manifest.name)
+    own = httpx.Client(timeout=timeout) if client is None else None
+    http = client or own
+    assert http is not None
+    try:
+        sent = publish_roots(roots, server, manifest.name, token, client=http)
+        resp, size = _put_with_retries(
+            http, url, token, up, manifest,
+            progress=progress, restart=restart, retries=retries, backoff=backoff,
+            content_type="application/json" if manifest_only else "application/zip",
         )
-        manifest = load_manifest(manifest_bytes, str(source))
-        url = package_url(server, manifest.name)
-        size = zip_path.stat().st_size
-        own = httpx.Client(timeout=timeout) if client is None else None
-        http = client or own
-        assert http is not None
-        try:
-            sent = publish_roots(roots, server, manifest.name, token, client=http)
-            resp = _put_with_retries(
-                http, url, token, zip_path, size,
-                progress=progress, restart=restart, retries=retries, backoff=backoff,
-                content_type="application/json" if manifest_only else "application/zip",
+        if resp.status_code in (200, 201):
+            entry = None
+            with contextlib.suppress(ValueError, AttributeError):
+                value = resp.json().get("ledger_entry")
+                entry = value if isinstance(value, int) else None
+            return PublishResult(
+                manifest.name, manifest.version, "published", url, size, entry, sent
             )
-            if resp.status_code in (200, 201):
-                entry = None
-                with contextlib.suppress(ValueError, AttributeError):
-                    value = resp.json().get("ledger_entry")
-                    entry = value if isinstance(value, int) else None
+        if resp.status_code == 409:
+            if _served_manifest_is(http, url, vm.digest):
                 return PublishResult(
-                    manifest.name, manifest.version, "published", url, size, entry, sent
+                    manifest.name, manifest.version, "unchanged", url, 0, None, sent
                 )
-            if resp.status_code == 409:
-                if _served_manifest_is(http, url, manifest_digest(manifest)):
-                    return PublishResult(
-                        manifest.name, manifest.version, "unchanged", url, 0, None, sent
-                    )
-                if _error_type(resp) == "FilesDifferError":
-                    raise PublishRefusedError(_error_text(resp), url)
-                raise RollbackError(_error_text(resp), url)
-            if resp.status_code in (401, 403):
-                raise PublishAuthError(_error_text(resp), url)
-            if resp.status_code == 413:
-                raise PublishTooLargeError(_error_text(resp), url)
-            if 400 <= resp.status_code < 500:
+            if _error_type(resp) == "FilesDifferError":
                 raise PublishRefusedError(_error_text(resp), url)
-            raise NetworkError(f"server answered {resp.status_code}: {_error_text(resp)}", url)
-        finally:
-            if own is not None:
-                own.close()
+            raise RollbackError(_error_text(resp), url)
+        if resp.status_code in (401, 403):
+            raise PublishAuthError(_error_text(resp), url)
+        if resp.status_code == 413:
+            raise PublishTooLargeError(_error_text(resp), url)
+        if 400 <= resp.status_code < 500:
+            raise PublishRefusedError(_error_text(resp), url)
+        raise NetworkError(f"server answered {resp.status_code}: {_error_text(resp)}", url)
+    finally:
+        if own is not None:
+            own.close()
 
 
 def _put_with_retries(
     http: httpx.Client,
     url: str,
     token: str,
-    zip_path: Path,
-    size: int,
+    up: _Upload,
+    manifest: Manifest,
     *,
     progress: Callable[[int], None] | None,
     restart: Callable[[], None] | None,
     retries: int,
     backoff: float,
     content_type: str = "application/zip",
-) -> httpx.Response:
-    headers = {
-        "Authorization": f"Bearer {token}",
-        "Content-Type": content_type,
-        "Content-Length": str(size),
-    }
+) -> tuple[httpx.Response, int]:
+    """PUT the upload (retrying transient failures); the answer and the bytes sent."""
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": content_type}
+    if up.size is not None:
+        headers["Content-Length"] = str(up.size)
     last = ""
     for attempt in range(retries + 1):
         if attempt:
             time.sleep(backoff * (2 ** (attempt - 1)))
             if restart is not None:
                 restart()
+        sent = [0]
+
+        def counted(sent: list[int] = sent) -> Iterator[bytes]:
+            for chunk in up.body(manifest):
+                if not chunk:
+                    continue
+                sent[0] += len(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+                yield chunk
+
         try:
-            resp = http.put(url, content=_body(zip_path, progress), headers=headers)
+            resp = http.put(url, content=counted(), headers=headers)
         except httpx.TransportError as exc:
             last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             continue
         except OSError as exc:
-            raise StorageError(f"cannot read: {exc.strerror}", str(zip_path)) from exc
+            raise StorageError(f"cannot read: {exc.strerror}", up.where) from exc
         if resp.status_code in TRANSIENT:
             last = f"server answered {resp.status_code}"
             continue
-        return resp
+        return resp, sent[0]
     raise NetworkError(f"publish failed after {retries + 1} attempts: {last}", url)
 
 
@@ -465,10 +570,10 @@ def _served_manifest_is(http: httpx.Client, url: str, digest: str) -> bool:
     if resp.status_code != 200:
         return False
     try:
-        served = load_manifest(resp.content, url)
+        served = open_manifest(resp.content, url)
     except (ManifestFormatError, InputError, json.JSONDecodeError):
         return False
-    return hmac.compare_digest(manifest_digest(served), digest)
+    return hmac.compare_digest(served.digest, digest)
 
 
 def load_token(path: Path | None, env_value: str | None) -> str:

@@ -34,7 +34,7 @@ from auraseal.errors import (
     StorageError,
     TrustError,
 )
-from auraseal.manifest import Manifest, load_manifest, manifest_digest
+from auraseal.manifest import ParsedManifest, VerifiedManifest
 from auraseal.root import Root, parse_root, verify_root, verify_timestamp
 
 __all__ = ["MAX_ROOT_STEPS", "RootSession", "RootTrust", "pinned_root", "upload_root"]
@@ -218,24 +218,24 @@ class RootSession:
     # --- manifests ---------------------------------------------------------
 
     def load_manifest(
-        self, data: bytes, where: str, name: str, package: str | None
-    ) -> Manifest | None:
-        """Verify a manifest against the current root (and its timestamp);
-        None when there is no root to go by (the caller's own policy applies).
-        ``package`` (the package asked for) keys the pin in the cache."""
+        self, parsed: ParsedManifest, package: str | None
+    ) -> VerifiedManifest | None:
+        """Verify a parsed manifest against the current root (and its
+        timestamp); None when there is no root to go by (the caller's own
+        policy applies). ``package`` (the package asked for) keys the pin in
+        the cache."""
         if not self._established and package:
             self.package = package
         root = self.establish()
         if root is None:
             return None
-        m = load_manifest(
-            data, where, policy=root.policy(), state=None, now=self.now, name=name
-        )
+        vm = parsed.verify(root.policy(), self.now)
         if root.timestamp is not None:
-            self._check_timestamp(root, m)
-        return m
+            self._check_timestamp(root, vm)
+        return vm
 
-    def _check_timestamp(self, root: Root, m: Manifest) -> None:
+    def _check_timestamp(self, root: Root, vm: VerifiedManifest) -> None:
+        m = vm.manifest
         url = f"{self.base}timestamp.json"
         if self.offline:
             self.warnings.append("timestamp: not checked offline")
@@ -252,7 +252,7 @@ class RootSession:
             root,
             name=m.name,
             manifest_version=m.version,
-            manifest_digest=manifest_digest(m),
+            manifest_digest=vm.digest,
             where=url,
             now=self.now,
         )

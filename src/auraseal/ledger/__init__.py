@@ -27,8 +27,6 @@ from auraseal.ledger.checkpoint import (
 )
 from auraseal.ledger.jsonl import JsonlMirror
 from auraseal.ledger.service import (
-    LEDGER_ENV,
-    LEDGER_JSONL_ENV,
     AsyncLedger,
     InclusionProof,
     Ledger,
@@ -37,8 +35,6 @@ from auraseal.ledger.service import (
     hash_and_record,
     open_ledger,
     open_store,
-    record_event,
-    resolve_ledger_url,
 )
 from auraseal.ledger.stores._base import Store
 from auraseal.ledger.verify import ChainReport, Problem
@@ -46,8 +42,6 @@ from auraseal.ledger.verify import ChainReport, Problem
 __all__ = [
     "FORMAT_VERSION",
     "HMAC_ENV",
-    "LEDGER_ENV",
-    "LEDGER_JSONL_ENV",
     "AsyncLedger",
     "Block",
     "BlockPolicy",
@@ -70,8 +64,6 @@ __all__ = [
     "open_checkpoint",
     "open_ledger",
     "open_store",
-    "record_event",
-    "resolve_ledger_url",
     "sign_checkpoint",
     "verifier_key",
     "verify_bundle",

@@ -3,14 +3,12 @@
 :class:`Ledger` is synchronous; :class:`AsyncLedger` wraps it for asyncio
 (each call runs in a worker thread, one at a time).  The module functions
 :func:`hash_and_record` / :func:`ahash_and_record` are the seed's API and
-:func:`record_event` is the hook the other parts call.
+the parts that report events take an explicit sink (:mod:`auraseal.events`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -60,24 +58,16 @@ if TYPE_CHECKING:
 from auraseal.ledger.verify import ChainReport, verify_store
 
 __all__ = [
-    "LEDGER_ENV",
-    "LEDGER_JSONL_ENV",
     "AsyncLedger",
     "InclusionProof",
     "Ledger",
     "ahash_and_record",
     "default_ledger_url",
-    "env_jsonl",
     "hash_and_record",
     "open_ledger",
     "open_store",
-    "record_event",
-    "resolve_ledger_url",
 ]
 
-LEDGER_ENV = "AURASEAL_LEDGER"
-LEDGER_JSONL_ENV = "AURASEAL_LEDGER_JSONL"
-CONFIG_ENV = "AURASEAL_CONFIG"
 _ENV: Any = object()  # "read INTEGRITY_HMAC_SECRET from the environment"
 T = TypeVar("T")
 
@@ -85,47 +75,6 @@ T = TypeVar("T")
 def default_ledger_url() -> str:
     """``sqlite://<user data dir>/auraseal/ledger.db`` (platformdirs)."""
     return f"sqlite://{platformdirs.user_data_path('auraseal') / 'ledger.db'}"
-
-
-def config_path() -> Path:
-    """``$AURASEAL_CONFIG``, else ``<user config dir>/auraseal/config.toml``."""
-    value = os.environ.get(CONFIG_ENV)
-    return Path(value) if value else platformdirs.user_config_path("auraseal") / "config.toml"
-
-
-def config_ledger() -> dict[str, str]:
-    """The ``[ledger]`` table (``url``, ``jsonl``) of the config file, if any."""
-    path = config_path()
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"unreadable config file: {exc}", str(path)) from exc
-    table = doc.get("ledger", {})
-    if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
-        raise ConfigError("[ledger] must hold string values (url, jsonl)", str(path))
-    return {k: v for k, v in table.items() if k in ("url", "jsonl")}
-
-
-def configured_ledger_url() -> str | None:
-    """``$AURASEAL_LEDGER``, else the config file's ``[ledger] url``, else None."""
-    return os.environ.get(LEDGER_ENV) or config_ledger().get("url")
-
-
-def resolve_ledger_url(explicit: str | None = None) -> str:
-    """``explicit``, else ``$AURASEAL_LEDGER``, else the config file's
-    ``[ledger] url``, else :func:`default_ledger_url`."""
-    return explicit or configured_ledger_url() or default_ledger_url()
-
-
-def env_jsonl() -> Path | None:
-    """``$AURASEAL_LEDGER_JSONL`` (else the config file's ``[ledger] jsonl``) — the
-    mirror of the configured ledger."""
-    value = os.environ.get(LEDGER_JSONL_ENV)
-    if not value and not os.environ.get(LEDGER_ENV):
-        value = config_ledger().get("jsonl")
-    return Path(value) if value else None
 
 
 def open_store(url: str, *, durable: bool = False) -> Store:
@@ -264,6 +213,11 @@ class Ledger:
             if self.mirror is not None:
                 self.mirror.close()
             self.store.close()
+
+    @property
+    def signs(self) -> bool:
+        """Whether this ledger holds an HMAC secret (so it can record signed entries)."""
+        return self._secret is not None
 
     @property
     def origin(self) -> str:
@@ -671,10 +625,9 @@ def hash_and_record(
     ledger_url: str | None = None,
     jsonl: Path | None = None,
 ) -> RecordResult:
-    """The seed's call: record in the configured ledger (see :func:`resolve_ledger_url`)."""
-    if jsonl is None and ledger_url is None:
-        jsonl = env_jsonl()
-    with open_ledger(resolve_ledger_url(ledger_url), jsonl) as led:
+    """The seed's call: record in the ledger at ``ledger_url`` (default
+    :func:`default_ledger_url`; reading ``$AURASEAL_LEDGER`` is the CLI's job)."""
+    with open_ledger(ledger_url or default_ledger_url(), jsonl) as led:
         return led.record(entry_type, data, metadata, with_signature)
 
 
@@ -692,23 +645,3 @@ async def ahash_and_record(
         hash_and_record, entry_type, data, metadata, with_signature,
         ledger_url=ledger_url, jsonl=jsonl,
     )
-
-
-def record_event(
-    entry_type: str,
-    data: dict[str, Any],
-    metadata: dict[str, Any] | None = None,
-    *,
-    ledger_url: str | None = None,
-) -> None:
-    """Record an event if a ledger is configured (``ledger_url``, ``$AURASEAL_LEDGER``
-    or the config file's ``[ledger] url``).
-
-    Signed with HMAC when ``INTEGRITY_HMAC_SECRET`` is set, otherwise recorded
-    as an explicitly unsigned entry.  With no ledger configured, does nothing.
-    """
-    url = ledger_url or configured_ledger_url()
-    if not url:
-        return
-    with open_ledger(url, env_jsonl() if ledger_url is None else None) as led:
-        led.record(entry_type, data, metadata, with_signature=env_secret() is not None)

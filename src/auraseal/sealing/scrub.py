@@ -22,9 +22,9 @@ from auraseal.errors import (
     StorageError,
     UsageError,
 )
+from auraseal.events import EventSink, emit
 from auraseal.integrity import parse_integrity
 from auraseal.manifest import FileEntry, part_name
-from auraseal.sealing._events import record
 from auraseal.sealing._progress import metered
 from auraseal.sealing.codecs import compress, iter_decompress
 from auraseal.sealing.component import (
@@ -615,13 +615,17 @@ def clean_package_temps(root: Path, names: Iterable[str], kind: str) -> list[str
     return removed
 
 
-def repair(pkg: Package, *, jobs: int | None = None, progress: Progress = None) -> RepairReport:
+def repair(
+    pkg: Package, *, jobs: int | None = None, progress: Progress = None,
+    events: EventSink | None = None,
+) -> RepairReport:
     """Repair a package directory in place (see :func:`repair_path` for zips).
 
     The temp files of killed repairs are removed first. Each file is rebuilt
     through a temp file (kind ``repair``) renamed into place only when it
     matches the manifest. A read or write failure of local storage is
-    reported in ``errors`` (exit 5), never as lost data (exit 4).
+    reported in ``errors`` (exit 5), never as lost data (exit 4). A
+    ``package.repair`` event goes to ``events`` (if given).
     """
     if pkg.root is None:
         raise UsageError(
@@ -637,18 +641,19 @@ def repair(pkg: Package, *, jobs: int | None = None, progress: Progress = None) 
             return r
 
         report = RepairReport(pkg.where, _run(pkg, one, jobs))
-    _record("repair", report)
+    _record(events, report)
     return report
 
 
 def repair_path(
-    path: Path, *, jobs: int | None = None, progress: Progress = None, **open_kw: Any
+    path: Path, *, jobs: int | None = None, progress: Progress = None,
+    events: EventSink | None = None, **open_kw: Any
 ) -> RepairReport:
     """Repair a package directory, or a zip (rewritten atomically next to itself)."""
     path = Path(path)
     with open_package(path, **open_kw) as pkg:
         if not pkg.is_zip:
-            return repair(pkg, jobs=jobs, progress=progress)
+            return repair(pkg, jobs=jobs, progress=progress, events=events)
         clean_stale_temps(path.parent, {REPAIR_KIND})
         tmp = make_temp_dir(path.parent, path.name, REPAIR_KIND)
         try:
@@ -663,6 +668,7 @@ def repair_path(
                 c.errors = {_zip_where(w, tmp, path): e for w, e in c.errors.items()}
             if report.rewritten:
                 write_zip(tmp, walk_files(tmp), path, kind=REPAIR_KIND)
+            _record(events, report)
             return report
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -676,8 +682,9 @@ def _zip_where(where: str, tmp: Path, zip_path: Path) -> str:
     return where
 
 
-def _record(kind: str, report: RepairReport) -> None:
-    record(
-        f"package.{kind}",
+def _record(events: EventSink | None, report: RepairReport) -> None:
+    emit(
+        events,
+        "package.repair",
         {"package": report.package, "rewritten": report.rewritten, "failed": sorted(report.failed)},
     )

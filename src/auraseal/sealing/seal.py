@@ -28,6 +28,7 @@ from auraseal._fs import (
 )
 from auraseal._time import utcnow
 from auraseal.errors import StorageError, UnsafePathError, UsageError
+from auraseal.events import EventSink, emit
 from auraseal.integrity import sri_token
 from auraseal.manifest import (
     DEFAULT_EXPIRES,
@@ -39,7 +40,6 @@ from auraseal.manifest import (
     manifest_digest,
     sign_http,
 )
-from auraseal.sealing._events import record
 from auraseal.sealing._progress import FileMeter
 from auraseal.sealing.codecs import (
     CODEC_NAMES,
@@ -469,6 +469,7 @@ def seal_tree(
     algorithm: str = "sha512",
     jobs: int | None = None,
     progress: Progress = None,
+    events: EventSink | None = None,
 ) -> Manifest:
     """Seal every regular file below ``src`` into the package directory ``out``.
 
@@ -478,6 +479,7 @@ def seal_tree(
     temporaries of killed seals (whose process is gone) next to ``out`` (and
     next to ``zip_path``) are removed.
     ``out`` must not exist or be an empty directory, and must not overlap ``src``.
+    A ``package.seal`` event goes to ``events`` (if given) once the package is in place.
     """
     opts = SealOptions(part_size, coherence, codec, engine, algorithm)
     opts.check()
@@ -593,7 +595,8 @@ def seal_tree(
             names.append(e.path)
             names.extend(e.part_names())
         write_zip(out, names, Path(zip_path), kind="seal")
-    record(
+    emit(
+        events,
         "package.seal",
         {
             "package": str(out),

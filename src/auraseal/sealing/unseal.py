@@ -24,6 +24,7 @@ from auraseal.errors import (
     IOFailure,
     StorageError,
 )
+from auraseal.events import EventSink, emit
 from auraseal.integrity import verify_bytes
 from auraseal.manifest import FileEntry, part_name
 from auraseal.sealing._progress import metered
@@ -338,6 +339,7 @@ def unseal(
     jobs: int | None = None,
     progress: Progress = None,
     strict: bool = True,
+    events: EventSink | None = None,
 ) -> UnsealReport:
     """Write every file of ``pkg`` into ``out`` (each atomically, each verified).
 
@@ -349,7 +351,8 @@ def unseal(
     way, a full disk) goes to ``report.errors`` (exit 5); with ``strict`` a
     :class:`~auraseal.errors.StorageError` naming the first path is raised.
     Each file is written through a temp file (kind ``unseal``); those of
-    killed unseals are removed from ``out`` first.
+    killed unseals are removed from ``out`` first. A ``package.unseal`` event
+    goes to ``events`` (if given).
     """
     out = Path(out)
     try:
@@ -373,6 +376,10 @@ def unseal(
         list(comps.map(one, entries))
     report.copied.sort()
     report.rebuilt.sort()
+    emit(events, "package.unseal", {
+        "package": report.package, "output": str(out), "copied": len(report.copied),
+        "rebuilt": report.rebuilt, "lost": sorted(report.lost), "errors": len(report.errors),
+    })
     if strict and report.errors:
         first = sorted(report.errors)[0]
         more = f" (and {len(report.errors) - 1} more)" if len(report.errors) > 1 else ""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from auraseal.errors import AuraSealError, InputError, MerkleProofError, NotFoundError
-from auraseal.ledger import HMAC_ENV, BlockPolicy, Ledger, open_ledger, verifier_key
+from auraseal.ledger import BlockPolicy, Ledger, open_ledger, verifier_key
 from auraseal.ledger.note import Ed25519NoteSigner
 from auraseal.ledger.tilelog import (
     CHECKPOINT_CACHE,
@@ -74,7 +73,7 @@ class RealLedgerPort:
     def record(
         self, kind: str, data: dict[str, Any], metadata: dict[str, Any] | None = None
     ) -> str:
-        signed = bool(os.environ.get(HMAC_ENV))
+        signed = self.ledger.signs
         with self._lock:
             # the event's details are kept as the entry's metadata too, so the
             # dashboard reads its events back from the ledger after a restart

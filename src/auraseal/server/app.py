@@ -31,7 +31,7 @@ from auraseal.errors import (
     TrustError,
     UnrecoverableError,
 )
-from auraseal.manifest import MANIFEST_NAME, Manifest, manifest_digest, part_name
+from auraseal.manifest import MANIFEST_NAME, VerifiedManifest, part_name
 from auraseal.server.archive import build_archive, invalidate_archives
 from auraseal.server.config import STATE_DIR, ServerConfig, check_package_name
 from auraseal.server.freshness import freshness_response, install_root
@@ -42,13 +42,14 @@ from auraseal.server.metrics import CONTENT_TYPE as METRICS_TYPE
 from auraseal.server.openapi import openapi_document
 from auraseal.server.publish import (
     MAX_MANIFEST_BYTES,
+    ExtractLimits,
     FilesDifferError,
     PayloadTooLargeError,
     TokenSet,
     check_manifest_update,
     check_package,
     check_version,
-    safe_extract,
+    open_upload_manifest,
 )
 from auraseal.server.reports import EVENT_TYPE as REPORT_EVENT
 from auraseal.server.reports import (
@@ -501,19 +502,21 @@ class Handlers:
                 )
             sync = self._publish_manifest_sync if manifest_only else self._publish_sync
             async with lock:
-                manifest = await anyio.to_thread.run_sync(sync, name, upload)
+                vm = await anyio.to_thread.run_sync(sync, name, upload)
                 self.state.cache.clear()
+            manifest = vm.manifest
             event = self.state.record_event(
                 "publish",
                 {"package": name, "version": manifest.version, "files": len(manifest.files),
-                 "bytes": received, "manifest_sha256": manifest_digest(manifest),
+                 "bytes": received, "manifest_sha256": vm.digest,
                  "manifest_only": manifest_only},
             )
             if event.get("entry_id"):
                 await anyio.to_thread.run_sync(
                     remember_publish, cfg.root, name, manifest.version, event["entry_id"])
             self.state.metrics.inc("auraseal_publishes_total", result="ok")
-            await self.state.verify_package(name)
+            # every byte was checked on its way in (server/publish.py): no scrub reads it again
+            self.state.mark_published(name, manifest)
             return JSONResponse(
                 {"package": name, "version": manifest.version,
                  "ledger_entry": event.get("entry_id")},
@@ -526,7 +529,7 @@ class Handlers:
             with contextlib.suppress(OSError):
                 upload.unlink()
 
-    def _publish_sync(self, name: str, upload: Path) -> Manifest:
+    def _publish_sync(self, name: str, upload: Path) -> VerifiedManifest:
         """Unpack and check ``upload``, then install it under the cross-process
         publish lock of ``name`` (worker processes share ROOT): the version is
         checked again under the lock, so a slower publish of a lower or equal
@@ -535,71 +538,71 @@ class Handlers:
         staging: Path | None = store.staging_dir(name)
         assert staging is not None
         try:
-            manifest = self._check_upload(name, upload, staging)
+            vm = self._check_upload(name, upload, staging)
             with store.lock("publish", name):
-                check_version(name, manifest, current_version=store.current_version(name),
+                check_version(name, vm, current_version=store.current_version(name),
                               state=self._trust_state())
-                store.install(name, staging, manifest.version)
+                store.install(name, staging, vm.manifest.version)
                 staging = None
                 if self.state.config.trusted_keys:
-                    self._trust_state().record(name, manifest.version, manifest_digest(manifest))
+                    self._trust_state().record(name, vm.manifest.version, vm.digest)
         finally:
             if staging is not None:
                 store.discard(staging)
         invalidate_archives(self.state.config.root, name)
-        return manifest
+        return vm
 
-    def _publish_manifest_sync(self, name: str, upload: Path) -> Manifest:
+    def _publish_manifest_sync(self, name: str, upload: Path) -> VerifiedManifest:
         """A manifest-only publish: the same checks as :meth:`_publish_sync`, the
-        files taken from the served version by hard links (``docs/SERVER.md``)."""
+        files taken from the served version by hard links (``docs/SERVER.md``).
+        The manifest is parsed and its signatures verified once."""
         store = self.state.store
         cfg = self.state.config
         data = upload.read_bytes()
+        vm = open_upload_manifest(data, name, cfg.policy)
         try:
             served = store.get(name)
         except NotFoundError as exc:
             raise FilesDifferError(
                 "no version is served to take the files from: upload the whole package", name
             ) from exc
-        check_manifest_update(data, name, served.manifest, policy=cfg.policy,
-                              state=self._trust_state())
+        check_manifest_update(vm, name, served.manifest, state=self._trust_state())
         staging: Path | None = store.staging_dir(name)
         assert staging is not None
         try:
             store.link_files(served, staging)
             with open(staging / MANIFEST_NAME, "xb") as fh:
                 fh.write(data)
-            manifest = check_package(staging, name, policy=cfg.policy,
-                                     current_version=served.version, state=self._trust_state())
+            vm = check_package(staging, name, policy=cfg.policy,
+                               current_version=served.version, state=self._trust_state(),
+                               verified=vm, wrap=self.state.publish_source_hook)
             with store.lock("publish", name):
                 now = store.get(name)
                 if now.version != served.version:  # another worker published meanwhile
-                    check_manifest_update(data, name, now.manifest, policy=cfg.policy,
-                                          state=self._trust_state())
-                check_version(name, manifest, current_version=now.version,
+                    check_manifest_update(vm, name, now.manifest, state=self._trust_state())
+                check_version(name, vm, current_version=now.version,
                               state=self._trust_state())
-                store.install(name, staging, manifest.version)
+                store.install(name, staging, vm.manifest.version)
                 staging = None
                 if cfg.trusted_keys:
-                    self._trust_state().record(name, manifest.version, manifest_digest(manifest))
+                    self._trust_state().record(name, vm.manifest.version, vm.digest)
         finally:
             if staging is not None:
                 store.discard(staging)
         invalidate_archives(cfg.root, name)
-        return manifest
+        return vm
 
     def _trust_state(self) -> TrustState:
         return TrustState(self.state.config.root.resolve() / STATE_DIR / "trust-state.json")
 
-    def _check_upload(self, name: str, upload: Path, staging: Path) -> Manifest:
+    def _check_upload(self, name: str, upload: Path, staging: Path) -> VerifiedManifest:
         cfg = self.state.config
-        safe_extract(
-            upload, staging, max_total=cfg.max_unpacked_bytes, max_entries=cfg.max_entries,
-            max_ratio=cfg.max_ratio,
-        )
         return check_package(
             staging, name, policy=cfg.policy,
             current_version=self.state.store.current_version(name), state=self._trust_state(),
+            upload=upload,
+            limits=ExtractLimits(cfg.max_unpacked_bytes, cfg.max_entries, cfg.max_ratio),
+            wrap=self.state.publish_source_hook,
         )
 
     async def publish_root(self, request: Request) -> Response:

@@ -30,7 +30,7 @@ from starlette.responses import Response
 from auraseal._fs import atomic_write_bytes
 from auraseal._time import utcnow
 from auraseal.errors import AuraSealError, InputError, RollbackError
-from auraseal.manifest import MANIFEST_NAME, load_manifest, manifest_digest
+from auraseal.manifest import MANIFEST_NAME, open_manifest
 from auraseal.root import Timestamp, make_timestamp, parse_root, verify_root
 from auraseal.server.config import check_package_name
 from auraseal.signing import Signer
@@ -153,8 +153,8 @@ class TimestampKeeper:
         for name in self._packages():
             try:
                 data = (self.root / name / MANIFEST_NAME).read_bytes()
-                m = load_manifest(data, f"{name}/{MANIFEST_NAME}")
-                digest = manifest_digest(m)
+                vm = open_manifest(data, f"{name}/{MANIFEST_NAME}")
+                m, digest = vm.manifest, vm.digest
                 path = self.root / FRESHNESS_DIR / name / TIMESTAMP_NAME
                 if self._current(path, m.version, digest, t):
                     continue

@@ -19,10 +19,11 @@ from typing import Any
 
 from auraseal._time import format_time, utcnow
 from auraseal.errors import AuraSealError
+from auraseal.manifest import Manifest
 from auraseal.sealing import open_package, repair, scrub
 from auraseal.server.store import PackageView
 
-__all__ = ["ComponentHealth", "PackageHealth", "repair_view", "scrub_view"]
+__all__ = ["ComponentHealth", "PackageHealth", "intact_health", "repair_view", "scrub_view"]
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,18 @@ def _health(c: Any) -> ComponentHealth:
     if not c.sealed:
         return ComponentHealth(c.path, c.state, int(original_ok), 1, 1, original_ok)
     return ComponentHealth(c.path, c.state, c.good, c.total, c.k, original_ok)
+
+
+def intact_health(name: str, manifest: Manifest) -> PackageHealth:
+    """Every component of ``manifest`` intact, as of now (a package whose every
+    byte was just verified, e.g. by a publish check)."""
+    comps = tuple(
+        ComponentHealth(e.path, "intact", 1, 1, 1) if e.recovery is None else
+        ComponentHealth(e.path, "intact", len(e.recovery.parts), len(e.recovery.parts),
+                        e.recovery.k)
+        for e in manifest.files
+    )
+    return PackageHealth(name, manifest.version, utcnow(), comps)
 
 
 def scrub_view(view: PackageView, jobs: int | None = 1) -> PackageHealth:

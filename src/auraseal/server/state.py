@@ -18,12 +18,14 @@ import anyio
 
 from auraseal._time import format_time, utcnow
 from auraseal.errors import AuraSealError, NotFoundError
+from auraseal.manifest import Manifest
 from auraseal.server.archive import clean_archive_temps, invalidate_archives
 from auraseal.server.config import ServerConfig
-from auraseal.server.healing import PackageHealth, repair_view, scrub_view
+from auraseal.server.healing import PackageHealth, intact_health, repair_view, scrub_view
 from auraseal.server.ledger_port import LedgerPort, open_port
 from auraseal.server.logs import ServerLog
 from auraseal.server.metrics import Metrics
+from auraseal.server.publish import SourceHook
 from auraseal.server.static import FileCache
 from auraseal.server.store import PackageStore, PackageView
 
@@ -100,6 +102,9 @@ class ServerState:
         #: scrubs completed per package (a caller that waited for a scrub reuses it)
         self._scrubs_done: dict[str, int] = {}
         self.publish_locks: dict[str, anyio.Lock] = {}
+        #: test seam: wraps the member source every publish check reads through
+        #: (e.g. a :class:`~auraseal.sealing.source.CountingSource`)
+        self.publish_source_hook: SourceHook | None = None
         self.metrics.add_gauges(self._gauges)
 
     # --- reading ----------------------------------------------------------------
@@ -210,6 +215,15 @@ class ServerState:
         """An event for the log only (tamper detected, expiry warning): not in the ledger."""
         if self.log is not None:
             self.log.event(kind, data)
+
+    def mark_published(self, name: str, manifest: Manifest) -> PackageHealth:
+        """The health of a version just published: intact, since its publish
+        check read and verified every original and part (server/publish.py)."""
+        health = intact_health(name, manifest)
+        with self._lock:
+            self._health[name] = health
+            self._scrubs_done[name] = self._scrubs_done.get(name, 0) + 1
+        return health
 
     def scrub_package_sync(self, name: str, repair: bool = True) -> PackageHealth:
         """Scrub ``name`` now (and repair what parity can rebuild); blocking."""
