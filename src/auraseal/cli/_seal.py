@@ -184,6 +184,7 @@ def cmd_unseal(args: argparse.Namespace) -> int:
     with _open(args) as pkg, progress_bar(args, "unsealing", pkg.manifest.total_size) as adv:
         report = unseal(pkg, args.output, jobs=args.jobs, progress=adv, strict=False)
     lines = [f"lost {p}: {why}" for p, why in sorted(report.lost.items())]
+    lines += [f"integrity failure: {p}: {why}" for p, why in sorted(report.damaged.items())]
     lines += [f"I/O error: {w}: {e}" for w, e in sorted(report.errors.items())]
     lines.append(
         f"unsealed {len(report.copied) + len(report.rebuilt)} files into {args.output} "
