@@ -57,7 +57,7 @@ def test_pipeline_rebuilds_and_rewrites_parts_from_a_memory_source(tmp_path: Pat
     members[part_name("c.bin", 1)] = b"\0" + parts[1][1:]  # corrupt: refused by the check
     got = check_parts(spec, MemorySource(members))
     assert set(got.bad) == lose | {1} and not got.unreadable
-    assert len(got.good) == spec.total - len(lose) - 1
+    assert len(got.ok) == spec.total - len(lose) - 1 and len(got.good) == spec.k
     rebuild_original(spec, got.good, tmp_path / "out" / "c.bin")
     assert (tmp_path / "out" / "c.bin").read_bytes() == DATA
     paths = {n: tmp_path / "parts" / f"p.{n}" for n in sorted(lose | {1})}
@@ -77,8 +77,9 @@ def test_dir_zip_and_memory_sources_rebuild_identical_bytes(
         with open_package(where) as pkg:
             spec = ComponentSpec.from_entry(pkg.manifest.entry("c.bin"))
             got = check_parts(spec, pkg)
-            assert len(got.good) == spec.total
-            good = {n: r for n, r in got.good.items() if n not in _drop(spec)}
+            assert got.ok == list(range(spec.total))
+            good = {n: got.good[n] if n in got.good else pkg.reader(part_name("c.bin", n))
+                    for n in range(spec.total) if n not in _drop(spec)}
             rebuild_original(spec, good, tmp_path / str(i))
             outs.append((tmp_path / str(i)).read_bytes())
             if i == 0:

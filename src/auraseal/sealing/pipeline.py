@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from auraseal._fs import atomic_writer
+from auraseal._fs import atomic_writer, temp_name
 from auraseal.errors import (
     AuraSealError,
     ComponentLostError,
@@ -54,25 +54,29 @@ from auraseal.errors import (
 )
 from auraseal.integrity import parse_integrity
 from auraseal.manifest import FileEntry, part_name
-from auraseal.sealing.codecs import iter_decompress
+from auraseal.sealing.codecs import compress_into, iter_decompress
 from auraseal.sealing.component import (
     ComponentSpec,
     PartsWriter,
+    WriterFactory,
     check_part_stream,
     iter_stream,
     lost_error,
     ordered_map,
     start_writeback,
 )
+from auraseal.sealing.seal import encode_parts_from
 from auraseal.sealing.source import Buffer, MemberSource, ReadRange
 
 __all__ = [
     "BIG",
+    "FileRange",
     "Outcome",
     "PartFiles",
     "PartSet",
     "check_parts",
     "decompress_kept",
+    "encode_from_original",
     "member_where",
     "open_good",
     "outcome_of",
@@ -174,7 +178,7 @@ def outcome_of(path: str, exc: BaseException) -> Outcome:
 # --- sources --------------------------------------------------------------------
 
 
-class _FileRange:
+class FileRange:
     """``read(offset, length)`` over one open file (closed when dropped)."""
 
     def __init__(self, path: Path) -> None:
@@ -221,7 +225,7 @@ class PartFiles:
 
     def reader(self, name: str) -> ReadRange | None:
         p = self.files.get(name)
-        return None if p is None else _FileRange(p)
+        return None if p is None else FileRange(p)
 
 
 def member_where(source: MemberSource, name: str) -> str:
@@ -240,6 +244,10 @@ class PartSet:
     to what was checked: an open file, not a name), why the others are bad,
     and the members that could not be read at all (an I/O failure)."""
 
+    #: every part that checked good, by number
+    ok: list[int] = field(default_factory=list)
+    #: readers of the first ``k`` good parts (what a decode uses; the others
+    #: are not kept open)
     good: dict[int, ReadRange] = field(default_factory=dict)
     bad: dict[int, str] = field(default_factory=dict)
     #: where -> what: present members that could not be read (exit 5, not lost)
@@ -260,7 +268,8 @@ def check_parts(
     spec: ComponentSpec, source: MemberSource, numbers: Collection[int] | None = None
 ) -> PartSet:
     """Check parts of ``spec`` (header, footer, manifest digest) in one
-    streaming pass each, keeping each good part's reader for the decode."""
+    streaming pass each, keeping the first ``k`` good parts' readers for the
+    decode (bound to what was checked: a part swapped afterwards is not read)."""
     out = PartSet()
     why_not = getattr(source, "unreadable", None)
     for n in sorted(range(spec.total) if numbers is None else numbers):
@@ -285,7 +294,9 @@ def check_parts(
         except AuraSealError as exc:
             out.bad[n] = exc.what
             continue
-        out.good[n] = read
+        out.ok.append(n)
+        if len(out.good) < spec.k:
+            out.good[n] = read
     return out
 
 
@@ -493,6 +504,64 @@ def rewrite_parts(
             if keep is not None:
                 keep.append(stripe)
         return writer.finish(_expected(spec, paths))
+
+
+def encode_from_original(  # noqa: PLR0917 - one call per use
+    spec: ComponentSpec,
+    read: ReadRange,
+    have: int,
+    paths: Mapping[int, Path],
+    scratch: Path,
+    kind: str,
+    writer: WriterFactory,
+    *,
+    writeback: bool = True,
+) -> tuple[dict[int, bytes], dict[int, str]] | None:
+    """Re-encode the parts ``paths`` from a copy of the original (``have``
+    bytes read with ``read``; zero-padded to the manifest's size if shorter),
+    in bounded memory: the copy is compressed as sealing does into a scratch
+    file in ``scratch`` (temp name of ``kind``; codecs other than ``none``),
+    then encoded stripe by stripe, each part committed through ``writer``
+    only if it matches the manifest. Returns (committed parts' SHA-256,
+    refused parts), or ``None`` when the copy cannot re-create the sealed
+    stream (longer than the original, or re-compressed to another length).
+    Used by repair (original intact, too few parts) and the client's salvage.
+    """
+    if have > spec.size:
+        return None
+
+    def padded(off: int, length: int) -> Buffer:
+        got = read(off, max(0, min(length, have - off))) if off < have else b""
+        return bytes(got) + bytes(length - len(got)) if len(got) < length else got
+
+    expected = _expected(spec, paths)
+    if spec.codec == "none":
+        if spec.plan.compressed_size != spec.size:
+            return None
+        return encode_parts_from(
+            spec, padded, paths, expected=expected, writer=writer, writeback=writeback
+        )
+    zpath = scratch / temp_name(Path(spec.path).name, kind)
+    try:
+        zfh = open(zpath, "w+b")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise StorageError(f"cannot create scratch file: {exc.strerror}", str(zpath)) from exc
+    try:
+        with zfh:
+            try:
+                compress_into(spec.codec, padded, spec.size, zfh)
+                zfh.flush()
+            except OSError as exc:
+                raise StorageError(f"cannot write: {exc.strerror}", str(zpath)) from exc
+            if zfh.tell() != spec.plan.compressed_size:
+                return None
+            compressed = FileRange(zpath)
+            return encode_parts_from(
+                spec, compressed, paths, expected=expected, writer=writer, writeback=writeback
+            )
+    finally:
+        with contextlib.suppress(OSError):
+            zpath.unlink()
 
 
 def decompress_kept(spec: ComponentSpec, kept: list[Buffer]) -> Iterator[Buffer]:

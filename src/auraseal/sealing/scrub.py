@@ -23,7 +23,6 @@ from auraseal.integrity import parse_integrity
 from auraseal.manifest import FileEntry, part_name
 from auraseal.sealing._events import record
 from auraseal.sealing._progress import metered
-from auraseal.sealing.codecs import compress
 from auraseal.sealing.component import ComponentSpec, lost_error
 from auraseal.sealing.package import Package, extract_zip, open_package, write_target
 from auraseal.sealing.pipeline import (
@@ -31,6 +30,7 @@ from auraseal.sealing.pipeline import (
     Outcome,
     check_parts,
     decompress_kept,
+    encode_from_original,
     member_where,
     open_good,
     outcome_of,
@@ -38,7 +38,7 @@ from auraseal.sealing.pipeline import (
     rewrite_parts,
     write_verified,
 )
-from auraseal.sealing.seal import encode_parts, write_zip
+from auraseal.sealing.seal import write_zip
 
 __all__ = [
     "REPAIR_KIND",
@@ -203,7 +203,7 @@ def _check_original(pkg: Package, entry: FileEntry) -> tuple[str, str, IOProblem
 
 def _check_parts(pkg: Package, spec: ComponentSpec, rep: ComponentReport) -> None:
     parts = check_parts(spec, pkg)
-    rep.good_parts = sorted(parts.good)
+    rep.good_parts = parts.ok
     rep.bad_parts = parts.bad
     rep.unreadable.update(parts.unreadable)
 
@@ -411,17 +411,19 @@ def _reseal_parts(
 ) -> None:
     """Fewer than k good parts but the original is intact: encode it again."""
     assert pkg.root is not None
-    data = pkg.read_bytes(spec.path)
-    if data is None:
-        raise StorageError("original vanished during repair", spec.path)
-    stream: Buffer = compress(spec.codec, data)
-    if len(stream) != spec.plan.compressed_size:
-        for n in sorted(rep.bad_parts):
+    read, have = pkg.reader(spec.path), pkg.size(spec.path)
+    if read is None or have is None:
+        raise StorageError("original vanished during repair", member_where(pkg, spec.path))
+    paths = {n: write_target(pkg.root, part_name(spec.path, n)) for n in sorted(rep.bad_parts)}
+    got = encode_from_original(
+        spec, read, have, paths, write_target(pkg.root, spec.path).parent, REPAIR_KIND,
+        _repair_writer,
+    )
+    if got is None:
+        for n in paths:
             out.failed[part_name(spec.path, n)] = "re-compression differs from the sealed stream"
         return
-    paths = {n: write_target(pkg.root, part_name(spec.path, n)) for n in rep.bad_parts}
-    expected = {n: spec.part_digest(n) for n in rep.bad_parts}
-    done, failed = encode_parts(spec, stream, paths, None, expected=expected, writer=_repair_writer)
+    done, failed = got
     out.rewritten += [part_name(spec.path, n) for n in sorted(done)]
     out.failed.update({part_name(spec.path, n): r for n, r in failed.items()})
 

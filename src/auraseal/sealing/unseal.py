@@ -4,7 +4,6 @@ and :func:`rebuild_component` for parts that arrived some other way (HTTP)."""
 from __future__ import annotations
 
 import base64
-import contextlib
 import hmac
 import io
 import os
@@ -14,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from auraseal._fs import temp_name
 from auraseal.errors import (
     AuraSealError,
     ComponentLostError,
@@ -25,10 +23,9 @@ from auraseal.errors import (
 from auraseal.integrity import verify_bytes
 from auraseal.manifest import FileEntry, part_name
 from auraseal.sealing._progress import metered
-from auraseal.sealing.codecs import compress, compress_into, iter_decompress
+from auraseal.sealing.codecs import compress, iter_decompress
 from auraseal.sealing.component import (
     ComponentSpec,
-    ReadRange,
     check_part_bytes,
     fresh_writer,
     iter_stream,
@@ -36,9 +33,11 @@ from auraseal.sealing.component import (
 )
 from auraseal.sealing.package import Package, write_target
 from auraseal.sealing.pipeline import (
+    FileRange,
     Outcome,
     PartFiles,
     check_parts,
+    encode_from_original,
     member_where,
     open_good,
     outcome_of,
@@ -46,7 +45,7 @@ from auraseal.sealing.pipeline import (
     write_verified,
 )
 from auraseal.sealing.scrub import clean_package_temps
-from auraseal.sealing.seal import encode_parts, encode_parts_from
+from auraseal.sealing.seal import encode_parts
 from auraseal.sealing.source import MemorySource
 
 __all__ = [
@@ -126,40 +125,13 @@ def parts_from_copy(
     if not nums:
         return {}
     stem = Path(spec.path).name
-    with contextlib.ExitStack() as stack:
-        fd = os.open(copy, os.O_RDONLY | os.O_CLOEXEC)
-        stack.callback(os.close, fd)
-        have = os.fstat(fd).st_size
-        if have > spec.size:
-            return {}
-
-        def padded(off: int, length: int) -> bytes:
-            got = os.pread(fd, max(0, min(length, have - off)), off) if off < have else b""
-            return got + bytes(length - len(got)) if len(got) < length else got
-
-        read: ReadRange = padded
-        if spec.codec != "none":
-            zpath = scratch / temp_name(stem, "salvage")
-            zfh = stack.enter_context(open(zpath, "w+b"))
-            stack.callback(zpath.unlink, missing_ok=True)
-            compress_into(spec.codec, padded, spec.size, zfh)
-            zfh.flush()
-            if zfh.tell() != spec.plan.compressed_size:
-                return {}
-            zfd = zfh.fileno()
-
-            def read_scratch(off: int, length: int) -> bytes:
-                return os.pread(zfd, length, off)
-
-            read = read_scratch
-        elif spec.plan.compressed_size != spec.size:
-            return {}
-        paths = {n: scratch / f"{stem}.salvaged.{n}" for n in nums}
-        expected = {n: spec.part_digest(n) for n in nums}
-        done, _failed = encode_parts_from(
-            spec, read, paths, expected=expected, writer=fresh_writer, writeback=False
-        )
-        return {n: paths[n] for n in done}
+    read = FileRange(copy)
+    paths = {n: scratch / f"{stem}.salvaged.{n}" for n in nums}
+    got = encode_from_original(
+        spec, read, os.fstat(read.fd).st_size, paths, scratch, "salvage", fresh_writer,
+        writeback=False,
+    )
+    return {} if got is None else {n: paths[n] for n in got[0]}
 
 
 class _MemWriter:
@@ -298,13 +270,13 @@ def _unseal_component(pkg: Package, entry: FileEntry, out: Path, pool: Executor)
         return io_error or Outcome.lost(entry.path, 0, 1, "damaged and not sealed (no parts)")
     spec = ComponentSpec.from_entry(entry)
     parts = check_parts(spec, pkg)
-    if len(parts.good) < spec.k:
+    if len(parts.ok) < spec.k:
         if io_error is not None:
             return io_error
         if parts.unreadable:  # too few parts could be *read*: I/O, not lost data
             where, what = sorted(parts.unreadable.items())[0]
             return Outcome.failed(entry.path, where, what, "io")
-        return outcome_of(entry.path, lost_error(spec, len(parts.good), entry.path))
+        return outcome_of(entry.path, lost_error(spec, len(parts.ok), entry.path))
     rebuild_original(spec, parts.good, dest, pool=pool, kind=UNSEAL_KIND)
     return Outcome(entry.path, "rebuilt")
 
