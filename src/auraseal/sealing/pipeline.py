@@ -61,6 +61,7 @@ from auraseal.sealing.component import (
     WriterFactory,
     check_part_stream,
     iter_stream,
+    iter_stripes,
     lost_error,
     ordered_map,
     start_writeback,
@@ -410,8 +411,11 @@ def _stripes(
     re-encoded fragments of each stripe when given."""
     if len(parts) < spec.k:
         raise lost_error(spec, len(parts), spec.path)
-    if rewrite is None and (pool is None or spec.plan.stripe_size > POOL_STRIPE_MAX):
-        yield from iter_stream(spec, parts)  # only missing rows decoded, bounded window
+    if rewrite is None:
+        if pool is None or spec.plan.stripe_size > POOL_STRIPE_MAX:
+            yield from iter_stream(spec, parts)  # only missing rows decoded, bounded window
+        else:
+            yield from iter_stripes(spec, parts, pool)  # small stripes, a few in flight
         return
     chosen = sorted(parts)[: spec.k]
     engine = spec.engine()
