@@ -204,3 +204,54 @@ def test_outcome_of_maps_each_failure_family() -> None:
     with pytest.raises(UsageError):  # anything else is a bug: never "lost"
         outcome_of("a", UsageError("bad", "a"))
     assert scrub  # the module under test is importable alongside
+
+
+class _EIOAfterCheck:
+    """A source whose part ``bad`` reads fine once (the check) and then fails
+    with EIO (a disk going bad during the decode)."""
+
+    def __init__(self, inner: MemorySource, bad: str) -> None:
+        self.inner = inner
+        self.bad = bad
+
+    @property
+    def where(self) -> str:
+        return self.inner.where
+
+    def size(self, name: str) -> int | None:
+        return self.inner.size(name)
+
+    def reader(self, name: str) -> Any:
+        read = self.inner.reader(name)
+        if name != self.bad or read is None:
+            return read
+        checked = False
+
+        def flaky(off: int, length: int) -> Any:
+            nonlocal checked
+            if checked and off < (self.inner.size(name) or 0) - 64:
+                raise StorageError("cannot read: Input/output error", f"disk: {name}")
+            data = read(off, length)
+            if off + len(data) >= (self.inner.size(name) or 0):
+                checked = True  # the check read it to the end
+            return data
+
+        return flaky
+
+
+def test_pipeline_read_error_during_decode_is_io_naming_the_part_nothing_written(
+    tmp_path: Path,
+) -> None:
+    entry, parts = seal_bytes(DATA, tmp_path / "s", part_size=16384, coherence=0.75)
+    spec = ComponentSpec.from_entry(entry)
+    members = {part_name("c.bin", n): b for n, b in parts.items() if n != 0}
+    src = _EIOAfterCheck(MemorySource(members), part_name("c.bin", 1))
+    got = check_parts(spec, src)
+    assert 1 in got.good and not got.unreadable
+    dest = tmp_path / "out" / "c.bin"
+    with pytest.raises(StorageError) as info:
+        rebuild_original(spec, got.good, dest)
+    outcome = outcome_of("c.bin", info.value)
+    assert (outcome.state, outcome.kind, outcome.exit_code) == ("failed", "io", 5)
+    assert outcome.where == "disk: c.bin.part.1"
+    assert not dest.exists() and not leftovers(tmp_path / "out")
