@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from auraseal.errors import ComponentLostError
+from auraseal.errors import ComponentLostError, StorageError
 from auraseal.manifest import FileEntry, Manifest, part_name
 from auraseal.sealing import rebuild_file, seal_tree
 from auraseal.signing import SigningKey
@@ -217,3 +217,24 @@ def test_salvage_internal_failure_costs_a_warning_not_the_fetch(
     assert f.source == "parts" and f.parts_salvaged == 0 and f.parts_used == k
     assert sum(a.hits[part_name("r.bin", i)] for i in range(k + m)) == k
     assert any("r.bin: salvage skipped: UnsupportedOperation: fileno" in w for w in r.warnings)
+
+
+def test_rebuild_onto_a_blocked_disk_path_exits_5_naming_it_not_a_network_failure(
+    client: Client, servers: tuple[FaultServer, FaultServer], tmp_path: Path
+) -> None:
+    """The rebuild from parts cannot write (here: a file where its directory
+    should be; a full or read-only disk alike): the local path, exit 5 — not
+    "could not fetch" (a network failure) naming the component."""
+    a, _ = servers
+    blocker = tmp_path / "blocker"
+    blocker.write_bytes(b"a file, not a directory")
+
+    def rebuild(entry: FileEntry, parts: Mapping[int, Path], target: Path) -> None:
+        rebuild_file(entry, parts, blocker / target.name)
+
+    a.fault("r.bin", "flip")
+    with pytest.raises(StorageError) as info:
+        client(a.url, rebuild=rebuild)
+    assert info.value.exit_code == 5
+    assert info.value.where == str(blocker), info.value
+    assert not client.dest.exists()

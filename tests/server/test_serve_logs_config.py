@@ -205,3 +205,41 @@ def test_systemd_unit_runs_a_serve_command_we_accept_with_the_example_config(
                           timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert "auraseal.service" not in done.stderr, done.stderr
+
+
+def test_unreadable_parts_are_logged_as_io_failure_not_recorded_lost(
+    root: Path, publisher_key: SigningKey, token: tuple[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Too few parts could be *read* (the disk returns EIO for them): the
+    healing logs an I/O failure naming them; it never records "lost"."""
+    from auraseal.errors import StorageError  # noqa: PLC0415
+    from auraseal.sealing import open_package, package  # noqa: PLC0415
+
+    _, lines, app = _app(root, "json", publisher_key, token[1])  # adopts root/site
+    with open_package(root / "site") as pkg:
+        entry = next(e for e in pkg.manifest.files if e.recovery is not None)
+    assert entry.recovery is not None
+    (root / "site" / entry.path).unlink()
+    failing = {str((root / "site" / f"{entry.path}.part.{n}").resolve())
+               for n in range(entry.recovery.m + 1)}  # k - 1 readable parts left
+    real_read = package._FileReader.__call__
+
+    def eio(self: package._FileReader, off: int, length: int) -> bytes:
+        if str(Path(self.path).resolve()) in failing:
+            raise StorageError("cannot read: Input/output error", self.path)
+        return real_read(self, off, length)
+
+    monkeypatch.setattr(package._FileReader, "__call__", eio)
+    state = app.state.auraseal  # type: ignore[attr-defined]
+    try:
+        health = state.scrub_package_sync("site")
+    finally:
+        state.close()
+    events = [r for r in map(json.loads, lines()) if r["log"] == "event"]
+    kinds = [e["event"] for e in events]
+    assert "lost" not in kinds, events
+    (comp,) = [c for c in health.components if c.path == entry.path]
+    assert comp.state == "lost" and "Input/output error" in comp.io_error
+    (unreadable,) = [e for e in events if e["event"] == "unreadable"]
+    assert unreadable["component"] == entry.path

@@ -191,6 +191,7 @@ def cmd_unseal(args: argparse.Namespace) -> int:
         report = unseal(pkg, args.output, jobs=args.jobs, progress=adv, strict=False,
                         events=events)
     lines = [f"lost {p}: {why}" for p, why in sorted(report.lost.items())]
+    lines += [f"integrity failure: {p}: {why}" for p, why in sorted(report.damaged.items())]
     lines += [f"I/O error: {w}: {e}" for w, e in sorted(report.errors.items())]
     lines.append(
         f"unsealed {len(report.copied) + len(report.rebuilt)} files into {args.output} "

@@ -767,7 +767,8 @@ class _Fetch:
             if self.rebuild is not rebuild_file:
                 verify_file(target, entry.integrity, entry.path)
         except OSError as exc:
-            raise StorageError(f"cannot rebuild: {exc.strerror or exc}", entry.path) from exc
+            where = str(exc.filename) if exc.filename else str(target)
+            raise StorageError(f"cannot rebuild: {exc.strerror or exc}", where) from exc
         except IntegrityError:
             target.unlink(missing_ok=True)
             raise
@@ -900,7 +901,10 @@ class _Fetch:
                     )
                     return done("parts")
                 except StorageError:
-                    raise  # the local disk failed: no other source helps
+                    # the local disk failed (full, read-only, a directory in
+                    # the way): exit 5 naming that path, never "lost" or a
+                    # network failure, and no other source can fix it
+                    raise
                 except AuraSealError as exc:
                     refuse("parts", exc)
         # 5. a stale cached or installed copy (still the same bytes as this manifest)

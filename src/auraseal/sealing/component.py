@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
 import hmac
 import math
 import os
@@ -281,24 +280,12 @@ def _same_header(spec: ComponentSpec, number: int, got: PartHeader, where: str) 
 
 
 def check_part_bytes(spec: ComponentSpec, number: int, data: Buffer, where: str = "") -> None:
-    """Raise unless ``data`` is exactly part ``number`` of ``spec`` (manifest, header, footer)."""
+    """Raise unless ``data`` is exactly part ``number`` of ``spec`` (manifest,
+    header, footer): :func:`check_part_stream` over one chunk."""
     where = where or spec.part_path(number)
     if not 0 <= number < spec.total:
         raise IntegrityError(f"no part number {number} in this component", where)
-    if len(data) != spec.parts[number].size:
-        raise IntegrityError(
-            f"part is {len(data)} bytes, manifest says {spec.parts[number].size}", where
-        )
-    header = PartHeader.unpack(data, where)
-    _same_header(spec, number, header, where)
-    footer = PartFooter.unpack(memoryview(data)[-FOOTER_SIZE:], where)
-    hasher = PartHasher()
-    hasher.update(memoryview(data)[:-FOOTER_SIZE])
-    if hasher.footer() != footer:
-        raise ChecksumError("part footer SHA-256/CRC-32 do not match", where)
-    whole = hashlib.sha256(data).digest()
-    if not hmac.compare_digest(whole, spec.part_digest(number)):
-        raise DigestMismatchError("part does not match the manifest's integrity", where)
+    check_part_stream(spec, number, [data], where)
 
 
 def check_part_stream(
@@ -306,6 +293,8 @@ def check_part_stream(
 ) -> None:
     """Like :func:`check_part_bytes` over a stream, in one pass and bounded memory."""
     where = where or spec.part_path(number)
+    if not 0 <= number < spec.total:
+        raise IntegrityError(f"no part number {number} in this component", where)
     size = spec.parts[number].size
     want = spec.header(number)
     hasher = PartHasher()

@@ -5,10 +5,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import queue
 import shutil
-import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +15,6 @@ from typing import Any
 from auraseal._fs import atomic_writer, clean_stale_temps, make_temp_dir, walk_files
 from auraseal.errors import (
     AuraSealError,
-    IntegrityError,
     IOFailure,
     StorageError,
     UsageError,
@@ -26,18 +23,22 @@ from auraseal.events import EventSink, emit
 from auraseal.integrity import parse_integrity
 from auraseal.manifest import FileEntry, part_name
 from auraseal.sealing._progress import metered
-from auraseal.sealing.codecs import compress, iter_decompress
-from auraseal.sealing.component import (
-    ComponentSpec,
-    PartsWriter,
-    ReadRange,
-    check_part_stream,
-    lost_error,
-    ordered_map,
-    start_writeback,
-)
+from auraseal.sealing.component import ComponentSpec, lost_error
 from auraseal.sealing.package import Package, extract_zip, open_package, write_target
-from auraseal.sealing.seal import encode_parts, write_zip
+from auraseal.sealing.pipeline import (
+    BIG,
+    Outcome,
+    check_parts,
+    decompress_kept,
+    encode_from_original,
+    member_where,
+    open_good,
+    outcome_of,
+    rebuild_original,
+    rewrite_parts,
+    write_verified,
+)
+from auraseal.sealing.seal import write_zip
 
 __all__ = [
     "REPAIR_KIND",
@@ -53,8 +54,6 @@ __all__ = [
 
 Progress = Callable[[int], None] | None
 Buffer = bytes | bytearray | memoryview
-BIG = 4 << 20
-_KICK = 16 << 20
 #: Largest component whose decoded stream repair keeps in memory (overlapped repair).
 _KEEP_LIMIT = 512 << 20
 #: Temp files of repair are named with this kind (see :func:`~auraseal._fs.temp_name`).
@@ -172,16 +171,12 @@ class ScrubReport:
 IOProblem = tuple[str, str] | None
 
 
-def _member_where(pkg: Package, name: str) -> str:
-    return str(pkg.root / name) if pkg.root is not None else f"{pkg.where}: {name}"
-
-
 def _io_problem(pkg: Package, name: str, exc: BaseException) -> IOProblem:
     """(where, what) if ``exc`` is a read failure (I/O, exit 5), else None."""
     if isinstance(exc, IOFailure):
-        return exc.where or _member_where(pkg, name), exc.what
+        return exc.where or member_where(pkg, name), exc.what
     if isinstance(exc, OSError):
-        return exc.filename or _member_where(pkg, name), f"cannot read: {exc.strerror or exc}"
+        return exc.filename or member_where(pkg, name), f"cannot read: {exc.strerror or exc}"
     return None
 
 
@@ -191,7 +186,7 @@ def _check_original(pkg: Package, entry: FileEntry) -> tuple[str, str, IOProblem
         why = pkg.unreadable(entry.path)
         if why is None:
             return "missing", "missing", None
-        return "corrupt", why, (_member_where(pkg, entry.path), why)
+        return "corrupt", why, (member_where(pkg, entry.path), why)
     if size != entry.size:
         return "corrupt", f"{size} bytes, manifest says {entry.size}", None
     integ = parse_integrity(entry.integrity, entry.path)
@@ -206,30 +201,11 @@ def _check_original(pkg: Package, entry: FileEntry) -> tuple[str, str, IOProblem
     return "good", "", None
 
 
-def _check_part(pkg: Package, spec: ComponentSpec, n: int) -> tuple[str, IOProblem]:
-    name = part_name(spec.path, n)
-    size = pkg.size(name)
-    if size is None:
-        why = pkg.unreadable(name)
-        return ("missing", None) if why is None else (why, (_member_where(pkg, name), why))
-    if size != spec.parts[n].size:
-        return f"{size} bytes, manifest says {spec.parts[n].size}", None
-    try:
-        check_part_stream(spec, n, pkg.iter_chunks(name), name)
-    except (AuraSealError, OSError) as exc:
-        return getattr(exc, "what", str(exc)), _io_problem(pkg, name, exc)
-    return "", None
-
-
 def _check_parts(pkg: Package, spec: ComponentSpec, rep: ComponentReport) -> None:
-    for n in range(spec.total):
-        reason, problem = _check_part(pkg, spec, n)
-        if reason:
-            rep.bad_parts[n] = reason
-        else:
-            rep.good_parts.append(n)
-        if problem is not None:
-            rep.unreadable[problem[0]] = problem[1]
+    parts = check_parts(spec, pkg)
+    rep.good_parts = parts.ok
+    rep.bad_parts = parts.bad
+    rep.unreadable.update(parts.unreadable)
 
 
 def _set_original(rep: ComponentReport, result: tuple[str, str, IOProblem]) -> None:
@@ -286,18 +262,43 @@ class ComponentRepair:
     state_before: str
     coherence_before: str
     rewritten: list[str] = field(default_factory=list)
+    #: what could not be rebuilt (member -> why): too few intact parts (exit 4)
     failed: dict[str, str] = field(default_factory=dict)
     #: I/O failures (where -> what): a read or write of local storage failed
     errors: dict[str, str] = field(default_factory=dict)
+    #: integrity failures (member -> what): rebuilt from enough verified parts,
+    #: the bytes still do not match the manifest (exit 1)
+    damaged: dict[str, str] = field(default_factory=dict)
+    good: int = 0
+    k: int = 0
 
     def note(self, exc: BaseException) -> None:
-        """Record a failure: I/O ones in ``errors``, the rest in ``failed``."""
-        if isinstance(exc, IOFailure):
-            self.errors[exc.where or self.path] = exc.what
-        elif isinstance(exc, OSError):
-            self.errors[str(exc.filename or self.path)] = str(exc.strerror or exc)
+        """Record a pipeline failure by its type (see
+        :func:`~auraseal.sealing.pipeline.outcome_of`; anything else propagates)."""
+        got = outcome_of(self.path, exc)
+        if got.state == "lost":
+            self.failed[self.path] = got.reason
+        elif got.kind == "io":
+            self.errors[got.where] = got.reason
         else:
-            self.failed[self.path] = getattr(exc, "what", str(exc))
+            self.damaged[got.where] = got.reason
+
+    @property
+    def outcome(self) -> Outcome:
+        """This component's typed outcome."""
+        if self.errors:
+            where, what = sorted(self.errors.items())[0]
+            return Outcome.failed(self.path, where, what, "io")
+        if self.damaged:
+            where, what = sorted(self.damaged.items())[0]
+            return Outcome.failed(self.path, where, what, "integrity")
+        if self.failed:
+            return Outcome.lost(self.path, self.good, self.k, next(iter(self.failed.values())))
+        if self.path in self.rewritten:
+            return Outcome(self.path, "rebuilt", rewritten=tuple(self.rewritten))
+        if self.rewritten:
+            return Outcome(self.path, "parts_rewritten", rewritten=tuple(self.rewritten))
+        return Outcome(self.path, "intact")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -307,6 +308,8 @@ class ComponentRepair:
             "rewritten": self.rewritten,
             "failed": self.failed,
             "errors": self.errors,
+            "damaged": self.damaged,
+            "outcome": self.outcome.to_dict(),
         }
 
 
@@ -329,11 +332,23 @@ class RepairReport:
         return {w: e for c in self.components for w, e in c.errors.items()}
 
     @property
+    def damaged(self) -> dict[str, str]:
+        """Integrity failures (member -> what); see :attr:`exit_code`."""
+        return {w: e for c in self.components for w, e in c.damaged.items()}
+
+    @property
+    def outcomes(self) -> list[Outcome]:
+        return [c.outcome for c in self.components]
+
+    @property
     def exit_code(self) -> int:
-        """5 if reading or writing local storage failed, else 4 if something
-        could not be rebuilt (too few intact parts), else 0."""
+        """5 if reading or writing local storage failed, else 1 if rebuilt
+        bytes did not match the manifest, else 4 if something could not be
+        rebuilt (too few intact parts), else 0."""
         if self.errors:
             return 5
+        if self.damaged:
+            return 1
         return 4 if self.failed else 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -342,6 +357,7 @@ class RepairReport:
             "rewritten": self.rewritten,
             "failed": self.failed,
             "errors": self.errors,
+            "damaged": self.damaged,
             "exit_code": self.exit_code,
             "components": [c.to_dict() for c in self.components if c.state_before != "intact"],
         }
@@ -349,99 +365,17 @@ class RepairReport:
     def summary(self) -> str:
         lines = [f"rewrote {n}" for n in self.rewritten]
         lines += [f"could not rebuild {n}: {r}" for n, r in self.failed.items()]
+        lines += [f"integrity failure: {w}: {e}" for w, e in self.damaged.items()]
         lines += [f"I/O error: {w}: {e}" for w, e in self.errors.items()]
         lines.append(
             f"{len(self.rewritten)} files rewritten, {len(self.failed)} not rebuildable"
+            + (f", {len(self.damaged)} integrity failures" if self.damaged else "")
             + (f", {len(self.errors)} I/O errors" if self.errors else "")
         )
         return "\n".join(lines)
 
 
-def _sources(pkg: Package, spec: ComponentSpec, good: list[int]) -> dict[int, ReadRange]:
-    out: dict[int, ReadRange] = {}
-    for n in good:
-        r = pkg.reader(part_name(spec.path, n))
-        if r is not None:
-            out[n] = r
-    return out
-
-
-def write_verified(  # noqa: PLR0917 - kept positional for callers
-    dest: Path,
-    chunks: Iterator[Buffer],
-    integrity: str,
-    where: str,
-    threaded: bool = False,
-    kind: str = "write",
-) -> None:
-    """Stream ``chunks`` to ``dest`` atomically; rename only if they match ``integrity``.
-
-    With ``threaded``, hashing and writing run in a second thread while the
-    caller's thread produces the chunks (decoding, decompressing). ``kind``
-    names the temp file's owner (:func:`~auraseal._fs.temp_name`).
-    """
-    integ = parse_integrity(integrity, where)
-    h = hashlib.new(integ.algorithm)
-    with atomic_writer(dest, kind=kind) as fh:
-        pending = 0
-
-        def write(chunk: Buffer) -> None:
-            nonlocal pending
-            fh.write(chunk)
-            pending += len(chunk)
-            if pending >= _KICK:  # let the disk work while we decode the rest
-                fh.flush()
-                start_writeback(fh.fileno())
-                pending = 0
-
-        if not threaded:
-            for chunk in chunks:
-                h.update(chunk)
-                write(chunk)
-        else:
-            _pipe(chunks, [h.update, write])
-        if not integ.matches(h.digest()):
-            raise IntegrityError("rebuilt bytes do not match the manifest", where)
-
-
-def _pipe(chunks: Iterator[Buffer], sinks: list[Callable[[Buffer], object]]) -> None:
-    """Feed every chunk to each sink, one thread per sink (bounded queues), so
-    hashing and writing run on different cores while this thread produces the
-    chunks; re-raise the first sink error."""
-    queues: list[queue.Queue[Buffer | None]] = [queue.Queue(maxsize=8) for _ in sinks]
-    errors: list[BaseException] = []
-
-    def consume(q: queue.Queue[Buffer | None], sink: Callable[[Buffer], object]) -> None:
-        while (item := q.get()) is not None:
-            if errors:
-                continue
-            try:
-                sink(item)
-            except BaseException as exc:  # handed to the producer below
-                errors.append(exc)
-
-    workers = [
-        threading.Thread(target=consume, args=(q, sink), name="write-verified")
-        for q, sink in zip(queues, sinks, strict=True)
-    ]
-    for w in workers:
-        w.start()
-    try:
-        for chunk in chunks:
-            if errors:
-                break
-            for q in queues:
-                q.put(chunk)
-    finally:
-        for q in queues:
-            q.put(None)
-        for w in workers:
-            w.join()
-    if errors:
-        raise errors[0]
-
-
-def _decode_and_rebuild(  # noqa: PLR0917 - private
+def _rebuild_in_place(  # noqa: PLR0917 - private
     pkg: Package,
     spec: ComponentSpec,
     rep: ComponentReport,
@@ -449,57 +383,27 @@ def _decode_and_rebuild(  # noqa: PLR0917 - private
     out: ComponentRepair,
     keep: list[Buffer] | None = None,
 ) -> None:
-    """Rebuild the bad parts (and the original if bad) from ``k`` good parts.
-
-    With ``keep``, the original is not touched: the decoded stripes are
-    appended to ``keep`` instead (see :func:`_repair_overlapped`).
-    """
+    """Rebuild the bad parts (and the original if bad) from ``k`` good parts,
+    through the one pipeline. With ``keep``, the original is not touched: the
+    decoded stripes are appended to ``keep`` instead (see
+    :func:`_repair_overlapped`). A good part that cannot be opened any more
+    is an I/O failure naming it, not lost data."""
     assert pkg.root is not None
-    sources = _sources(pkg, spec, rep.good_parts)
-    if len(sources) < spec.k:
-        raise lost_error(spec, len(sources), spec.path)
-    chosen = sorted(sources)[: spec.k]
-    engine = spec.engine()
-    hdr = spec.header(0)
-    spans = spec.spans()
-    k, m = spec.plan.k, spec.plan.m
-    missing = sorted(rep.bad_parts)
-
-    def one(i: int) -> tuple[Buffer, list[Buffer] | None]:
-        off, length = hdr.fragment_span(i)
-        stripe = engine.decode(k, m, {n: sources[n](off, length) for n in chosen}, spans[i][1])
-        return stripe, (engine.encode(k, m, stripe) if missing else None)
-
-    paths = {n: write_target(pkg.root, part_name(spec.path, n)) for n in missing}
-    expected = {n: spec.part_digest(n) for n in missing}
-    threads = 2 if pool is not None and spec.size >= BIG else 1
-    with PartsWriter(spec, paths, threads, _repair_writer) as writer:
-
-        def stripes() -> Iterator[Buffer]:
-            for stripe, frags in ordered_map(pool, one, range(len(spans))):
-                if frags is not None:
-                    writer.add(frags)
-                yield stripe
-
-        if keep is not None:
-            keep.extend(stripes())
-        elif rep.original != "good":
-            data = iter_decompress(spec.codec, stripes(), spec.size, spec.path)
-            write_verified(
-                write_target(pkg.root, spec.path),
-                data,
-                spec.integrity,
-                spec.path,
-                threaded=spec.size >= BIG,
-                kind=REPAIR_KIND,
-            )
-            out.rewritten.append(spec.path)
-        else:
-            for _ in stripes():
-                pass
-        done, failed = writer.finish(expected)
+    if rep.good < spec.k:
+        raise lost_error(spec, rep.good, spec.path)
+    parts = open_good(spec, pkg, rep.good_parts[: spec.k])
+    paths = {n: write_target(pkg.root, part_name(spec.path, n)) for n in sorted(rep.bad_parts)}
+    if keep is None and rep.original != "good":
+        dest = write_target(pkg.root, spec.path)
+        done, failed = rebuild_original(
+            spec, parts, dest, pool=pool, kind=REPAIR_KIND, rewrite=paths
+        )
+        out.rewritten.append(spec.path)
+    else:
+        done, failed = rewrite_parts(spec, parts, paths, pool=pool, kind=REPAIR_KIND, keep=keep)
     out.rewritten += [part_name(spec.path, n) for n in sorted(done)]
-    out.failed.update({part_name(spec.path, n): r for n, r in failed.items()})
+    # a part re-encoded from k verified parts that does not match: integrity
+    out.damaged.update({part_name(spec.path, n): r for n, r in failed.items()})
 
 
 def _reseal_parts(
@@ -507,17 +411,19 @@ def _reseal_parts(
 ) -> None:
     """Fewer than k good parts but the original is intact: encode it again."""
     assert pkg.root is not None
-    data = pkg.read_bytes(spec.path)
-    if data is None:
-        raise StorageError("original vanished during repair", spec.path)
-    stream: Buffer = compress(spec.codec, data)
-    if len(stream) != spec.plan.compressed_size:
-        for n in sorted(rep.bad_parts):
+    read, have = pkg.reader(spec.path), pkg.size(spec.path)
+    if read is None or have is None:
+        raise StorageError("original vanished during repair", member_where(pkg, spec.path))
+    paths = {n: write_target(pkg.root, part_name(spec.path, n)) for n in sorted(rep.bad_parts)}
+    got = encode_from_original(
+        spec, read, have, paths, write_target(pkg.root, spec.path).parent, REPAIR_KIND,
+        _repair_writer,
+    )
+    if got is None:
+        for n in paths:
             out.failed[part_name(spec.path, n)] = "re-compression differs from the sealed stream"
         return
-    paths = {n: write_target(pkg.root, part_name(spec.path, n)) for n in rep.bad_parts}
-    expected = {n: spec.part_digest(n) for n in rep.bad_parts}
-    done, failed = encode_parts(spec, stream, paths, None, expected=expected, writer=_repair_writer)
+    done, failed = got
     out.rewritten += [part_name(spec.path, n) for n in sorted(done)]
     out.failed.update({part_name(spec.path, n): r for n, r in failed.items()})
 
@@ -536,13 +442,13 @@ def _repair_overlapped(pkg: Package, entry: FileEntry, pool: Executor) -> Compon
     if not rep.bad_parts or rep.good < spec.k:
         fut.result()
         return None
-    out = ComponentRepair(entry.path, "recoverable", rep.coherence)
+    out = ComponentRepair(entry.path, "recoverable", rep.coherence, good=rep.good, k=spec.k)
     kept: list[Buffer] = []
     try:
-        _decode_and_rebuild(pkg, spec, rep, pool, out, keep=kept)
+        _rebuild_in_place(pkg, spec, rep, pool, out, keep=kept)
         _set_original(rep, fut.result())
         if rep.original != "good":
-            data = iter_decompress(spec.codec, iter(kept), spec.size, spec.path)
+            data = decompress_kept(spec, kept)
             write_verified(
                 write_target(pkg.root, spec.path),
                 data,
@@ -569,7 +475,7 @@ def repair_component(
         if done is not None:
             return done
     rep = check_component(pkg, entry, pool)
-    out = ComponentRepair(entry.path, rep.state, rep.coherence)
+    out = ComponentRepair(entry.path, rep.state, rep.coherence, good=rep.good, k=rep.k)
     if rep.state == "intact":
         return out
     if rep.state == "lost":
@@ -585,7 +491,7 @@ def repair_component(
     spec = ComponentSpec.from_entry(entry)
     try:
         if rep.good >= spec.k:
-            _decode_and_rebuild(pkg, spec, rep, pool, out)
+            _rebuild_in_place(pkg, spec, rep, pool, out)
         else:
             _reseal_parts(pkg, spec, rep, out)
     except (AuraSealError, OSError) as exc:

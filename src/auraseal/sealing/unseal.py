@@ -4,8 +4,6 @@ and :func:`rebuild_component` for parts that arrived some other way (HTTP)."""
 from __future__ import annotations
 
 import base64
-import contextlib
-import functools
 import hmac
 import io
 import os
@@ -15,11 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from auraseal._fs import temp_name
 from auraseal.errors import (
     AuraSealError,
     ComponentLostError,
-    InputError,
     IntegrityError,
     IOFailure,
     StorageError,
@@ -28,19 +24,30 @@ from auraseal.events import EventSink, emit
 from auraseal.integrity import verify_bytes
 from auraseal.manifest import FileEntry, part_name
 from auraseal.sealing._progress import metered
-from auraseal.sealing.codecs import compress, compress_into, iter_decompress
+from auraseal.sealing.codecs import compress, iter_decompress
 from auraseal.sealing.component import (
     ComponentSpec,
-    ReadRange,
     check_part_bytes,
     fresh_writer,
     iter_stream,
-    iter_stripes,
     lost_error,
 )
 from auraseal.sealing.package import Package, write_target
-from auraseal.sealing.scrub import BIG, check_component, clean_package_temps, write_verified
-from auraseal.sealing.seal import encode_parts, encode_parts_from
+from auraseal.sealing.pipeline import (
+    FileRange,
+    Outcome,
+    PartFiles,
+    check_parts,
+    encode_from_original,
+    member_where,
+    open_good,
+    outcome_of,
+    rebuild_original,
+    write_verified,
+)
+from auraseal.sealing.scrub import clean_package_temps
+from auraseal.sealing.seal import encode_parts
+from auraseal.sealing.source import MemorySource
 
 __all__ = [
     "UnsealReport",
@@ -64,76 +71,42 @@ def verify_part(entry: FileEntry, number: int, data: Buffer) -> None:
 
 
 def rebuild_component(entry: FileEntry, parts: Mapping[int, Buffer]) -> bytes:
-    """Rebuild one file from candidate part bytes (e.g. fetched over HTTP).
+    """Rebuild one small file in memory from candidate part bytes.
 
-    Each candidate is checked against the manifest entry and its own footer;
-    corrupt, truncated and foreign parts are ignored. With at least ``k`` good
-    parts the stream is decoded, decompressed and checked against the file's
-    integrity; otherwise :class:`~auraseal.errors.ComponentLostError` (exit 4)
-    names the coherence.
+    Each candidate is checked against the manifest entry and its own footer
+    (:func:`~auraseal.sealing.pipeline.check_parts`); corrupt, truncated and
+    foreign parts are ignored. With at least ``k`` good parts the stream is
+    decoded, decompressed and checked against the file's integrity
+    (:class:`~auraseal.errors.IntegrityError` otherwise); with fewer,
+    :class:`~auraseal.errors.ComponentLostError` (exit 4) names the coherence.
+    Files on disk go through :func:`rebuild_file` (bounded memory).
     """
     spec = ComponentSpec.from_entry(entry)
-    good: dict[int, memoryview] = {}
-    for n, data in parts.items():
-        try:
-            check_part_bytes(spec, n, data)
-        except (IntegrityError, InputError):
-            continue
-        good[n] = memoryview(data)
+    names = {part_name(entry.path, n): data for n, data in parts.items() if 0 <= n < spec.total}
+    good = check_parts(spec, MemorySource(names, entry.path), [
+        n for n in parts if 0 <= n < spec.total
+    ]).good
     if len(good) < spec.k:
         raise lost_error(spec, len(good), entry.path)
-
-    def reader(view: memoryview) -> ReadRange:
-        return lambda off, length: view[off : off + length]
-
-    sources = {n: reader(v) for n, v in good.items()}
-    out = b"".join(iter_decompress(spec.codec, iter_stripes(spec, sources), spec.size, spec.path))
+    out = b"".join(iter_decompress(spec.codec, iter_stream(spec, good), spec.size, spec.path))
     verify_bytes(out, entry.integrity, entry.path)
     return out
 
 
-def _pread(fd: int, off: int, length: int) -> bytes:
-    return os.pread(fd, length, off)
-
-
-def _write_rebuilt(
-    spec: ComponentSpec,
-    sources: Mapping[int, ReadRange],
-    dest: Path,
-    pool: Executor | None = None,
-    *,
-    threaded: bool = False,
-    kind: str = "write",
-) -> None:
-    """Decode ``spec`` from ``k`` of ``sources`` stripe by stripe into ``dest``:
-    atomically, and only if the whole file matches the manifest's integrity
-    (otherwise nothing is left at ``dest``'s temp name, and ``dest`` is untouched)."""
-    if len(sources) < spec.k:
-        raise lost_error(spec, len(sources), spec.path)
-    stream = iter_stripes(spec, sources, pool) if pool is not None else iter_stream(spec, sources)
-    chunks = iter_decompress(spec.codec, stream, spec.size, spec.path)
-    write_verified(dest, chunks, spec.integrity, spec.path, threaded=threaded, kind=kind)
-
-
 def rebuild_file(entry: FileEntry, parts: Mapping[int, Path], dest: Path) -> None:
     """Rebuild one file into ``dest`` from part files already checked against
-    the manifest (their whole-file SHA-256; e.g. verified while downloading).
-
-    Streams: one stripe in memory at a time (no pool: a stripe of a big
-    component is up to ``k * 256 KiB``), decoded, decompressed and hashed
-    on the way to a temp file next to ``dest`` that is renamed over ``dest``
-    only if the whole file matches the manifest's integrity
-    (:class:`~auraseal.errors.DigestMismatchError` otherwise, nothing kept).
-    Fewer than ``k`` parts: :class:`~auraseal.errors.ComponentLostError`.
+    the manifest (their whole-file SHA-256; e.g. verified while downloading
+    into the client's spool), through the one pipeline
+    (:func:`~auraseal.sealing.pipeline.rebuild_original`): bounded memory, a
+    temp file next to ``dest`` renamed over it only if the whole file matches
+    the manifest (:class:`~auraseal.errors.IntegrityError` otherwise, nothing
+    kept). Fewer than ``k`` parts: :class:`~auraseal.errors.ComponentLostError`;
+    a read or write failure: :class:`~auraseal.errors.StorageError` naming
+    the path.
     """
     spec = ComponentSpec.from_entry(entry)
-    with contextlib.ExitStack() as stack:
-        sources: dict[int, ReadRange] = {}
-        for n, path in parts.items():
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            stack.callback(os.close, fd)
-            sources[n] = functools.partial(_pread, fd)
-        _write_rebuilt(spec, sources, dest)
+    source = PartFiles.spool(entry, parts)
+    rebuild_original(spec, open_good(spec, source, list(parts)), dest)
 
 
 def parts_from_copy(
@@ -153,35 +126,13 @@ def parts_from_copy(
     if not nums:
         return {}
     stem = Path(spec.path).name
-    with contextlib.ExitStack() as stack:
-        fd = os.open(copy, os.O_RDONLY | os.O_CLOEXEC)
-        stack.callback(os.close, fd)
-        have = os.fstat(fd).st_size
-        if have > spec.size:
-            return {}
-
-        def padded(off: int, length: int) -> bytes:
-            got = os.pread(fd, max(0, min(length, have - off)), off) if off < have else b""
-            return got + bytes(length - len(got)) if len(got) < length else got
-
-        read: ReadRange = padded
-        if spec.codec != "none":
-            zpath = scratch / temp_name(stem, "salvage")
-            zfh = stack.enter_context(open(zpath, "w+b"))
-            stack.callback(zpath.unlink, missing_ok=True)
-            compress_into(spec.codec, padded, spec.size, zfh)
-            zfh.flush()
-            if zfh.tell() != spec.plan.compressed_size:
-                return {}
-            read = functools.partial(_pread, zfh.fileno())
-        elif spec.plan.compressed_size != spec.size:
-            return {}
-        paths = {n: scratch / f"{stem}.salvaged.{n}" for n in nums}
-        expected = {n: spec.part_digest(n) for n in nums}
-        done, _failed = encode_parts_from(
-            spec, read, paths, expected=expected, writer=fresh_writer, writeback=False
-        )
-        return {n: paths[n] for n in done}
+    read = FileRange(copy)
+    paths = {n: scratch / f"{stem}.salvaged.{n}" for n in nums}
+    got = encode_from_original(
+        spec, read, os.fstat(read.fd).st_size, paths, scratch, "salvage", fresh_writer,
+        writeback=False,
+    )
+    return {} if got is None else {n: paths[n] for n in got[0]}
 
 
 class _MemWriter:
@@ -248,13 +199,34 @@ class UnsealReport:
     lost: dict[str, str] = field(default_factory=dict)
     #: I/O failures (where -> what): reading the package or writing ``out`` failed
     errors: dict[str, str] = field(default_factory=dict)
+    #: integrity failures (path -> what): rebuilt from enough verified parts,
+    #: yet the bytes do not match the manifest
+    damaged: dict[str, str] = field(default_factory=dict)
+    #: every component's typed outcome, by path
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+
+    def add(self, outcome: Outcome) -> None:
+        self.outcomes[outcome.path] = outcome
+        if outcome.state == "intact":
+            self.copied.append(outcome.path)
+        elif outcome.ok:
+            self.rebuilt.append(outcome.path)
+        elif outcome.state == "lost":
+            self.lost[outcome.path] = outcome.reason
+        elif outcome.kind == "io":
+            self.errors[outcome.where] = outcome.reason
+        else:
+            self.damaged[outcome.path] = outcome.reason
 
     @property
     def exit_code(self) -> int:
-        """5 if reading or writing local storage failed, else 4 if a file
-        had too few intact parts, else 0."""
+        """5 if reading or writing local storage failed, else 1 if a rebuilt
+        file did not match the manifest, else 4 if a file had too few intact
+        parts, else 0."""
         if self.errors:
             return 5
+        if self.damaged:
+            return 1
         return 4 if self.lost else 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -265,71 +237,49 @@ class UnsealReport:
             "rebuilt": self.rebuilt,
             "lost": self.lost,
             "errors": self.errors,
+            "damaged": self.damaged,
             "exit_code": self.exit_code,
         }
 
 
-def _unseal_one(
-    pkg: Package, entry: FileEntry, out: Path, pool: Executor, report: UnsealReport
-) -> None:
+def _unseal_one(pkg: Package, entry: FileEntry, out: Path, pool: Executor) -> Outcome:
     try:
-        _unseal_component(pkg, entry, out, pool, report)
-    except IOFailure as exc:
-        report.errors[exc.where or entry.path] = exc.what
-    except OSError as exc:
-        report.errors[str(exc.filename or entry.path)] = str(exc.strerror or exc)
+        return _unseal_component(pkg, entry, out, pool)
+    except (AuraSealError, OSError) as exc:
+        return outcome_of(entry.path, exc)
 
 
-def _unseal_component(
-    pkg: Package, entry: FileEntry, out: Path, pool: Executor, report: UnsealReport
-) -> None:
-    """Copy or rebuild one file; I/O failures are raised (exit 5), lost data
-    goes to ``report.lost`` (exit 4)."""
+def _unseal_component(pkg: Package, entry: FileEntry, out: Path, pool: Executor) -> Outcome:
+    """Copy or rebuild one file; every failure is a typed outcome."""
     dest = write_target(out, entry.path)
-    io_error: IOFailure | OSError | None = None
+    io_error: Outcome | None = None
     if pkg.size(entry.path) == entry.size:
         try:
             write_verified(
                 dest, pkg.iter_chunks(entry.path), entry.integrity, entry.path, kind=UNSEAL_KIND
             )
-            report.copied.append(entry.path)
-            return
+            return Outcome(entry.path, "intact")
         except IntegrityError:
             pass  # fall back to the parts
         except (IOFailure, OSError) as exc:
-            io_error = exc  # fall back to the parts (a write failure recurs there)
+            io_error = outcome_of(entry.path, exc)  # a write failure recurs with the parts
     else:
         why = pkg.unreadable(entry.path)
         if why is not None:
-            io_error = StorageError(why, str(pkg.root / entry.path) if pkg.root else entry.path)
+            io_error = Outcome.failed(entry.path, member_where(pkg, entry.path), why, "io")
     if entry.recovery is None:
-        if io_error is not None:
-            raise io_error
-        report.lost[entry.path] = "damaged and not sealed (no parts)"
-        return
-    rep = check_component(pkg, entry, pool)
+        return io_error or Outcome.lost(entry.path, 0, 1, "damaged and not sealed (no parts)")
     spec = ComponentSpec.from_entry(entry)
-    sources: dict[int, ReadRange] = {}
-    for n in rep.good_parts:
-        r = pkg.reader(part_name(entry.path, n))
-        if r is not None:
-            sources[n] = r
-    if len(sources) < spec.k:
+    parts = check_parts(spec, pkg)
+    if len(parts.ok) < spec.k:
         if io_error is not None:
-            raise io_error
-        if rep.unreadable:  # too few parts could be *read*: I/O, not lost data
-            where, what = sorted(rep.unreadable.items())[0]
-            raise StorageError(what, where)
-        report.lost[entry.path] = lost_error(spec, len(sources), entry.path).what
-        return
-    try:
-        _write_rebuilt(spec, sources, dest, pool, threaded=entry.size >= BIG, kind=UNSEAL_KIND)
-    except IOFailure:
-        raise
-    except AuraSealError as exc:
-        report.lost[entry.path] = exc.what
-        return
-    report.rebuilt.append(entry.path)
+            return io_error
+        if parts.unreadable:  # too few parts could be *read*: I/O, not lost data
+            where, what = sorted(parts.unreadable.items())[0]
+            return Outcome.failed(entry.path, where, what, "io")
+        return outcome_of(entry.path, lost_error(spec, len(parts.ok), entry.path))
+    rebuild_original(spec, parts.good, dest, pool=pool, kind=UNSEAL_KIND)
+    return Outcome(entry.path, "rebuilt")
 
 
 def unseal(
@@ -350,6 +300,9 @@ def unseal(
     A failure to read the package or to write ``out`` (a directory in the
     way, a full disk) goes to ``report.errors`` (exit 5); with ``strict`` a
     :class:`~auraseal.errors.StorageError` naming the first path is raised.
+    A file rebuilt from enough verified parts that still does not match the
+    manifest goes to ``report.damaged`` (exit 1, never "lost"). Every
+    component's typed outcome is in ``report.outcomes``.
     Each file is written through a temp file (kind ``unseal``); those of
     killed unseals are removed from ``out`` first. A ``package.unseal`` event
     goes to ``events`` (if given).
@@ -369,11 +322,13 @@ def unseal(
         ThreadPoolExecutor(n, thread_name_prefix="stripe") as stripes,
     ):
 
-        def one(entry: FileEntry) -> None:
-            _unseal_one(pkg, entry, out, stripes, report)
+        def one(entry: FileEntry) -> Outcome:
+            got = _unseal_one(pkg, entry, out, stripes)
             done(entry.path)
+            return got
 
-        list(comps.map(one, entries))
+        for outcome in comps.map(one, entries):
+            report.add(outcome)
     report.copied.sort()
     report.rebuilt.sort()
     emit(events, "package.unseal", {
@@ -384,6 +339,10 @@ def unseal(
         first = sorted(report.errors)[0]
         more = f" (and {len(report.errors) - 1} more)" if len(report.errors) > 1 else ""
         raise StorageError(f"{report.errors[first]}{more}", first)
+    if strict and report.damaged:
+        first = sorted(report.damaged)[0]
+        more = f" (and {len(report.damaged) - 1} more)" if len(report.damaged) > 1 else ""
+        raise IntegrityError(f"{report.damaged[first]}{more}", first)
     if strict and report.lost:
         first = sorted(report.lost)[0]
         more = f" (and {len(report.lost) - 1} more)" if len(report.lost) > 1 else ""

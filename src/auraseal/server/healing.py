@@ -12,15 +12,14 @@ its reports to :class:`PackageHealth` for the routes, metrics and dashboard.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from auraseal._time import format_time, utcnow
-from auraseal.errors import AuraSealError
 from auraseal.manifest import Manifest
 from auraseal.sealing import open_package, repair, scrub
+from auraseal.sealing.pipeline import Outcome
 from auraseal.server.store import PackageView
 
 __all__ = ["ComponentHealth", "PackageHealth", "intact_health", "repair_view", "scrub_view"]
@@ -36,6 +35,9 @@ class ComponentHealth:
     total: int
     k: int
     original_ok: bool = True
+    #: ``where: what`` when members could not be *read* (an I/O failure, not
+    #: lost data: a "lost" state with this set is not recorded as lost)
+    io_error: str = ""
 
     @property
     def coherence(self) -> float:
@@ -50,6 +52,7 @@ class ComponentHealth:
             "k": self.k,
             "coherence": round(self.coherence, 6),
             "original_ok": self.original_ok,
+            **({"io_error": self.io_error} if self.io_error else {}),
         }
 
 
@@ -95,9 +98,10 @@ class PackageHealth:
 def _health(c: Any) -> ComponentHealth:
     """A sealing ``ComponentReport`` as a :class:`ComponentHealth`."""
     original_ok = c.original == "good"
+    io_error = "; ".join(f"{w}: {e}" for w, e in sorted(c.unreadable.items())[:3])
     if not c.sealed:
-        return ComponentHealth(c.path, c.state, int(original_ok), 1, 1, original_ok)
-    return ComponentHealth(c.path, c.state, c.good, c.total, c.k, original_ok)
+        return ComponentHealth(c.path, c.state, int(original_ok), 1, 1, original_ok, io_error)
+    return ComponentHealth(c.path, c.state, c.good, c.total, c.k, original_ok, io_error)
 
 
 def intact_health(name: str, manifest: Manifest) -> PackageHealth:
@@ -120,16 +124,21 @@ def scrub_view(view: PackageView, jobs: int | None = 1) -> PackageHealth:
     return PackageHealth(view.name, view.version, utcnow(), comps)
 
 
-def repair_view(view: PackageView, health: PackageHealth) -> tuple[PackageHealth, list[str]]:
+def repair_view(
+    view: PackageView, health: PackageHealth
+) -> tuple[PackageHealth, list[str], list[Outcome]]:
     """Rebuild every damaged, recoverable component of ``view`` in place (atomically).
 
-    Returns the health after the repair and the components that were repaired.
+    Returns the health after the repair, the components that were repaired
+    and the typed outcomes of those that could not be (an I/O failure naming
+    its path, an integrity failure, too few parts): nothing is swallowed.
     """
     damaged = {c.path for c in health.components if c.state == "recoverable"}
     if not damaged:
-        return health, []
-    with contextlib.suppress(AuraSealError, OSError), open_package(view.dir) as pkg:
-        repair(pkg, jobs=1)
+        return health, [], []
+    with open_package(view.dir) as pkg:
+        report = repair(pkg, jobs=1)
+    problems = [o for o in report.outcomes if not o.ok]
     after = scrub_view(view)
     repaired = [c.path for c in after.components if c.path in damaged and c.state == "intact"]
-    return after, repaired
+    return after, repaired, problems

@@ -256,7 +256,10 @@ class ServerState:
                                      "count": len(bad)})
             if repair and any(c.state == "recoverable" for c in health.components):
                 before = {c.path: c for c in health.components}
-                health, repaired = repair_view(view, health)
+                health, repaired, problems = repair_view(view, health)
+                for o in problems:  # log only: the next scrub tries again
+                    self.note("repair_failed", {"package": name, "version": view.version,
+                                                **o.to_dict()})
                 for path in repaired:
                     self.metrics.inc("auraseal_repairs_total")
                     self.record_event("repair", {"package": name, "version": view.version,
@@ -266,7 +269,11 @@ class ServerState:
                     self.cache.clear()
                     invalidate_archives(self.config.root, name)
             for c in health.components:
-                if c.state == "lost":
+                if c.state == "lost" and c.io_error:
+                    # too few parts could be *read*: an I/O failure, not lost data
+                    self.note("unreadable", {"package": name, "version": view.version,
+                                             "component": c.path, "error": c.io_error})
+                elif c.state == "lost":
                     self.record_event(
                         "lost",
                         {"package": name, "version": view.version, "component": c.path,
