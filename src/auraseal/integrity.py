@@ -21,6 +21,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -110,14 +111,35 @@ def hash_stream(
 
 
 def hash_file(
-    path: Path, algorithm: str = "sha512", progress: Callable[[int], None] | None = None
+    path: Path,
+    algorithm: str = "sha512",
+    progress: Callable[[int], None] | None = None,
+    *,
+    buffer: bytearray | None = None,
+    flags: int = 0,
 ) -> bytes:
-    """Raw digest of the file at ``path`` (streamed; the GIL is released per chunk)."""
+    """Raw digest of the file at ``path`` (streamed; the GIL is released per chunk).
+
+    ``buffer``: read into it (reused across calls by one thread: no
+    allocation per chunk); ``flags``: added to ``os.open``'s (e.g.
+    ``os.O_NOFOLLOW``).
+    """
+    h = hashlib.new(_check_algorithm(algorithm))
     try:
-        with open(path, "rb", buffering=0) as fh:
-            return hash_stream(fh, algorithm, progress)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | flags)
+        try:
+            # no buffer given: one sized to the file (up to CHUNK), not 1 MiB each
+            buf = buffer or bytearray(min(CHUNK, os.fstat(fd).st_size + 1))
+            view = memoryview(buf)
+            while n := os.readv(fd, (buf,)):
+                h.update(view[:n])
+                if progress is not None:
+                    progress(n)
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise StorageError(f"cannot read: {exc.strerror}", str(path)) from exc
+    return h.digest()
 
 
 # --- SRI --------------------------------------------------------------------
