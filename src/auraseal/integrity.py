@@ -26,6 +26,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 from typing import BinaryIO
 
 from auraseal.errors import DigestMismatchError, MalformedIntegrityError, StorageError
@@ -128,8 +129,11 @@ def hash_file(
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | flags)
         try:
-            # no buffer given: one sized to the file (up to CHUNK), not 1 MiB each
-            buf = buffer or bytearray(min(CHUNK, os.fstat(fd).st_size + 1))
+            # no buffer given: one sized to a regular file (64 KiB .. CHUNK), so
+            # hashing many small files does not clear 1 MiB for each
+            st = os.fstat(fd)
+            want = min(CHUNK, max(st.st_size + 1, 64 << 10)) if S_ISREG(st.st_mode) else CHUNK
+            buf = buffer or bytearray(want)
             view = memoryview(buf)
             while n := os.readv(fd, (buf,)):
                 h.update(view[:n])
