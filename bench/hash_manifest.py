@@ -53,6 +53,7 @@ def make_tree(root: Path, total: int, seed: int = 1) -> tuple[int, int]:
 
 
 PEAK: dict[str, int] = {}
+CPU: dict[str, float] = {}
 
 
 def timed(cmd: list[str], tag: str, stdin: bytes | None = None) -> float:
@@ -68,6 +69,8 @@ def timed(cmd: list[str], tag: str, stdin: bytes | None = None) -> float:
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{cmd[0]} failed")
     PEAK[tag] = max(PEAK.get(tag, 0), usage.ru_maxrss)
+    cpu = usage.ru_utime + usage.ru_stime
+    CPU[tag] = min(CPU.get(tag, cpu), cpu)
     return dt
 
 
@@ -106,6 +109,9 @@ def main() -> int:
         ratio = peer / ours
         print(f"ratio (sha512sum time / ours): {ratio:.2f}x  target >= 2.00x: "
               f"{'met' if ratio >= 2 else 'MISSED'}")
+        print(f"CPU seconds (user + system, best of two): sha512sum {CPU['peer']:.2f}, "
+              f"ours {CPU['ours']:.2f} (ratio {CPU['peer'] / CPU['ours']:.2f}x; on a busy "
+              "machine the wall ratio tends to this one)")
         print(f"load average at the end: {load()}")
     finally:
         if not args.keep:

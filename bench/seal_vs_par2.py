@@ -133,6 +133,8 @@ def drop_caches_hint() -> None:
 
 #: peak RSS (KiB) of the last command each tool ran, by (tool, step)
 PEAK: dict[tuple[str, str], int] = {}
+#: CPU seconds (user + system) of the last command each tool ran, by (tool, step)
+CPU: dict[tuple[str, str], float] = {}
 
 
 def run(cmd: list[str], cwd: Path | None = None, *, tag: tuple[str, str] | None = None) -> float:
@@ -150,6 +152,7 @@ def run(cmd: list[str], cwd: Path | None = None, *, tag: tuple[str, str] | None 
         raise SystemExit(f"{cmd[0]} failed ({proc.returncode}): {err.decode()[-400:]}")
     if tag is not None:
         PEAK[tag] = usage.ru_maxrss
+        CPU[tag] = usage.ru_utime + usage.ru_stime
     return dt
 
 
@@ -165,9 +168,14 @@ def mbps(size: int, seconds: float) -> float:
     return size / seconds / 1e6
 
 
-def peaks(tool: str) -> tuple[int, int]:
-    """Peak RSS (KiB) of ``tool``'s last create/seal and repair."""
-    return PEAK.get((tool, "c"), 0), PEAK.get((tool, "r"), 0)
+def peaks(tool: str) -> tuple[int, int, float, float]:
+    """Peak RSS (KiB) and CPU seconds of ``tool``'s last create/seal and repair."""
+    return (
+        PEAK.get((tool, "c"), 0),
+        PEAK.get((tool, "r"), 0),
+        CPU.get((tool, "c"), 0.0),
+        CPU.get((tool, "r"), 0.0),
+    )
 
 
 def bench_par2(binary: str, label: str, data: Path, work: Path, size: int) -> tuple[float, float]:
@@ -309,7 +317,7 @@ def main() -> None:
         inputs = {"text": base / "text.dat", "random": base / "random.dat"}
         make_text(inputs["text"], size)
         make_random(inputs["random"], size)
-        rows = []
+        rows: list[tuple[str, str, float, float, int, int, float, float]] = []
         for kind, path in inputs.items():
             work = base / kind
             work.mkdir()
@@ -334,7 +342,7 @@ def main() -> None:
             f"\n{'input':7} {'tool':22} {'create s':>9} {'MB/s':>7} {'peak MiB':>8} "
             f"{'repair s':>9} {'MB/s':>7} {'peak MiB':>8}"
         )
-        for kind, tool, tc, tr, pc, pr in rows:
+        for kind, tool, tc, tr, pc, pr, _cc, _cr in rows:
             cs, rs = mbps(size, tc), mbps(size, tr)
             print(
                 f"{kind:7} {tool:22} {tc:9.2f} {cs:7.0f} {pc / 1024:8.0f} "
@@ -354,13 +362,17 @@ def main() -> None:
                 if r[0] == kind and not r[1].startswith("auraseal"):
                     sx, rx = r[2] / ours[2], r[3] / ours[3]
                     print(f"{kind:7} vs {r[1]:20} seal x{sx:.2f}  repair x{rx:.2f}")
+        print(
+            "\nCPU seconds (user + system; on a busy machine the wall ratio tends to this one):"
+        )
+        for kind, tool, *_t, cc, cr in rows:
+            print(f"  {kind:7} {tool:22} create {cc:6.2f}  repair {cr:6.2f}")
         if turbo:
             print("\ntargets (issue 13):")
             for kind in inputs:
                 ours = next(r for r in rows if r[0] == kind and r[1].startswith("auraseal"))
                 peer = next(r for r in rows if r[0] == kind and r[1] == "par2cmdline-turbo")
-                for step, i in (("seal", 2), ("repair", 3)):
-                    x = peer[i] / ours[i]
+                for step, x in (("seal", peer[2] / ours[2]), ("repair", peer[3] / ours[3])):
                     verdict = "met" if x >= 1.0 else "MISSED"
                     print(f"  {step:6} {kind:6} >= 1.00x par2cmdline-turbo: x{x:.2f} {verdict}")
         print(f"load average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
