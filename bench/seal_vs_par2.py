@@ -131,6 +131,8 @@ def drop_caches_hint() -> None:
     subprocess.run(["sync"], check=False)
 
 
+#: GNU time, printing the peak RSS (KiB) of the command it runs on its last line
+TIME = ["/usr/bin/time", "-f", "%M"] if Path("/usr/bin/time").exists() else []
 #: peak RSS (KiB) of the last command each tool ran, by (tool, step)
 PEAK: dict[tuple[str, str], int] = {}
 #: CPU seconds (user + system) of the last command each tool ran, by (tool, step)
@@ -138,10 +140,15 @@ CPU: dict[tuple[str, str], float] = {}
 
 
 def run(cmd: list[str], cwd: Path | None = None, *, tag: tuple[str, str] | None = None) -> float:
-    """Run ``cmd``; its wall time (its peak RSS goes to ``PEAK[tag]``)."""
+    """Run ``cmd``; its wall time (peak RSS to ``PEAK[tag]``, CPU to ``CPU[tag]``).
+
+    The peak RSS comes from GNU time: wait4's ``ru_maxrss`` of a child
+    spawned from this (big) Python process also counts this process's RSS
+    at the fork.
+    """
     t = time.perf_counter()
     proc = subprocess.Popen(
-        cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [*TIME, *cmd], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     assert proc.stderr is not None
     err = proc.stderr.read()
@@ -151,7 +158,8 @@ def run(cmd: list[str], cwd: Path | None = None, *, tag: tuple[str, str] | None 
     if proc.returncode != 0:
         raise SystemExit(f"{cmd[0]} failed ({proc.returncode}): {err.decode()[-400:]}")
     if tag is not None:
-        PEAK[tag] = usage.ru_maxrss
+        last = err.decode(errors="replace").strip().rsplit("\n", 1)[-1]
+        PEAK[tag] = int(last) if TIME and last.isdigit() else 0
         CPU[tag] = usage.ru_utime + usage.ru_stime
     return dt
 
