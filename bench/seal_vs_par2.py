@@ -131,12 +131,36 @@ def drop_caches_hint() -> None:
     subprocess.run(["sync"], check=False)
 
 
-def run(cmd: list[str], cwd: Path | None = None) -> float:
+#: GNU time, printing the peak RSS (KiB) of the command it runs on its last line
+TIME = ["/usr/bin/time", "-f", "%M"] if Path("/usr/bin/time").exists() else []
+#: peak RSS (KiB) of the last command each tool ran, by (tool, step)
+PEAK: dict[tuple[str, str], int] = {}
+#: CPU seconds (user + system) of the last command each tool ran, by (tool, step)
+CPU: dict[tuple[str, str], float] = {}
+
+
+def run(cmd: list[str], cwd: Path | None = None, *, tag: tuple[str, str] | None = None) -> float:
+    """Run ``cmd``; its wall time (peak RSS to ``PEAK[tag]``, CPU to ``CPU[tag]``).
+
+    The peak RSS comes from GNU time: wait4's ``ru_maxrss`` of a child
+    spawned from this (big) Python process also counts this process's RSS
+    at the fork.
+    """
     t = time.perf_counter()
-    r = subprocess.run(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+    proc = subprocess.Popen(
+        [*TIME, *cmd], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    _pid, status, usage = os.wait4(proc.pid, 0)
     dt = time.perf_counter() - t
-    if r.returncode != 0:
-        raise SystemExit(f"{cmd[0]} failed ({r.returncode}): {r.stderr.decode()[-400:]}")
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd[0]} failed ({proc.returncode}): {err.decode()[-400:]}")
+    if tag is not None:
+        last = err.decode(errors="replace").strip().rsplit("\n", 1)[-1]
+        PEAK[tag] = int(last) if TIME and last.isdigit() else 0
+        CPU[tag] = usage.ru_utime + usage.ru_stime
     return dt
 
 
@@ -152,15 +176,25 @@ def mbps(size: int, seconds: float) -> float:
     return size / seconds / 1e6
 
 
+def peaks(tool: str) -> tuple[int, int, float, float]:
+    """Peak RSS (KiB) and CPU seconds of ``tool``'s last create/seal and repair."""
+    return (
+        PEAK.get((tool, "c"), 0),
+        PEAK.get((tool, "r"), 0),
+        CPU.get((tool, "c"), 0.0),
+        CPU.get((tool, "r"), 0.0),
+    )
+
+
 def bench_par2(binary: str, label: str, data: Path, work: Path, size: int) -> tuple[float, float]:
     d = work / label
     d.mkdir()
     f = d / data.name
     shutil.copyfile(data, f)
     drop_caches_hint()
-    t_create = run([binary, "create", "-q", "-r5", "data.par2", f.name], cwd=d)
+    t_create = run([binary, "create", "-q", "-r5", "data.par2", f.name], cwd=d, tag=(label, "c"))
     overwrite(f, damage_regions(size))
-    t_repair = run([binary, "repair", "-q", "data.par2"], cwd=d)
+    t_repair = run([binary, "repair", "-q", "data.par2"], cwd=d, tag=(label, "r"))
     if sha256(f) != sha256(data):
         raise SystemExit(f"{label}: repair did not restore the file")
     shutil.rmtree(d)
@@ -188,17 +222,14 @@ def bench_auraseal(
     shutil.copyfile(data, src / data.name)
     pkg = work / "pkg"
     drop_caches_hint()
-    t_seal = run([*prefix, AURASEAL, "seal", str(src), "-o", str(pkg)])
+    tool = "auraseal" + ("-nosync" if prefix else "")
+    t_seal = run([*prefix, AURASEAL, "seal", str(src), "-o", str(pkg)], tag=(tool, "c"))
     parts = sorted(pkg.glob(f"{data.name}.part.*"))
     overwrite(pkg / data.name, damage_regions(size))
     rnd = random.Random(7)
     for p in rnd.sample(parts, 10):
         p.unlink()
-    t = time.perf_counter()
-    r = subprocess.run([*prefix, AURASEAL, "repair", str(pkg)], capture_output=True, check=False)
-    t_repair = time.perf_counter() - t
-    if r.returncode != 0:
-        raise SystemExit(f"auraseal repair failed: {r.stdout.decode()[-400:]}{r.stderr.decode()}")
+    t_repair = run([*prefix, AURASEAL, "repair", str(pkg)], tag=(tool, "r"))
     if sha256(pkg / data.name) != sha256(data):
         raise SystemExit("auraseal: repair did not restore the file")
     r = subprocess.run([AURASEAL, "scrub", str(pkg)], capture_output=True, check=False)
@@ -286,38 +317,45 @@ def main() -> None:
     turbo = ensure_turbo()
     nosync = None if args.skip_no_fsync else ensure_eatmydata()
     base = Path(tempfile.mkdtemp(prefix="auraseal-bench.", dir=args.workdir))
-    print(f"machine: {os.cpu_count()} cores; input {args.mib} MiB; workdir {base}")
+    print(
+        f"machine: {os.cpu_count()} cores; input {args.mib} MiB; workdir {base}; "
+        f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}"
+    )
     try:
         inputs = {"text": base / "text.dat", "random": base / "random.dat"}
         make_text(inputs["text"], size)
         make_random(inputs["random"], size)
-        rows = []
+        rows: list[tuple[str, str, float, float, int, int, float, float]] = []
         for kind, path in inputs.items():
             work = base / kind
             work.mkdir()
             t_seal, t_ars, part_bytes = bench_auraseal(path, work, size)
-            rows.append((kind, "auraseal seal/repair", t_seal, t_ars))
+            rows.append((kind, "auraseal seal/repair", t_seal, t_ars, *peaks("auraseal")))
             if nosync:
                 t_s, t_r, _ = bench_auraseal(path, work, size, (nosync,))
-                rows.append((kind, "auraseal, no fsync (*)", t_s, t_r))
+                rows.append((kind, "auraseal, no fsync (*)", t_s, t_r, *peaks("auraseal-nosync")))
             print(
                 f"{kind}: auraseal parts {part_bytes / MiB:.1f} MiB "
                 f"({part_bytes / size:.3f} of input)",
                 flush=True,
             )
             if turbo:
-                rows.append(
-                    (kind, "par2cmdline-turbo", *bench_par2(turbo, "turbo", path, work, size))
-                )
+                times = bench_par2(turbo, "turbo", path, work, size)
+                rows.append((kind, "par2cmdline-turbo", *times, *peaks("turbo")))
             if debian:
-                rows.append(
-                    (kind, "par2 (Debian)", *bench_par2(debian, "debian", path, work, size))
-                )
+                times = bench_par2(debian, "debian", path, work, size)
+                rows.append((kind, "par2 (Debian)", *times, *peaks("debian")))
             shutil.rmtree(work)
-        print(f"\n{'input':7} {'tool':22} {'create s':>9} {'MB/s':>7} {'repair s':>9} {'MB/s':>7}")
-        for kind, tool, tc, tr in rows:
+        print(
+            f"\n{'input':7} {'tool':22} {'create s':>9} {'MB/s':>7} {'peak MiB':>8} "
+            f"{'repair s':>9} {'MB/s':>7} {'peak MiB':>8}"
+        )
+        for kind, tool, tc, tr, pc, pr, _cc, _cr in rows:
             cs, rs = mbps(size, tc), mbps(size, tr)
-            print(f"{kind:7} {tool:22} {tc:9.2f} {cs:7.0f} {tr:9.2f} {rs:7.0f}")
+            print(
+                f"{kind:7} {tool:22} {tc:9.2f} {cs:7.0f} {pc / 1024:8.0f} "
+                f"{tr:9.2f} {rs:7.0f} {pr / 1024:8.0f}"
+            )
         print(
             "note: auraseal seal writes a copy of the input plus its parts and fsyncs them\n"
             "(random: 2.05x the input, text: 1.22x); par2 writes only its ~5% recovery files\n"
@@ -325,13 +363,27 @@ def main() -> None:
             "(*) the same auraseal run under eatmydata (every fsync a no-op), only to\n"
             "compare like with like; auraseal itself always fsyncs (headline = first row)."
         )
-        print("\nratios (auraseal speed / peer speed):")
+        print("\nratios (auraseal speed / peer speed = peer time / our time):")
         for kind in inputs:
             ours = next(r for r in rows if r[0] == kind and r[1].startswith("auraseal"))
             for r in rows:
                 if r[0] == kind and not r[1].startswith("auraseal"):
                     sx, rx = r[2] / ours[2], r[3] / ours[3]
                     print(f"{kind:7} vs {r[1]:20} seal x{sx:.2f}  repair x{rx:.2f}")
+        print(
+            "\nCPU seconds (user + system; on a busy machine the wall ratio tends to this one):"
+        )
+        for kind, tool, *_t, cc, cr in rows:
+            print(f"  {kind:7} {tool:22} create {cc:6.2f}  repair {cr:6.2f}")
+        if turbo:
+            print("\ntargets (issue 13):")
+            for kind in inputs:
+                ours = next(r for r in rows if r[0] == kind and r[1].startswith("auraseal"))
+                peer = next(r for r in rows if r[0] == kind and r[1] == "par2cmdline-turbo")
+                for step, x in (("seal", peer[2] / ours[2]), ("repair", peer[3] / ours[3])):
+                    verdict = "met" if x >= 1.0 else "MISSED"
+                    print(f"  {step:6} {kind:6} >= 1.00x par2cmdline-turbo: x{x:.2f} {verdict}")
+        print(f"load average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
         codec_table(inputs["text"], inputs["random"], 64)
         engine_table()
     finally:

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -42,6 +43,7 @@ from auraseal.errors import (
 )
 from auraseal.httpsig import FileSignatures, sign_digest
 from auraseal.integrity import (
+    CHUNK,
     auraseal_string,
     check_integrity,
     hash_file,
@@ -674,16 +676,46 @@ def _jobs(jobs: int | None) -> int:
 
 
 def _hash_all(
-    root: Path, paths: Iterable[str], algorithm: str, jobs: int | None, progress: Progress
+    root: Path,
+    paths: Iterable[str],
+    algorithm: str,
+    jobs: int | None,
+    progress: Progress,
+    *,
+    sizes: Mapping[str, int] | None = None,
 ) -> dict[str, bytes]:
+    """Digest of every file, ``jobs`` threads at once (hashlib releases the GIL).
+
+    With ``sizes``, the biggest files are started first, so the threads finish
+    together. Each thread reads into one reused buffer. Each directory is
+    proved to lie inside ``root`` once (:func:`resolve_inside`), and each file
+    is opened with ``O_NOFOLLOW`` in it; only a file that is a symlink (which
+    :func:`walk_files` listed because it stays inside) is resolved on its own.
+    """
     real = root.resolve()
     names = list(paths)
+    order = sorted(names, key=lambda p: -sizes[p]) if sizes is not None else names
+    dirs: dict[str, Path] = {}
+    local = threading.local()
 
     def one(rel: str) -> bytes:
-        return hash_file(resolve_inside(real, rel), algorithm, progress)
+        buf = getattr(local, "buf", None)
+        if buf is None:
+            buf = local.buf = bytearray(CHUNK)
+        parent, _, leaf = safe_relpath(rel).rpartition("/")
+        base = dirs.get(parent)
+        if base is None:
+            base = dirs[parent] = resolve_inside(real, parent) if parent else real
+        try:
+            return hash_file(base / leaf, algorithm, progress, buffer=buf, flags=os.O_NOFOLLOW)
+        except StorageError:
+            if not os.path.islink(base / leaf):
+                raise
+        return hash_file(resolve_inside(real, rel), algorithm, progress, buffer=buf)
 
     with ThreadPoolExecutor(max_workers=_jobs(jobs)) as pool:
-        return dict(zip(names, pool.map(one, names), strict=True))
+        digests = dict(zip(order, pool.map(one, order), strict=True))
+    return {n: digests[n] for n in names}
 
 
 def build_manifest(
@@ -703,7 +735,7 @@ def build_manifest(
     root = Path(root)
     paths = [p for p in walk_files(root, exclude=exclude) if not is_trust_file(p)]
     sizes = {p: (root / p).stat().st_size for p in paths}
-    digests = _hash_all(root, paths, algorithm, jobs, progress)
+    digests = _hash_all(root, paths, algorithm, jobs, progress, sizes=sizes)
     created = now or utcnow()
     files = tuple(
         FileEntry(

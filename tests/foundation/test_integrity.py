@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import os
 import subprocess
 from pathlib import Path
 
@@ -241,3 +242,31 @@ def test_check_integrity_agrees_with_parse(
 @given(st.text(alphabet="ash2561-+/=ABCxyz09 ?", max_size=100))
 def test_check_integrity_agrees_on_noise(text: str) -> None:
     _agrees(text)
+
+
+def test_hash_file_reads_a_pipe_whole_and_reuses_a_given_buffer(tmp_path: Path) -> None:
+    """hash_file sizes its buffer from fstat: a pipe (size 0) must still be
+    read in full (and in big reads), and a reused buffer must not leak bytes
+    of the previous file into the next digest."""
+    import threading  # noqa: PLC0415
+
+    from auraseal.integrity import hash_file  # noqa: PLC0415
+
+    data = os.urandom((3 << 20) + 7)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+
+    def feed() -> None:
+        with open(fifo, "wb") as fh:
+            fh.write(data)
+
+    t = threading.Thread(target=feed)
+    t.start()
+    assert hash_file(fifo) == hashlib.sha512(data).digest()
+    t.join()
+    buf = bytearray(1 << 20)
+    for size in (5 << 20, 10, 0, (1 << 20) + 1):
+        blob = os.urandom(size)
+        (tmp_path / "f").write_bytes(blob)
+        got = hash_file(tmp_path / "f", "sha256", buffer=buf, flags=os.O_NOFOLLOW)
+        assert got == hashlib.sha256(blob).digest()

@@ -218,3 +218,36 @@ def test_round_trip_property(files: dict[str, int], version: int, fmt: str) -> N
     ]
     if fmt == "native":
         assert back == m
+
+
+def test_parallel_manifest_build_equals_sequential_and_plain_sha512(tmp_path: Path) -> None:
+    """manifest build hashes files in threads, biggest first, into reused
+    buffers, opening each with O_NOFOLLOW in a directory checked once: the
+    manifest must be the one a plain one-thread sha512 of each file gives
+    (0-byte, 5 KiB, 20 MiB, a 1 MiB boundary, nested, and a symlink inside)."""
+    import hashlib  # noqa: PLC0415
+
+    from auraseal.integrity import auraseal_string  # noqa: PLC0415
+
+    root = tmp_path / "tree"
+    (root / "d" / "e").mkdir(parents=True)
+    blobs = {
+        "empty": b"",
+        "five.bin": os.urandom(5 << 10),
+        "d/big.bin": os.urandom(20 << 20),
+        "d/e/mib.bin": os.urandom(1 << 20),
+        "d/e/mib1.bin": os.urandom((1 << 20) + 1),
+    }
+    for rel, data in blobs.items():
+        (root / rel).write_bytes(data)
+    (root / "d" / "alias").symlink_to(root / "five.bin")
+    blobs["d/alias"] = blobs["five.bin"]
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    seq = build_manifest(root, name="t", jobs=1, now=now)
+    par = build_manifest(root, name="t", jobs=4, now=now)
+    assert seq == par
+    assert [e.path for e in par.files] == sorted(blobs)
+    for rel, data in blobs.items():
+        want = auraseal_string(hashlib.sha512(data).digest(), algorithm="sha512")
+        assert par.entry(rel).integrity == want, rel
+        assert par.entry(rel).size == len(data)

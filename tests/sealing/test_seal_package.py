@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from auraseal.cli import main
-from auraseal.errors import ComponentLostError, UsageError
+from auraseal.errors import ComponentLostError, StorageError, UsageError
 from auraseal.events import ListSink
 from auraseal.integrity import parse_integrity
 from auraseal.manifest import MANIFEST_NAME
@@ -434,3 +434,63 @@ def test_repair_of_a_big_component_rebuilds_parts_while_the_original_is_checked(
     assert (pkg_dir / "big.bin").read_bytes() == data
     with open_package(pkg_dir) as pkg:
         assert scrub(pkg).exit_code == 0
+
+
+@pytest.mark.parametrize("kind", ["text", "random"])
+def test_big_file_hashed_and_encoded_while_it_is_being_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """Hashing, compressing and encoding trail the kernel copy (_Copy.ready):
+    they start before the copy is complete, read only copied bytes, and give
+    the same package as sealing from a finished copy."""
+    real_cfr = os.copy_file_range
+
+    def slow_copy(fi: int, fo: int, count: int, *a: int) -> int:
+        return real_cfr(fi, fo, min(count, 1 << 20), *a)  # 1 MiB steps
+
+    monkeypatch.setattr(os, "copy_file_range", slow_copy)
+    early: list[int] = []
+    real_ready = seal_mod._Copy.ready
+
+    def ready(self: seal_mod._Copy, end: int) -> None:
+        if self._done < self.size:
+            early.append(end)
+        real_ready(self, end)
+
+    monkeypatch.setattr(seal_mod._Copy, "ready", ready)
+    data = _text(400_000) if kind == "text" else os.urandom(12 << 20)
+    src = tmp_path / "src"
+    write_tree(src, {"big.bin": data})
+    manifest = seal_tree(src, tmp_path / "pkg")
+    assert early, "nothing waited for the copy: the overlap is gone"
+    entry = manifest.entry("big.bin")
+    assert parse_integrity(entry.integrity).digests[0] == hashlib.sha512(data).digest()
+    assert entry.recovery is not None
+    assert entry.recovery.codec == ("zstd" if kind == "text" else "none")
+    assert (tmp_path / "pkg" / "big.bin").read_bytes() == data
+    for n in range(entry.recovery.m):  # m data parts and the original gone: decode
+        (tmp_path / "pkg" / f"big.bin.part.{n}").unlink()
+    (tmp_path / "pkg" / "big.bin").unlink()
+    with open_package(tmp_path / "pkg") as pkg:
+        assert repair(pkg).exit_code == 0
+    assert (tmp_path / "pkg" / "big.bin").read_bytes() == data
+
+
+def test_seal_refuses_a_big_file_that_grows_while_it_is_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    write_tree(src, {"big.bin": os.urandom(12 << 20)})
+    real_cfr = os.copy_file_range
+
+    def copy_then_grow(fi: int, fo: int, count: int, *a: int) -> int:
+        n = real_cfr(fi, fo, min(count, 1 << 20), *a)
+        with open(src / "big.bin", "ab") as fh:
+            fh.write(b"more")
+        return n
+
+    monkeypatch.setattr(os, "copy_file_range", copy_then_grow)
+    with pytest.raises(StorageError, match="file changed while being sealed"):
+        seal_tree(src, tmp_path / "pkg")
+    assert not (tmp_path / "pkg").exists()
+    assert not leftovers(tmp_path)

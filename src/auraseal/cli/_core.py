@@ -237,7 +237,12 @@ def cmd_manifest_build(args: argparse.Namespace) -> int:
     if out is not None and str(out) != "-":
         with contextlib.suppress(ValueError):
             exclude.add(out.resolve().relative_to(root.resolve()).as_posix())
-    total = sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+
+    def total() -> int:
+        return sum(
+            p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink()
+        )
+
     with progress_bar(args, "hashing", total) as advance:
         manifest = build_manifest(
             root,

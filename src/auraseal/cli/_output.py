@@ -124,16 +124,19 @@ def emit(args: argparse.Namespace, data: Any, text: str | None = None) -> None:
 
 @contextmanager
 def progress_bar(
-    args: argparse.Namespace, description: str, total: int | None
+    args: argparse.Namespace, description: str, total: int | Callable[[], int] | None
 ) -> Iterator[Callable[[int], None] | None]:
     """Yield a ``advance(nbytes)`` callback that drives a rich bar on a terminal.
 
     Yields ``None`` (no progress) with ``--json`` or when stderr is not a terminal,
-    so scripted output stays quiet.
+    so scripted output stays quiet. ``total`` may be a function, called only
+    when a bar is drawn (so its cost, e.g. a walk of a tree, is not paid otherwise).
     """
     if want_json(args) or not sys.stderr.isatty():
         yield None
         return
+    if callable(total):
+        total = total()
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),

@@ -33,6 +33,7 @@ __all__ = [
     "iter_decompress",
     "looks_incompressible",
     "sample_compresses",
+    "sample_spans",
 ]
 
 CODEC_NAMES = ("none", "huffman", "zstd")
@@ -145,13 +146,18 @@ def looks_incompressible(data: bytes | bytearray | memoryview) -> bool:
     Used to store random-looking components with codec ``none`` without
     spending a full compression pass on them.
     """
-    n = len(data)
-    if n < 4 * _SAMPLE:
-        return False
-    return not any(
-        sample_compresses(data[off : off + _SAMPLE])
-        for off in (0, n // 2 - _SAMPLE // 2, n - _SAMPLE)
+    spans = sample_spans(len(data))
+    return bool(spans) and not any(
+        sample_compresses(data[off : off + _SAMPLE]) for off in spans
     )
+
+
+def sample_spans(n: int) -> tuple[int, ...]:
+    """Offsets of the 256 KiB samples :func:`looks_incompressible` takes from
+    ``n`` bytes (none below 1 MiB: such inputs are always compressed)."""
+    if n < 4 * _SAMPLE:
+        return ()
+    return (0, n // 2 - _SAMPLE // 2, n - _SAMPLE)
 
 
 def compress_stream(codec: str, src: BinaryIO, dst: BinaryIO, size: int) -> int:

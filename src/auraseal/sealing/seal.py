@@ -10,6 +10,7 @@ import mmap
 import os
 import re
 import shutil
+import threading
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -49,6 +50,7 @@ from auraseal.sealing.codecs import (
     compress_stream,
     looks_incompressible,
     sample_compresses,
+    sample_spans,
 )
 from auraseal.sealing.component import (
     DEFAULT_COHERENCE,
@@ -81,6 +83,9 @@ __all__ = [
 ]
 
 Progress = Callable[[int], None] | None
+#: ``ready(end)`` returns once bytes ``[0, end)`` of a component being copied
+#: are in place (:class:`_Copy`); ``None``: all of them already are.
+Ready = Callable[[int], None] | None
 Buffer = bytes | bytearray | memoryview
 
 #: Files up to this size are read into memory; larger ones are memory-mapped.
@@ -119,18 +124,21 @@ def _copy(data: Buffer, dst: Path, writer: WriterFactory = atomic_writer) -> Non
             fh.write(view[off : off + step])
 
 
-def _copy_and_hash(
+def _copy_and_hash(  # noqa: PLR0917 - private helper
     data: Buffer,
     dst: Path | None,
     algorithm: str,
     writer: WriterFactory = atomic_writer,
     progress: Progress = None,
+    ready: Ready = None,
 ) -> bytes:
     h = hashlib.new(algorithm)
     view = memoryview(data)
     step = 8 << 20
     if dst is None:
         for off in range(0, len(view), step):
+            if ready is not None:
+                ready(off + step)
             h.update(view[off : off + step])
             if progress is not None:  # within the file: the bar moves per slice
                 progress(len(view[off : off + step]))
@@ -267,57 +275,150 @@ def _read_source(path: Path, stack: contextlib.ExitStack, rel: str) -> _Source:
         raise StorageError(f"cannot read: {exc.strerror}", rel) from exc
 
 
-def _clone(src: Path, dst: Path, rel: str) -> int:
-    """Copy ``src`` to the new file ``dst`` inside the kernel (``copy_file_range``:
-    no user-space copy; plain reads and writes where it is not supported).
-    Returns the bytes copied."""
-    try:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        with open(src, "rb") as fi, open(dst, "xb") as fo:
-            os.fchmod(fo.fileno(), 0o644)  # served as static files, whatever the umask
-            size = os.fstat(fi.fileno()).st_size
-            done = 0
+class _Copy:
+    """The package's copy of a big original, made in the kernel
+    (``copy_file_range``; plain reads and writes where it is not supported)
+    by a thread of its own, :data:`FEED` bytes at a time, into a file of the
+    final size that is mapped at once: hashing, compressing and encoding
+    read the mapping, each waiting (:meth:`ready`) only for the bytes it
+    needs, so they run while the copy is being made. Everything is computed
+    from this copy, so the package's original is exactly the bytes hashed
+    and coded, whatever happens to the source meanwhile. A source whose
+    size changes while it is copied is refused.
+    """
+
+    def __init__(self, src: Path, dst: Path, rel: str, on_done: Callable[[Path], None]) -> None:
+        self._rel = rel
+        self._cond = threading.Condition()
+        self._done = 0
+        self._error: BaseException | None = None
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            self._fi = open(src, "rb")  # noqa: SIM115 - closed by the copy thread
+            try:
+                self._fo = open(dst, "x+b")  # noqa: SIM115 - closed by the copy thread
+            except BaseException:
+                self._fi.close()
+                raise
+            os.fchmod(self._fo.fileno(), 0o644)  # served as static files, whatever the umask
+            self.size = os.fstat(self._fi.fileno()).st_size
+            self._fo.truncate(self.size)
+            self.data = memoryview(b"")
+            if self.size:
+                # writable only so that ISA-L can take its address without copying
+                mm = mmap.mmap(
+                    self._fo.fileno(),
+                    0,
+                    flags=mmap.MAP_SHARED,
+                    prot=mmap.PROT_READ | mmap.PROT_WRITE,
+                )
+                self.data = memoryview(mm)
+        except OSError as exc:
+            self._close()
+            raise StorageError(f"cannot copy: {exc.strerror}", rel) from exc
+        self._on_done = on_done
+        self._dst = dst
+        self._thread = threading.Thread(target=self._run, name="seal-copy", daemon=True)
+        self._thread.start()
+
+    def _close(self) -> None:
+        for fh in (getattr(self, "_fi", None), getattr(self, "_fo", None)):
+            if fh is not None:
+                with contextlib.suppress(OSError):
+                    fh.close()
+
+    def _advance(self, done: int) -> None:
+        with self._cond:
+            self._done = done
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        fi, fo = self._fi.fileno(), self._fo.fileno()
+        done = 0
+        try:
             with contextlib.suppress(OSError):  # EXDEV, ENOSYS, EINVAL...: fall back
-                while done < size:
-                    n = os.copy_file_range(fi.fileno(), fo.fileno(), size - done)
+                while done < self.size:
+                    n = os.copy_file_range(fi, fo, min(FEED, self.size - done))
                     if n <= 0:
                         break
                     done += n
-            if done < size:
-                fi.seek(done)
-                fo.seek(done)
-                fo.truncate()
-                shutil.copyfileobj(fi, fo, 8 << 20)
-            return fo.tell()
-    except OSError as exc:
-        raise StorageError(f"cannot copy: {exc.strerror}", rel) from exc
+                    self._advance(done)
+            while done < self.size:
+                chunk = os.pread(fi, min(FEED, self.size - done), done)
+                if not chunk:
+                    break
+                os.pwrite(fo, chunk, done)
+                done += len(chunk)
+                self._advance(done)
+            if done != self.size or os.pread(fi, 1, done):
+                raise StorageError("file changed while being sealed", self._rel)
+            self._on_done(self._dst)
+        except OSError as exc:
+            self._fail(StorageError(f"cannot copy: {exc.strerror}", self._rel))
+        except BaseException as exc:  # handed to the threads waiting in ready()
+            self._fail(exc)
+        finally:
+            self._close()
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._cond:
+            self._error = exc
+            self._cond.notify_all()
+
+    def ready(self, end: int) -> None:
+        """Return once bytes ``[0, end)`` are copied; raise if the copy failed."""
+        end = min(end, self.size)
+        with self._cond:
+            while self._done < end and self._error is None:
+                self._cond.wait()
+            if self._error is not None:
+                raise self._error
+
+    def join(self) -> None:
+        """Wait for the whole copy (raise if it failed)."""
+        self.ready(self.size)
+        self._thread.join()
+        with self._cond:
+            if self._error is not None:
+                raise self._error
 
 
-def _map(path: Path, rel: str) -> memoryview:
-    """Map our own copy of a file (never written through: writable only so that
-    ISA-L can take its address without copying), pages populated up front."""
+def _looks_incompressible_at(path: Path) -> bool:
+    """:func:`looks_incompressible` over the samples of the file at ``path``
+    (read with ``pread``; a file that cannot be read is not judged)."""
     try:
-        with open(path, "r+b") as fh:
-            if os.fstat(fh.fileno()).st_size == 0:
-                return memoryview(b"")
-            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-            mm = mmap.mmap(fh.fileno(), 0, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
-    except OSError as exc:
-        raise StorageError(f"cannot read: {exc.strerror}", rel) from exc
-    return memoryview(mm)
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            spans = sample_spans(size)
+            return bool(spans) and not any(
+                sample_compresses(os.pread(fh.fileno(), _SAMPLE, off)) for off in spans
+            )
+    except OSError:
+        return False
 
 
 def _hash_and_compress(
-    data: memoryview, algorithm: str, pool: Executor, progress: Progress = None
+    data: memoryview,
+    algorithm: str,
+    pool: Executor,
+    progress: Progress = None,
+    ready: Ready = None,
 ) -> tuple[bytes | None, tuple[str, Buffer] | None]:
     """When the first 256 KiB of ``data`` compress: its digest (in a pool
     thread) and its zstd stream (made here meanwhile, fed in FEED slices
-    exactly as :func:`compress` does); else ``(None, None)``."""
-    if len(data) < _ZSTD_STREAM_MIN or not sample_compresses(data[:_SAMPLE]):
+    exactly as :func:`compress` does); else ``(None, None)``. Both trail
+    ``ready`` (the copy being made)."""
+    if len(data) < _ZSTD_STREAM_MIN:
+        return None, None
+    if ready is not None:
+        ready(_SAMPLE)
+    if not sample_compresses(data[:_SAMPLE]):
         return None, None  # seal_file hashes it while it codes it
-    hash_future = pool.submit(_copy_and_hash, data, None, algorithm)
+    hash_future = pool.submit(_copy_and_hash, data, None, algorithm, ready=ready)
     zs = ZstdStream(len(data))
     for off in range(0, len(data), FEED):
+        if ready is not None:
+            ready(off + FEED)
         zs.feed(data[off : off + FEED])
         if progress is not None:  # within the file: the bar moves per slice
             progress(len(data[off : off + FEED]))
@@ -339,6 +440,7 @@ def seal_file(
     writer: WriterFactory = atomic_writer,
     stream: tuple[str, Buffer] | None = None,
     progress: Progress = None,
+    ready: Ready = None,
 ) -> FileEntry:
     """Seal one component's bytes: write the original (optional) and its parts.
 
@@ -347,10 +449,15 @@ def seal_file(
     ``writer`` creates each file (default: atomic, fsynced; ``seal_tree`` uses
     :func:`fresh_writer` inside its not-yet-visible temporary package).
     ``progress(nbytes)`` is called as a big component's bytes are hashed.
+    ``ready`` (only with ``stream`` given and a ``pool``): ``data`` is still
+    being copied; hashing and encoding trail the copy (see :data:`Ready`).
     """
     opts.check()
     with contextlib.ExitStack() as stack:
         big = len(data) >= BIG and pool is not None
+        if ready is not None and (not big or stream is None):
+            ready(len(data))  # the paths below read the bytes in any order
+            ready = None
         dst = resolve_inside(out_root, rel) if copy_original else None
         if not big or pool is None:
             digest = _copy_and_hash(data, dst, opts.algorithm, writer)
@@ -365,7 +472,9 @@ def seal_file(
         # The copy is mostly disk time: start it first, alongside the hash.
         copy_future = pool.submit(_copy, data, dst, writer) if dst else None
         hash_future = (
-            pool.submit(_copy_and_hash, data, None, opts.algorithm, progress=progress)
+            pool.submit(
+                _copy_and_hash, data, None, opts.algorithm, progress=progress, ready=ready
+            )
             if digest is None
             else None
         )
@@ -378,6 +487,8 @@ def seal_file(
         spans = stripe_spans(plan.compressed_size, plan.stripe_size)
 
         def one(span: tuple[int, int]) -> list[Buffer]:
+            if ready is not None and codec == "none":  # a compressed body is complete
+                ready(span[0] + span[1])
             return engine.encode(plan.k, plan.m, view[span[0] : span[0] + span[1]])
 
         # Digest still being computed: encode the stripes meanwhile (in memory).
@@ -389,6 +500,8 @@ def seal_file(
         spec = _spec(rel, data, codec, digest, plan, opts)
         paths = _part_paths(out_root, spec)
         if encoded is None:
+            if ready is not None:
+                ready(len(data))
             digests, _ = encode_parts(spec, body, paths, pool, writer=writer)
         else:
             with PartsWriter(spec, paths, 2, writer) as parts:
@@ -526,19 +639,38 @@ def seal_tree(
                 return entry
 
             def one_big(rel: str) -> FileEntry:
-                # The original is copied in the kernel first and fsynced in the
-                # background; everything else is computed from that copy (so the
-                # package's original is exactly the bytes hashed and coded).
-                copy = resolve_inside(tmp, rel)
-                _clone(resolve_inside(src, rel), copy, rel)
-                writer.sync_soon(copy)
-                data = _map(copy, rel)
+                # The original is copied in the kernel by a thread of its own and
+                # fsynced in the background once complete; everything else is
+                # computed from that copy while it is being made (_Copy).
+                copy = _Copy(
+                    resolve_inside(src, rel), resolve_inside(tmp, rel), rel, writer.sync_soon
+                )
+                try:
+                    entry = seal_copy(rel, copy)
+                except BaseException:
+                    with contextlib.suppress(BaseException):
+                        copy.join()
+                    raise
+                copy.join()
+                return entry
+
+            def seal_copy(rel: str, copy: _Copy) -> FileEntry:
+                data = copy.data
                 digest: bytes | None = None
                 stream: tuple[str, Buffer] | None = None
                 meter = FileMeter(progress, {rel: sizes[rel]}) if progress is not None else None
                 read = None if meter is None else functools.partial(meter.read, rel)
                 if opts.codec == "zstd":
-                    digest, stream = _hash_and_compress(data, opts.algorithm, stripes, read)
+                    digest, stream = _hash_and_compress(
+                        data, opts.algorithm, stripes, read, copy.ready
+                    )
+                if stream is None and (
+                    opts.codec == "none" or _looks_incompressible_at(resolve_inside(src, rel))
+                ):
+                    # decided on the source's samples (as _choose_stream would on
+                    # the copy's), so that hashing and encoding need not wait for
+                    # the whole copy; the stream itself is the copy
+                    stream = ("none", data)
                 entry = seal_file(
                     data,
                     rel,
@@ -551,6 +683,7 @@ def seal_tree(
                     writer=writer,
                     stream=stream,
                     progress=read,
+                    ready=copy.ready,
                 )
                 if meter is not None:
                     meter.done(rel)
