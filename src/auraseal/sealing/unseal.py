@@ -47,6 +47,7 @@ __all__ = [
     "parts_from_original",
     "rebuild_component",
     "rebuild_file",
+    "rebuild_from_readers",
     "unseal",
     "verify_part",
 ]
@@ -125,14 +126,21 @@ def rebuild_file(entry: FileEntry, parts: Mapping[int, Path], dest: Path) -> Non
     (:class:`~auraseal.errors.DigestMismatchError` otherwise, nothing kept).
     Fewer than ``k`` parts: :class:`~auraseal.errors.ComponentLostError`.
     """
-    spec = ComponentSpec.from_entry(entry)
     with contextlib.ExitStack() as stack:
         sources: dict[int, ReadRange] = {}
         for n, path in parts.items():
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             stack.callback(os.close, fd)
             sources[n] = functools.partial(_pread, fd)
-        _write_rebuilt(spec, sources, dest)
+        rebuild_from_readers(entry, sources, dest)
+
+
+def rebuild_from_readers(
+    entry: FileEntry, parts: Mapping[int, ReadRange], dest: Path
+) -> None:
+    """:func:`rebuild_file` from ``read(offset, length)`` callables, one per
+    verified part (e.g. slots of the client's spool file)."""
+    _write_rebuilt(ComponentSpec.from_entry(entry), parts, dest)
 
 
 def parts_from_copy(
