@@ -528,12 +528,15 @@ class _Fetch:
             if policy is not None:
                 good = verify_envelope_signers(doc, policy, where)[1]
         else:
-            plain = load_manifest(
+            # explicit keys need no name to choose them: one parse, not two
+            plain = None if self.policy is not None else load_manifest(
                 data, where, policy=None, state=None, now=self.now, name=self.url
             )
-            name = self.expected if self.expected is not None else plain.name
+            name = plain.name if self.expected is None and plain is not None else (
+                self.expected or "")
             policy, mode, anchor = self._policy(name, doc, where)
             if policy is None:
+                assert plain is not None
                 m = plain
             else:
                 try:
