@@ -159,6 +159,20 @@ def test_pipelined_stalled_server_times_out(tmp_path: Path) -> None:
     assert res.leftover == [2, 3] and not res.persistent
 
 
+def test_pipelined_endless_headers_cut_off(tmp_path: Path) -> None:
+    """A header that never ends is not buffered without bound."""
+    def script(c: socket.socket) -> None:
+        c.sendall(_answer(PARTS[0]) + b"HTTP/1.1 200 OK\r\nX-Junk: ")
+        for _ in range(64):  # 4 MiB of one header value
+            c.sendall(b"a" * 65536)
+
+    with scripted(script) as port:
+        res, _ = _run(port, tmp_path)
+    assert res.got == [0] and res.rejected[0][0] == 1
+    assert "status line and headers" in res.rejected[0][1]
+    assert res.leftover == [2, 3]
+
+
 def test_pipelined_http10_server_stops_pipelining(tmp_path: Path) -> None:
     with scripted(lambda c: c.sendall(_answer(PARTS[0], version="1.0"))) as port:
         res, _ = _run(port, tmp_path)

@@ -20,7 +20,8 @@ Nothing a server sends is trusted more than in the one-request path:
   the rest back; an answer beyond the last request is ignored (the connection
   is closed after the run);
 * every ``recv`` is bounded by the timeout and the run by the minimum average
-  rate after the grace period; memory is one receive buffer.
+  rate after the grace period; memory is one receive buffer plus at most
+  ``HEAD_CAP`` bytes of an unfinished status line and headers.
 
 ``persistent`` in the result is False when the server does not keep the
 connection open for a run (HTTP/1.0, ``Connection: close``) or misbehaved:
@@ -44,6 +45,9 @@ from auraseal.integrity import StreamVerifier
 __all__ = ["PartRequest", "RunResult", "fetch_run", "pipelinable"]
 
 RECV = 256 * 1024
+#: bytes a server may send without completing a status line + headers or
+#: adding to a body (httptools holds an unfinished header in memory)
+HEAD_CAP = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,8 @@ class _Run:
         self.got = 0
         self.total = 0
         self.keep = True
+        #: parser events so far (headers done, body bytes, messages done)
+        self.events = 0
 
     def on_message_begin(self) -> None:
         if self.idx >= len(self.reqs):
@@ -119,6 +125,7 @@ class _Run:
             raise _Stop(f"server's copy is {length} bytes, expected {r.size}")
         self.keep = p.should_keep_alive() and p.get_http_version() == "1.1"
         self.ver = StreamVerifier(r.integrity, r.url)
+        self.events += 1
 
     _length: int | None = None
 
@@ -148,6 +155,7 @@ class _Run:
         except OSError as exc:
             raise _Stop(f"cannot write the spool: {exc.strerror}") from exc
         self.total += len(data)
+        self.events += 1
         self.count(len(data))
 
     def on_message_complete(self) -> None:
@@ -163,6 +171,7 @@ class _Run:
             self.result.got.append(r.number)
         self.ver = None
         self._length = None
+        self.events += 1
         self.idx += 1
         if not self.keep and self.idx < len(self.reqs):
             raise _Stop(None, persistent=False)
@@ -217,6 +226,7 @@ def fetch_run(
         run.result.persistent = False
         return run.result
     start = time.monotonic()
+    idle = 0  # bytes received since the last parser event
     sock: socket.socket | None = None
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
@@ -230,6 +240,7 @@ def fetch_run(
                 raise _Stop(
                     "connection closed mid-answer" if run.ver is not None else None
                 )
+            before = run.events
             try:
                 run.parser.feed_data(data)
             except httptools.HttpParserCallbackError as exc:
@@ -239,6 +250,9 @@ def fetch_run(
                 raise _Stop(f"bad answer: {ctx or exc}") from exc
             except httptools.HttpParserError as exc:
                 raise _Stop(f"malformed answer: {exc}") from exc
+            idle = 0 if run.events != before else idle + len(data)
+            if idle > HEAD_CAP:
+                raise _Stop(f"more than {HEAD_CAP} bytes of status line and headers")
             elapsed = time.monotonic() - start
             if elapsed > grace and run.total < min_rate * elapsed:
                 raise _Stop(
