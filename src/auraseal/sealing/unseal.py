@@ -9,11 +9,11 @@ import functools
 import hmac
 import io
 import os
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from auraseal._fs import temp_name
 from auraseal.errors import (
@@ -185,10 +185,28 @@ def parts_from_copy(
             return {}
         paths = {n: scratch / f"{stem}.salvaged.{n}" for n in nums}
         expected = {n: spec.part_digest(n) for n in nums}
+        # small components: candidates in memory, a file only for a match
+        # (creating a file per candidate was most of a client rebuild's cost)
+        small = spec.plan.compressed_size <= SALVAGE_IN_MEMORY
         done, _failed = encode_parts_from(
-            spec, read, paths, expected=expected, writer=fresh_writer, writeback=False
+            spec, read, paths, expected=expected,
+            writer=_kept_if_committed if small else fresh_writer, writeback=False,
         )
         return {n: paths[n] for n in done}
+
+
+#: components up to this (compressed) size are salvaged in memory
+SALVAGE_IN_MEMORY = 16 << 20
+
+
+@contextlib.contextmanager
+def _kept_if_committed(path: Path) -> Iterator[BinaryIO]:
+    """A salvage candidate held in memory and written to ``path`` only when
+    committed (it matched the manifest); a refused one leaves no file."""
+    buf = io.BytesIO()
+    yield buf
+    with fresh_writer(path) as fh:
+        fh.write(buf.getbuffer())
 
 
 class _MemWriter:
