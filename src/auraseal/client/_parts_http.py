@@ -106,11 +106,13 @@ class _Run:
         self.keep = True
         #: parser events so far (headers done, body bytes, messages done)
         self.events = 0
+        self._length: int | None = None  # Content-Length of the answer being parsed
 
     def on_message_begin(self) -> None:
         if self.idx >= len(self.reqs):
             raise _Stop(None)  # an answer nobody asked for: ignored, connection closed
         self.got = 0
+        self._length = None
 
     def on_headers_complete(self) -> None:
         p = self.parser
@@ -126,8 +128,6 @@ class _Run:
         self.keep = p.should_keep_alive() and p.get_http_version() == "1.1"
         self.ver = StreamVerifier(r.integrity, r.url)
         self.events += 1
-
-    _length: int | None = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
         low = name.lower()
