@@ -206,10 +206,15 @@ def test_fetch_recovery_matrix_byte_exact(
 
 #: Runs the CLI; prints its exit code, its RSS before the fetch and its peak
 #: RSS (VmHWM: this process's own high-water mark, fresh at exec — unlike
-#: ru_maxrss, which keeps the forking parent's).
+#: ru_maxrss, which keeps the forking parent's), after the code is loaded.
 FETCH_RSS_DRIVER = textwrap.dedent("""
     import sys
     from auraseal.cli import main
+    # the CLI imports lazily: load the fetch's code (and the erasure engines)
+    # first, so that the growth measured below is data, not code
+    import auraseal.cli._fetch, auraseal.client.fetch, auraseal.sealing.pipeline
+    from auraseal.sealing.erasure import engines
+    engines()
 
     def status(field):
         with open("/proc/self/status") as f:

@@ -5,6 +5,7 @@ See ``docs/CLIENT.md`` for the order of sources and what each refusal means.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -23,6 +24,7 @@ import httpx
 
 from auraseal._fs import fsync_dir, make_temp_dir, resolve_inside
 from auraseal._time import format_time, utcnow
+from auraseal.client._parts_http import PartRequest, fetch_run
 from auraseal.client.blockhub import Source, fallback_candidates, make_source
 from auraseal.client.cache import Cache
 from auraseal.client.http import Fetcher, HttpConfig
@@ -73,6 +75,7 @@ from auraseal.manifest import (
     part_name,
 )
 from auraseal.sealing import parts_from_copy, rebuild_file
+from auraseal.sealing.unseal import rebuild_from_readers
 from auraseal.signing import TrustPolicy
 
 __all__ = [
@@ -92,6 +95,8 @@ DEFAULT_JOBS = 4
 COPY_CHUNK = 1024 * 1024
 #: threads fsyncing finished files while others still download
 SYNC_THREADS = 2
+#: pipelined runs tried for one batch of parts before one request per part
+RUN_ATTEMPTS = 4
 #: ``rebuild(entry, part_files_by_number, target)``: write the file to ``target``
 #: from k part files already verified against the manifest (checked again after)
 RebuildFn = Callable[[FileEntry, Mapping[int, Path], Path], None]
@@ -228,29 +233,113 @@ class _VerifySink:
             raise StorageError(f"cannot write: {exc.strerror}", str(self.where)) from exc
 
 
+@dataclass(frozen=True)
+class _Slot:
+    """One downloaded part: ``size`` bytes at ``base`` of the spool's parts
+    file (written only once verified against the manifest is it used)."""
+
+    fd: int
+    base: int
+    size: int
+    #: the spool file (named by a failed write)
+    where: str = ""
+
+    def read(self, off: int, length: int) -> bytes:
+        if off >= self.size:
+            return b""
+        return os.pread(self.fd, min(length, self.size - off), self.base + off)
+
+    def write(self, pos: int, data: bytes) -> None:
+        if pos + len(data) > self.size:  # the caller caps bodies at the size
+            raise StorageError("part larger than its slot", f"spool offset {self.base}")
+        view = memoryview(data)
+        try:
+            while view:
+                n = os.pwrite(self.fd, view, self.base + pos)
+                view, pos = view[n:], pos + n
+        except OSError as exc:  # the local disk, not the server: the fetch stops (exit 5)
+            raise StorageError(f"cannot write the spool: {exc.strerror}", self.where) from exc
+
+
+class _SlotSink:
+    """A :class:`~auraseal.client.http.Sink` filling one slot, hashing as it goes."""
+
+    def __init__(self, slot: _Slot, verifier: StreamVerifier) -> None:
+        self.slot = slot
+        self.verifier = verifier
+        self.pos = 0
+
+    def write(self, data: bytes, /) -> object:
+        self.verifier.update(data)
+        self.slot.write(self.pos, data)
+        self.pos += len(data)
+        return len(data)
+
+
 class _Spool:
-    """Scratch space for one file's recovery: salvaged and downloaded part
-    files, in a temp directory (``_fs`` scheme, kind ``parts``) next to the
-    staged file, made on first use and removed by :meth:`close` — the stage
-    is only swapped in after every file's spool is gone."""
+    """Scratch space for one file's recovery, in a temp directory (``_fs``
+    scheme, kind ``parts``) next to the staged file, made on first use and
+    removed by :meth:`close` — the stage is only swapped in after every
+    file's spool is gone. Downloaded parts go to one sparse file, each at a
+    fixed slot (the sum of the sizes of the parts before it): one file
+    created per component rather than one per part (creating thousands of
+    small files was most of the cost of a rebuild). Salvaged parts are files
+    in the same directory."""
 
     def __init__(self, parent: Path, stem: str) -> None:
         self._parent = parent
         self._stem = stem
         self._path: Path | None = None
+        self._fd: int | None = None
+        self._bases: list[int] = []
         self._lock = threading.Lock()
 
     def dir(self) -> Path:
         with self._lock:
-            if self._path is None:
-                self._path = make_temp_dir(self._parent, self._stem, "parts")
-            return self._path
+            return self._dir()
+
+    def _dir(self) -> Path:
+        if self._path is None:
+            self._path = make_temp_dir(self._parent, self._stem, "parts")
+        return self._path
+
+    def slot(self, entry: FileEntry, number: int) -> _Slot:
+        assert entry.recovery is not None
+        parts = entry.recovery.parts
+        with self._lock:
+            if self._fd is None:
+                path = self._dir() / "parts"
+                try:
+                    self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                                       0o600)
+                except OSError as exc:
+                    raise StorageError(f"cannot create: {exc.strerror}", str(path)) from exc
+                base = 0
+                for info in parts:
+                    self._bases.append(base)
+                    base += info.size
+            where = str(self._dir() / "parts")
+            return _Slot(self._fd, self._bases[number], parts[number].size, where)
+
+    def materialize(self, number: int, slot: _Slot) -> Path:
+        """The part in ``slot`` as a file of its own (for a custom rebuild)."""
+        path = self.dir() / f"part.{number}"
+        with open(path, "wb") as fh:
+            fh.write(slot.read(0, slot.size))
+        return path
 
     def close(self) -> None:
         with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
             if self._path is not None:
                 shutil.rmtree(self._path, ignore_errors=True)
                 self._path = None
+
+
+#: a verified part: a salvaged part file, or a downloaded part's slot
+_Part = Path | _Slot
 
 
 class _Aborted(Exception):
@@ -354,6 +443,7 @@ class _Fetch:
         self._abort = threading.Event()
         self._queued: list[tuple[str, dict[str, Any]]] = []
         self._pin_ok = [True] * len(self.sources)
+        self._pipe_ok = [True] * len(self.sources)
         # the root of trust (client/roots.py): a given root or the one pinned in the cache
         if root is None and cache_dir is not None:
             root = RootTrust(cache_dir=Path(cache_dir))
@@ -630,29 +720,32 @@ class _Fetch:
         return src.part_url(entry, number, pinned=pinned)
 
     def _fetch_part(
-        self, entry: FileEntry, number: int, spool: _Spool
-    ) -> tuple[Path | None, list[str]]:
-        """Download part ``number`` into the spool, verified against the
-        manifest while it streams to disk; its file, or None and the refusals."""
+        self, entry: FileEntry, number: int, spool: _Spool, skip: int | None = None
+    ) -> tuple[_Slot | None, list[str]]:
+        """Download part ``number`` into its slot of the spool, verified against
+        the manifest while it streams to disk, from each source in turn but
+        ``skip``; the slot, or None and the refusals."""
         assert entry.recovery is not None
         info = entry.recovery.parts[number]
         n = len(self.sources)
         rejected: list[str] = []
-        dest = spool.dir() / f"part.{number}"
+        dest = spool.slot(entry, number)
         for j in range(n):
             if self._abort.is_set():
                 break
             i = (number + j) % n
+            if i == skip:
+                continue
             src = self.sources[i]
 
-            def get(url: str) -> Path:
+            def get(url: str) -> _Slot:
                 ver = StreamVerifier(info.integrity, url)
                 try:
-                    with open(dest, "wb") as fh:
-                        sink = _VerifySink(fh, ver, dest)
-                        self.fetcher.download(url, sink, info.size, progress=self._net_quiet)
+                    sink = _SlotSink(dest, ver)
+                    self.fetcher.download(url, sink, info.size, progress=self._net_quiet)
                 except OSError as exc:
-                    raise StorageError(f"cannot write: {exc.strerror}", str(dest)) from exc
+                    raise StorageError(f"cannot write the spool: {exc.strerror}",
+                                       entry.path) from exc
                 ver.verify()
                 return dest
 
@@ -664,8 +757,57 @@ class _Fetch:
                 rejected.append(f"{src.label} part {number}: {exc.what}")
                 continue
             return got, rejected
-        dest.unlink(missing_ok=True)  # never keep an unverified byte
-        return None, rejected
+        return None, rejected  # the slot's bytes (unverified) are never read
+
+    def _fetch_parts(
+        self, entry: FileEntry, numbers: Sequence[int], spool: _Spool
+    ) -> list[tuple[int, _Slot | None, list[str]]]:
+        """Download the parts ``numbers``: pipelined in runs on one connection
+        to one source while it allows (client/_parts_http.py); a part whose
+        answer was refused, and what the runs did not deliver, one request per
+        part from every source in turn (:meth:`_fetch_part`, which also learns
+        whether the source serves pinned URLs)."""
+        assert entry.recovery is not None
+        out: list[tuple[int, _Slot | None, list[str]]] = []
+        todo = list(numbers)
+        n = len(self.sources)
+        i = numbers[0] % n if numbers else 0
+        src = self.sources[i]
+        c = self.fetcher.config
+        for _ in range(RUN_ATTEMPTS):
+            if len(todo) < 2 or not self._pipe_ok[i] or self._abort.is_set():
+                break
+            pinned = src.pinned_base is not None and self._pin_ok[i]
+            slots = {num: spool.slot(entry, num) for num in todo}
+            reqs = [
+                PartRequest(
+                    num, src.part_url(entry, num, pinned=pinned), slots[num].size,
+                    entry.recovery.parts[num].integrity, slots[num].fd, slots[num].base,
+                    slots[num].where,
+                )
+                for num in todo
+            ]
+            res = fetch_run(
+                reqs, timeout=c.timeout, min_rate=c.min_rate, grace=c.grace,
+                user_agent=c.user_agent, count=self._net_quiet, cancelled=self._abort.is_set,
+            )
+            if not res.persistent:
+                self._pipe_ok[i] = False
+            out.extend((num, slots[num], []) for num in res.got)
+            for num, what in res.rejected:
+                if pinned and what == "HTTP 404":
+                    # maybe no kept versions there: the per-part path asks the plain URL
+                    out.append((num, *self._fetch_part(entry, num, spool)))
+                else:  # this source's answer was refused: the others, one request each
+                    one, rejected = self._fetch_part(entry, num, spool, skip=i)
+                    out.append((num, one, [f"{src.label} part {num}: {what}", *rejected]))
+            todo = list(res.leftover)
+            if not res.got and not res.rejected:
+                break  # no progress on this connection: one request per part
+        for num in todo:
+            one, rejected = self._fetch_part(entry, num, spool)
+            out.append((num, one, rejected))
+        return out
 
     def _net_quiet(self, n: int) -> None:
         with self._lock:
@@ -722,35 +864,50 @@ class _Fetch:
         rec = entry.recovery
         assert rec is not None
         total = len(rec.parts)
-        good: dict[int, Path] = dict(salvaged)
+        good: dict[int, _Part] = dict(salvaged)
         report.parts_salvaged = len(good)
         # the data parts the salvage could not re-create first, then parity
         order = [n for n in range(min(rec.k, total)) if n not in good]
         order += [n for n in range(rec.k, total) if n not in good]
-        pending: dict[Future[tuple[Path | None, list[str]]], int] = {}
+        pending: dict[Future[list[tuple[int, _Slot | None, list[str]]]], int] = {}
         nxt = 0
+        c = self.fetcher.config
 
-        def submit() -> None:
+        def submit(count: int) -> None:
+            """Ask for the next ``count`` parts of ``order``, in runs of at most
+            ``run_parts`` parts / ``run_bytes`` bytes, at least ``jobs`` runs
+            when there are enough parts (16 or more a run) to share out."""
             nonlocal nxt
-            fut = pool.submit(self._fetch_part, entry, order[nxt], spool)
-            pending[fut] = order[nxt]
-            nxt += 1
+            take = order[nxt : nxt + count]
+            nxt += len(take)
+            if not take:
+                return
+            size = max([1, *(rec.parts[x].size for x in take)])
+            runs = max(
+                -(-len(take) // max(1, c.run_parts)),
+                -(-len(take) * size // max(1, c.run_bytes)),
+                min(self.jobs, len(take) // 16),
+                1,
+            )
+            per = -(-len(take) // runs)
+            for j in range(0, len(take), per):
+                batch = take[j : j + per]
+                pending[pool.submit(self._fetch_parts, entry, batch, spool)] = len(batch)
 
         try:
-            while nxt < len(order) and len(pending) < rec.k - len(good):
-                submit()
+            submit(rec.k - len(good))
             while pending and len(good) < rec.k:
                 done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
                 for fut in done:
-                    number = pending.pop(fut)
-                    data, rejected = fut.result()  # StorageError: the disk failed
-                    report.rejected.extend(rejected)
-                    report.bad_parts += len(rejected)
-                    if data is None:
-                        if nxt < len(order):
-                            submit()
-                    else:
-                        good[number] = data
+                    pending.pop(fut)
+                    for number, data, rejected in fut.result():
+                        report.rejected.extend(rejected)
+                        report.bad_parts += len(rejected)
+                        if data is not None:
+                            good[number] = data
+                short = rec.k - len(good) - sum(pending.values())
+                if short > 0:
+                    submit(short)
         finally:
             for fut in pending:
                 fut.cancel()
@@ -762,9 +919,15 @@ class _Fetch:
             )
         # decoded stripe by stripe into a temp file next to target, renamed
         # over it only if the whole file matches the manifest
+        chosen = dict(sorted(good.items())[: rec.k])
         try:
-            self.rebuild(entry, dict(sorted(good.items())[: rec.k]), target)
-            if self.rebuild is not rebuild_file:
+            if self.rebuild is rebuild_file:
+                self._rebuild_spooled(entry, chosen, target)
+            else:
+                self.rebuild(entry, {
+                    n: p if isinstance(p, Path) else spool.materialize(n, p)
+                    for n, p in chosen.items()
+                }, target)
                 verify_file(target, entry.integrity, entry.path)
         except OSError as exc:
             where = str(exc.filename) if exc.filename else str(target)
@@ -773,6 +936,20 @@ class _Fetch:
             target.unlink(missing_ok=True)
             raise
         report.parts_used = len(good)
+
+    @staticmethod
+    def _rebuild_spooled(entry: FileEntry, parts: Mapping[int, _Part], target: Path) -> None:
+        """:func:`rebuild_file` from salvaged part files and spool slots."""
+        with contextlib.ExitStack() as stack:
+            readers: dict[int, Callable[[int, int], bytes]] = {}
+            for n, p in parts.items():
+                if isinstance(p, Path):
+                    fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+                    stack.callback(os.close, fd)
+                    readers[n] = functools.partial(_pread_at, fd)
+                else:
+                    readers[n] = p.read
+            rebuild_from_readers(entry, readers, target)
 
     def _store(self, target: Path, entry: FileEntry, digest: bytes) -> None:
         if self.cache is None:
@@ -985,6 +1162,7 @@ class _Fetch:
                 self.fetcher, self.sources[0].base, manifest, digest, self.witnessed)
         self.sources = [s.pinned(manifest.version) for s in self.sources]
         self._pin_ok = [True] * len(self.sources)
+        self._pipe_ok = [self.fetcher.can_pipeline(s.base) for s in self.sources]
         if self.cache is not None:
             # re-checked under the cache's lock: another fetch may have moved on
             self.cache.trust_state.check_and_record(
@@ -1103,6 +1281,10 @@ class _Fetch:
         and fsynced by :meth:`_all_files`)."""
         for d in {(stage.path / e.path).parent for e in manifest.files}:
             fsync_dir(d)
+
+
+def _pread_at(fd: int, off: int, length: int) -> bytes:
+    return os.pread(fd, length, off)
 
 
 def _sync_file(p: Path, e: FileEntry) -> None:

@@ -17,10 +17,13 @@ The library never prints; failures are :class:`~auraseal.errors.NetworkError`.
 
 from __future__ import annotations
 
+import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -42,6 +45,11 @@ class HttpConfig:
     max_connections: int = 16
     user_agent: str = "auraseal-fetch/0.1"
     trust_env: bool = True
+    #: pipeline runs of part requests on one connection (client/_parts_http.py)
+    pipeline: bool = True
+    #: at most this many parts / bytes in one pipelined run
+    run_parts: int = 64
+    run_bytes: int = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,36 @@ class Sink(Protocol):
     def write(self, data: bytes, /) -> object: ...
 
 
+class _PlainOrTls(httpx.BaseTransport):
+    """httpx's default transport, with the TLS one (whose certificate store
+    takes ~0.1 s to load) made on the first ``https://`` request only: a
+    fetch over plain HTTP never pays for it."""
+
+    def __init__(self, limits: httpx.Limits, trust_env: bool) -> None:
+        self._limits = limits
+        self._trust_env = trust_env
+        # verify=False only skips loading CA certificates: this transport
+        # never speaks TLS (https goes to the verifying one below)
+        self._plain = httpx.HTTPTransport(limits=limits, verify=False, trust_env=trust_env)
+        self._tls: httpx.HTTPTransport | None = None
+        self._lock = threading.Lock()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.scheme != "https":
+            return self._plain.handle_request(request)
+        with self._lock:
+            if self._tls is None:
+                self._tls = httpx.HTTPTransport(limits=self._limits, trust_env=self._trust_env)
+            tls = self._tls
+        return tls.handle_request(request)
+
+    def close(self) -> None:
+        self._plain.close()
+        with self._lock:
+            if self._tls is not None:
+                self._tls.close()
+
+
 class Fetcher:
     """Bounded GETs over one connection pool (thread-safe)."""
 
@@ -66,12 +104,17 @@ class Fetcher:
     ) -> None:
         self.config = config or HttpConfig()
         c = self.config
+        self._injected = transport is not None
+        limits = httpx.Limits(
+            max_connections=c.max_connections, max_keepalive_connections=c.max_connections
+        )
+        if transport is None and not (c.trust_env and urllib.request.getproxies()):
+            # (a transport given to httpx turns off its proxy variables: only without them)
+            transport = _PlainOrTls(limits, c.trust_env)
         self._client = httpx.Client(
             transport=transport,
             timeout=httpx.Timeout(c.timeout),
-            limits=httpx.Limits(
-                max_connections=c.max_connections, max_keepalive_connections=c.max_connections
-            ),
+            limits=limits,
             follow_redirects=True,
             headers={"User-Agent": c.user_agent, "Accept-Encoding": "identity"},
             trust_env=c.trust_env,
@@ -79,6 +122,22 @@ class Fetcher:
 
     def close(self) -> None:
         self._client.close()
+
+    def can_pipeline(self, url: str) -> bool:
+        """Whether part requests to ``url`` may be pipelined on a plain socket:
+        enabled, ``http://``, no transport injected (tests) and no proxy
+        (httpx's own reading of the proxy variables when ``trust_env``)."""
+        c = self.config
+        if not c.pipeline or self._injected:
+            return False
+        parts = urlsplit(url)
+        if parts.scheme != "http" or parts.hostname is None or "@" in parts.netloc:
+            return False
+        if c.trust_env:
+            proxies = urllib.request.getproxies()
+            if proxies.get("http") or proxies.get("all"):
+                return bool(urllib.request.proxy_bypass(parts.hostname))
+        return True
 
     def __enter__(self) -> Fetcher:
         return self

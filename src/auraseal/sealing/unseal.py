@@ -4,14 +4,15 @@ and :func:`rebuild_component` for parts that arrived some other way (HTTP)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
 import io
 import os
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from auraseal.errors import (
     AuraSealError,
@@ -47,7 +48,7 @@ from auraseal.sealing.pipeline import (
 )
 from auraseal.sealing.scrub import clean_package_temps
 from auraseal.sealing.seal import encode_parts
-from auraseal.sealing.source import MemorySource
+from auraseal.sealing.source import MemorySource, ReadRange
 
 __all__ = [
     "UnsealReport",
@@ -55,6 +56,7 @@ __all__ = [
     "parts_from_original",
     "rebuild_component",
     "rebuild_file",
+    "rebuild_from_readers",
     "unseal",
     "verify_part",
 ]
@@ -109,6 +111,15 @@ def rebuild_file(entry: FileEntry, parts: Mapping[int, Path], dest: Path) -> Non
     rebuild_original(spec, open_good(spec, source, list(parts)), dest)
 
 
+def rebuild_from_readers(
+    entry: FileEntry, parts: Mapping[int, ReadRange], dest: Path
+) -> None:
+    """:func:`rebuild_file` from ``read(offset, length)`` callables, one per
+    part already verified against the manifest (e.g. slots of the client's
+    spool file), through the same pipeline."""
+    rebuild_original(ComponentSpec.from_entry(entry), parts, dest)
+
+
 def parts_from_copy(
     entry: FileEntry, copy: Path, scratch: Path, skip: Collection[int] = ()
 ) -> dict[int, Path]:
@@ -128,11 +139,28 @@ def parts_from_copy(
     stem = Path(spec.path).name
     read = FileRange(copy)
     paths = {n: scratch / f"{stem}.salvaged.{n}" for n in nums}
+    # small components: candidates in memory, a file only for a match
+    # (creating a file per candidate was most of a client rebuild's cost)
+    small = spec.plan.compressed_size <= SALVAGE_IN_MEMORY
     got = encode_from_original(
-        spec, read, os.fstat(read.fd).st_size, paths, scratch, "salvage", fresh_writer,
-        writeback=False,
+        spec, read, os.fstat(read.fd).st_size, paths, scratch, "salvage",
+        _kept_if_committed if small else fresh_writer, writeback=False,
     )
     return {} if got is None else {n: paths[n] for n in got[0]}
+
+
+#: components up to this (compressed) size are salvaged in memory
+SALVAGE_IN_MEMORY = 16 << 20
+
+
+@contextlib.contextmanager
+def _kept_if_committed(path: Path) -> Iterator[BinaryIO]:
+    """A salvage candidate held in memory and written to ``path`` only when
+    committed (it matched the manifest); a refused one leaves no file."""
+    buf = io.BytesIO()
+    yield buf
+    with fresh_writer(path) as fh:
+        fh.write(buf.getbuffer())
 
 
 class _MemWriter:
