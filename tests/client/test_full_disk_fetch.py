@@ -203,3 +203,50 @@ def test_fetch_with_no_room_for_the_install_record_exits_5_and_leaves_no_trash(
     back = cli("rollback", str(dest))
     assert back.returncode == 0, back.stderr
     assert digests(dest) == digests(site.src["s1"])
+
+
+#: ``python3 -m http.server`` answering HTTP/1.1 with keep-alive: the client
+#: pipelines its part requests to it (client/_parts_http.py), so the parts of
+#: v3 reach the spool through that path rather than one request per part.
+KEEPALIVE_SERVER = """
+import functools, http.server, sys
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[2])
+handler.func.protocol_version = "HTTP/1.1"
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), handler).serve_forever()
+"""
+
+
+@pytest.fixture(scope="module")
+def keepalive_site(site: Site) -> Iterator[Site]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KEEPALIVE_SERVER, str(port), str(site.root)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        yield Site(site.root, f"http://127.0.0.1:{port}/", site.pub, site.src)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_pipelined_part_runs_onto_a_full_tmpfs_exit_5_not_lost(
+    keepalive_site: Site, tmpfs: Mount
+) -> None:
+    """A full disk while pipelined part answers are written into the spool is
+    the local disk failing (exit 5 naming DIR's file), not a refused server
+    answer (which ended as "too few good parts", exit 4)."""
+    mnt = tmpfs("16m")
+    dest, cache = mnt / "site", mnt / "cache"
+    assert keepalive_site.fetch("v1", dest, cache).returncode == 0
+    v1 = digests(dest)
+    proc = keepalive_site.fetch("v3", dest, cache)
+    assert_enospc(proc, dest / "big.bin")
+    assert digests(dest) == v1 and not temps(mnt)
