@@ -10,6 +10,9 @@ Parts: :mod:`auraseal.integrity` (integrity strings), :mod:`auraseal.manifest`
 
 from typing import TYPE_CHECKING, Any
 
+from auraseal._lazy import lazy_attribute
+from auraseal._version import VERSION as __version__
+
 if TYPE_CHECKING:
     from auraseal.errors import AuraSealError
     from auraseal.integrity import (
@@ -69,16 +72,8 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib  # noqa: PLC0415
+    return lazy_attribute(__name__, _LAZY, globals(), name)
 
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AuraSealError",

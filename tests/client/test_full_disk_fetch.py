@@ -9,16 +9,16 @@ intact; with room again the same fetch succeeds.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _servers import free_port, stop_process, wait_listening
 from sealing.fulldisk import MiB, Mount, assert_enospc, cli, digests, fill, grow, temps, tmpfs
 from sealing.helpers import write_tree
 
@@ -28,10 +28,15 @@ from auraseal.signing import SigningKey
 __all__ = ["tmpfs"]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@contextlib.contextmanager
+def _static_host(cmd: list[str], port: int) -> Iterator[str]:
+    """Run a static HTTP server (``cmd``) on 127.0.0.1:``port``; yield its URL."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_listening(port, 10, proc)
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        stop_process(proc)
 
 
 class Site:
@@ -71,24 +76,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     shutil.copytree(srv / "v2", srv / "v3")
     (srv / "v3" / "big.bin").unlink()
     shutil.copytree(srv / "s2", srv / "s3")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
-         "--directory", str(srv)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.05)
-        yield Site(srv, f"http://127.0.0.1:{port}/", pub, src)
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    port = free_port()
+    cmd = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+           "--directory", str(srv)]
+    with _static_host(cmd, port) as url:
+        yield Site(srv, url, pub, src)
 
 
 @pytest.mark.parametrize("version", ["v2", "v3"])
@@ -218,23 +210,10 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), handler).serve_
 
 @pytest.fixture(scope="module")
 def keepalive_site(site: Site) -> Iterator[Site]:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", KEEPALIVE_SERVER, str(port), str(site.root)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.05)
-        yield Site(site.root, f"http://127.0.0.1:{port}/", site.pub, site.src)
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    port = free_port()
+    with _static_host([sys.executable, "-c", KEEPALIVE_SERVER, str(port), str(site.root)],
+                      port) as url:
+        yield Site(site.root, url, site.pub, site.src)
 
 
 def test_pipelined_part_runs_onto_a_full_tmpfs_exit_5_not_lost(

@@ -100,6 +100,17 @@ def _need(k: int, m: int, have: int, where: str = "stripe") -> None:
         raise UnrecoverableError(f"only {have} of {k + m} fragments, {k} needed", where)
 
 
+def _usable(k: int, m: int, fragments: Mapping[int, Buffer], width: int) -> list[int]:
+    """The fragment numbers usable for a decode (sorted), refusing fewer than
+    ``k`` of them or one that is not ``width`` bytes."""
+    nums = sorted(i for i in fragments if 0 <= i < k + m)
+    _need(k, m, len(nums))
+    for i in nums:
+        if len(fragments[i]) != width:
+            raise PartFormatError(f"fragment {i} is {len(fragments[i])} bytes, not {width}")
+    return nums
+
+
 class ZfecEngine:
     """zfec: blocks of ``ceil(L / k)`` bytes, zero-padded, systematic."""
 
@@ -123,11 +134,7 @@ class ZfecEngine:
     def decode(self, k: int, m: int, fragments: Mapping[int, Buffer], stripe_len: int) -> Buffer:
         _check_km(k, m)
         w = self.fragment_size(k, m, stripe_len)
-        nums = sorted(i for i in fragments if 0 <= i < k + m)
-        _need(k, m, len(nums))
-        for i in nums:
-            if len(fragments[i]) != w:
-                raise PartFormatError(f"fragment {i} is {len(fragments[i])} bytes, not {w}")
+        nums = _usable(k, m, fragments, w)
         if all(i in fragments for i in range(k)):
             out = b"".join(fragments[i] for i in range(k))
         else:
@@ -442,11 +449,7 @@ class IsalEngine:
 
     def decode(self, k: int, m: int, fragments: Mapping[int, Buffer], stripe_len: int) -> Buffer:
         w = self.fragment_size(k, m, stripe_len)
-        nums = sorted(i for i in fragments if 0 <= i < k + m)
-        _need(k, m, len(nums))
-        for i in nums:
-            if len(fragments[i]) != w:
-                raise PartFormatError(f"fragment {i} is {len(fragments[i])} bytes, not {w}")
+        nums = _usable(k, m, fragments, w)
         # One copy per fragment: data fragments go straight to their row of the
         # output stripe, missing rows are rebuilt in place there (ISA-L takes
         # any row addresses), and the stripe is returned writable, so
@@ -528,11 +531,7 @@ class PortableCauchyEngine:
     def decode(self, k: int, m: int, fragments: Mapping[int, Buffer], stripe_len: int) -> Buffer:
         _check_km(k, m)
         w = self.fragment_size(k, m, stripe_len)
-        nums = sorted(i for i in fragments if 0 <= i < k + m)
-        _need(k, m, len(nums))
-        for i in nums:
-            if len(fragments[i]) != w:
-                raise PartFormatError(f"fragment {i} is {len(fragments[i])} bytes, not {w}")
+        nums = _usable(k, m, fragments, w)
         out = bytearray(k * w)
         for i in nums:
             if i < k:

@@ -7,8 +7,9 @@ plain install also uses (``server.config``, ``server.nginx``) load without it.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from auraseal._lazy import lazy_attribute
 
 if TYPE_CHECKING:
     from auraseal.server.app import create_app
@@ -25,9 +26,4 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+    return lazy_attribute(__name__, _LAZY, globals(), name)
