@@ -361,6 +361,10 @@ def write_verified(  # noqa: PLR0917 - kept positional for callers
             raise IntegrityError("rebuilt bytes do not match the manifest", where)
 
 
+#: how :func:`_pipe` slices the chunks it hands to its threads
+_PIPE_SLICE = 4 << 20
+
+
 def _pipe(chunks: Iterator[Buffer], sinks: list[Callable[[Buffer], object]]) -> None:
     """Feed every chunk to each sink, one thread per sink (bounded queues), so
     hashing and writing run on different cores while this thread produces the
@@ -385,10 +389,18 @@ def _pipe(chunks: Iterator[Buffer], sinks: list[Callable[[Buffer], object]]) -> 
         w.start()
     try:
         for chunk in chunks:
+            # queued in slices (views, no copy): a queue holds at most 8 slices,
+            # so at most ~2 stripes stay alive behind the producer whatever
+            # the stripe size (whole 54 MiB stripes made 8 x 54 MiB)
+            view = memoryview(chunk)
+            for off in range(0, len(view), _PIPE_SLICE):
+                if errors:
+                    break
+                piece = view[off : off + _PIPE_SLICE]
+                for q in queues:
+                    q.put(piece)
             if errors:
                 break
-            for q in queues:
-                q.put(chunk)
     finally:
         for q in queues:
             q.put(None)
@@ -428,6 +440,11 @@ def _stripes(
         stripe = engine.decode(k, m, {n: parts[n](off, length) for n in chosen}, spans[i][1])
         return stripe, (engine.encode(k, m, stripe) if rewrite is not None else None)
 
+    # big stripes one at a time: a stripe and its re-encoded fragments are
+    # ~2x the stripe size, and three in flight made a 256 MiB repair peak at
+    # 300+ MiB
+    if spec.plan.stripe_size > POOL_STRIPE_MAX:
+        pool = None
     for stripe, frags in ordered_map(pool, one, range(len(spans))):
         if rewrite is not None and frags is not None:
             rewrite.add(frags)

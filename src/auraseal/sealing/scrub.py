@@ -54,8 +54,10 @@ __all__ = [
 
 Progress = Callable[[int], None] | None
 Buffer = bytes | bytearray | memoryview
-#: Largest component whose decoded stream repair keeps in memory (overlapped repair).
-_KEEP_LIMIT = 512 << 20
+#: Largest component whose decoded stream repair keeps in memory (overlapped
+#: repair: parts rebuilt while the original is hashed). Bigger ones check the
+#: original first, then decode in a bounded window (memory over speed).
+_KEEP_LIMIT = 64 << 20
 #: Temp files of repair are named with this kind (see :func:`~auraseal._fs.temp_name`).
 REPAIR_KIND = "repair"
 _repair_writer = functools.partial(atomic_writer, kind=REPAIR_KIND)
