@@ -7,7 +7,9 @@ Each test records the ``progress(nbytes)`` calls for a package holding one
 
 from __future__ import annotations
 
+import json
 import os
+import pty
 import socket
 import subprocess
 import sys
@@ -125,3 +127,39 @@ def test_seal_progress_moves_within_a_large_compressible_file(tmp_path: Path) ->
     rec = Recorder()
     seal_tree(src, tmp_path / "pkg", progress=rec, jobs=2)
     rec.check()
+
+
+@pytest.mark.parametrize("command", ["hash", "check"])
+def test_hash_and_check_draw_a_byte_progress_bar_on_stderr(
+    sealed: tuple[Path, Path, Recorder], command: str
+) -> None:
+    """``auraseal hash|check BIG`` with stderr on a terminal draws a bar
+    counting bytes there (hash and check drew none, and every bar went to
+    stdout, so ``auraseal ... > out`` showed no progress); with ``--json``
+    the output stays a single JSON document and stderr is empty."""
+    big = sealed[0] / "site" / "big.bin"
+    exe = str(Path(sys.executable).parent / "auraseal")
+    integrity = subprocess.run([exe, "hash", str(big)], capture_output=True, text=True,
+                               check=True).stdout.strip()
+    argv = [exe, "hash", str(big)] if command == "hash" else [exe, "check", str(big), integrity]
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=slave, timeout=60,
+                              check=False, env={**os.environ, "COLUMNS": "120"})
+        os.close(slave)
+        drawn = b""
+        while True:
+            try:
+                got = os.read(master, 65536)
+            except OSError:  # EIO: the child side is closed
+                break
+            if not got:
+                break
+            drawn += got
+    finally:
+        os.close(master)
+    assert proc.returncode == 0
+    word = b"hashing" if command == "hash" else b"checking"
+    assert word in drawn and b"MB" in drawn, drawn[:400]
+    quiet = subprocess.run([*argv, "--json"], capture_output=True, text=True, check=True)
+    assert quiet.stderr == "" and json.loads(quiet.stdout)["file"] == str(big)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -161,16 +163,31 @@ def trust_policy(args: argparse.Namespace) -> TrustPolicy | None:
     return TrustPolicy(keys, args.threshold)
 
 
+def _file_sizes(*paths: Path | None) -> Callable[[], int]:
+    """The bar's total: the sizes of ``paths`` (0 for one that cannot be stat'ed:
+    the hash itself reports it)."""
+
+    def total() -> int:
+        n = 0
+        for p in paths:
+            if p is not None:
+                with contextlib.suppress(OSError):
+                    n += os.stat(p).st_size
+        return n
+
+    return total
+
+
 def cmd_hash(args: argparse.Namespace) -> int:
     alg = args.algorithm
-    digest = hash_file(args.file, alg)
+    with progress_bar(args, "hashing", _file_sizes(args.file, args.recovery)) as advance:
+        digest = hash_file(args.file, alg, advance)
+        second = hash_file(args.recovery, alg, advance) if args.recovery else None
     if args.sri:
-        if args.recovery:
-            out = f"{sri_token(alg, digest)} {sri_token(alg, hash_file(args.recovery, alg))}"
-        else:
-            out = sri_token(alg, digest)
+        out = sri_token(alg, digest)
+        if second is not None:
+            out = f"{out} {sri_token(alg, second)}"
     else:
-        second = hash_file(args.recovery, alg) if args.recovery else None
         out = auraseal_string(digest, second, alg)
     emit(args, {"file": str(args.file), "integrity": out}, out)
     return 0
@@ -182,7 +199,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         text.strip().startswith("auraseal-") or not parse_sri(text).signatures
     ):
         integ = parse_integrity(text, "integrity")
-        verify_file(args.file, integ, str(args.file))
+        with progress_bar(args, "checking", _file_sizes(args.file)) as advance:
+            verify_file(args.file, integ, str(args.file), advance)
         emit(args, {"file": str(args.file), "ok": True}, f"{args.file}: OK")
         return 0
     # W3C SRI metadata: the browser's verdict (docs/WEB.md, "SRI parity")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import platformdirs
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -148,6 +149,7 @@ def _progress(args: argparse.Namespace) -> Iterator[_Bar | None]:
         TransferSpeedColumn(),
         TimeRemainingColumn(),
         transient=True,
+        console=Console(stderr=True),  # the bar is not output: stdout stays clean
     ) as prog:
         yield _Bar(prog)
 

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -145,6 +146,7 @@ def progress_bar(
         TransferSpeedColumn(),
         TimeRemainingColumn(),
         transient=True,
+        console=Console(stderr=True),  # the bar is not output: stdout stays clean
     ) as prog:
         task = prog.add_task(description, total=total)
 
