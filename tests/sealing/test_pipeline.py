@@ -28,6 +28,7 @@ from auraseal.sealing.pipeline import (
     rewrite_parts,
 )
 from auraseal.sealing.source import MemorySource
+from auraseal.sealing.unseal import parts_from_copy
 
 from .helpers import leftovers, seal_bytes, write_tree
 
@@ -255,3 +256,24 @@ def test_pipeline_read_error_during_decode_is_io_naming_the_part_nothing_written
     assert (outcome.state, outcome.kind, outcome.exit_code) == ("failed", "io", 5)
     assert outcome.where == "disk: c.bin.part.1"
     assert not dest.exists() and not leftovers(tmp_path / "out")
+
+
+def test_salvage_of_a_damaged_copy_keeps_matching_parts_in_memory_no_files(
+    tmp_path: Path,
+) -> None:
+    """The client's salvage (``parts_from_copy(keep=...)``): the data parts a
+    copy with one damaged region still re-creates come back as bytes equal to
+    the sealed parts; the damaged ones are refused; no file is written (one
+    file per matching part was most of a client rebuild's cost)."""
+    entry, parts = seal_bytes(DATA, tmp_path / "s", part_size=16384, coherence=0.75)
+    spec = ComponentSpec.from_entry(entry)
+    copy = bytearray(DATA)
+    copy[100:4196] = os.urandom(4096)  # inside data part 0 only
+    (tmp_path / "copy").write_bytes(bytes(copy))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    held: dict[int, bytes] = {}
+    files = parts_from_copy(entry, tmp_path / "copy", scratch, keep=held)
+    assert files == {} and list(scratch.iterdir()) == []
+    assert 0 not in held and set(held) == set(range(1, spec.k))
+    assert all(held[n] == parts[n] for n in held)

@@ -321,7 +321,7 @@ class _Spool:
             where = str(self._dir() / "parts")
             return _Slot(self._fd, self._bases[number], parts[number].size, where)
 
-    def materialize(self, number: int, slot: _Slot) -> Path:
+    def materialize(self, number: int, slot: _Slot | _Held) -> Path:
         """The part in ``slot`` as a file of its own (for a custom rebuild)."""
         path = self.dir() / f"part.{number}"
         with open(path, "wb") as fh:
@@ -339,7 +339,21 @@ class _Spool:
 
 
 #: a verified part: a salvaged part file, or a downloaded part's slot
-_Part = Path | _Slot
+@dataclass(frozen=True)
+class _Held:
+    """A salvaged part kept in memory (verified against the manifest)."""
+
+    data: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def read(self, off: int, length: int) -> bytes:
+        return self.data[off : off + length]
+
+
+_Part = Path | _Slot | _Held
 
 
 class _Aborted(Exception):
@@ -814,7 +828,7 @@ class _Fetch:
             self._downloaded += n
 
     def _salvage(
-        self, entry: FileEntry, target: Path, into: dict[int, Path], spool: _Spool
+        self, entry: FileEntry, target: Path, into: dict[int, _Part], spool: _Spool
     ) -> None:
         """Add to ``into`` the parts the damaged copy at ``target`` still re-creates
         exactly (streamed from disk: bounded memory whatever the size); each is
@@ -828,8 +842,13 @@ class _Fetch:
                 return
         except OSError:
             return  # nothing was downloaded
+        held: dict[int, bytes] = {}
+        cands: Mapping[int, Path]
         try:
-            cands = self.salvage(entry, target, spool.dir(), frozenset(into))
+            if self.salvage is parts_from_copy:  # small components: matches kept in memory
+                cands = parts_from_copy(entry, target, spool.dir(), frozenset(into), keep=held)
+            else:
+                cands = self.salvage(entry, target, spool.dir(), frozenset(into))
         except AuraSealError:
             return
         except Exception as exc:  # I/O or a bug: it must not cost the fetch; say so
@@ -850,6 +869,9 @@ class _Fetch:
                 except (AuraSealError, OSError):
                     continue  # never use an unverified byte
             into[n] = part
+        for n, data in held.items():
+            if n not in into:
+                into[n] = _Held(data)
 
     def _from_parts(
         self,
@@ -858,7 +880,7 @@ class _Fetch:
         pool: ThreadPoolExecutor,
         report: FileReport,
         *,
-        salvaged: Mapping[int, Path],
+        salvaged: Mapping[int, _Part],
         spool: _Spool,
     ) -> None:
         rec = entry.recovery
@@ -1035,7 +1057,7 @@ class _Fetch:
         if not self.offline:
             # 3. the primary, then each mirror; what a damaged copy still
             #    re-creates of the parts is kept for step 4
-            salvaged: dict[int, Path] = {}
+            salvaged: dict[int, _Part] = {}
             for i, src in enumerate(self.sources):
                 if self._abort.is_set():
                     raise _Aborted()

@@ -703,27 +703,33 @@ class PartsWriter:
         """Commit parts; returns (whole-file SHA-256 of committed parts, failures)."""
         done: dict[int, bytes] = {}
         failed: dict[int, str] = {}
-        todo = set(self._ctx)
-        self._groups = [[n for n in g if n in todo] for g in self._groups]
-
-        def one(n: int) -> None:
+        commit: list[tuple[int, bytes, bytes]] = []
+        # refused parts first, here: hashing the footer is cheap, and a
+        # salvage whose candidates all fail must not pay for a thread pool
+        for n in sorted(self._ctx):
             footer = self._hash[n].footer().pack()
             digest = self._hash[n].file_digest(footer)
             if expected is not None and not hmac.compare_digest(digest, expected[n]):
                 self._close(n, False)
                 failed[n] = "rebuilt part does not match the manifest"
-                return
+            else:
+                commit.append((n, footer, digest))
+
+        def one(item: tuple[int, bytes, bytes]) -> None:
+            n, footer, digest = item
             self._write(n, footer)
             self._close(n, True)
             done[n] = digest
 
-        if len(todo) > 1:
+        durable = any(self._fd.get(n) is not None for n, _, _ in commit)
+        if len(commit) > 1 and durable:
             # committing is mostly waiting (atomic_writer: fsync, rename, fsync
             # of the directory): many at once, so the file system batches them
-            with ThreadPoolExecutor(min(16, len(todo)), thread_name_prefix="commit") as ex:
-                list(ex.map(one, sorted(todo)))
+            with ThreadPoolExecutor(min(16, len(commit)), thread_name_prefix="commit") as ex:
+                list(ex.map(one, commit))
         else:
-            self._each(one)
+            for item in commit:
+                one(item)
         if self._pool is not None:
             self._pool.shutdown()
         return dict(sorted(done.items())), dict(sorted(failed.items()))

@@ -28,6 +28,7 @@ from auraseal.sealing._progress import metered
 from auraseal.sealing.codecs import compress, iter_decompress
 from auraseal.sealing.component import (
     ComponentSpec,
+    WriterFactory,
     check_part_bytes,
     fresh_writer,
     iter_stream,
@@ -121,7 +122,12 @@ def rebuild_from_readers(
 
 
 def parts_from_copy(
-    entry: FileEntry, copy: Path, scratch: Path, skip: Collection[int] = ()
+    entry: FileEntry,
+    copy: Path,
+    scratch: Path,
+    skip: Collection[int] = (),
+    *,
+    keep: dict[int, bytes] | None = None,
 ) -> dict[int, Path]:
     """:func:`parts_from_original` for a copy on disk, in bounded memory.
 
@@ -131,6 +137,10 @@ def parts_from_copy(
     part not in ``skip`` is written to ``scratch`` and kept only if its
     whole-file SHA-256 equals the manifest's. Returns those part files by
     number. The caller owns ``scratch`` (and removes it).
+
+    With ``keep``, the matching parts of a small component (compressed up to
+    :data:`SALVAGE_IN_MEMORY`) are put there as bytes instead of files (the
+    client's own salvage: thousands of small files cost more than the rest).
     """
     spec = ComponentSpec.from_entry(entry)
     nums = [n for n in range(min(spec.k, spec.total)) if n not in skip]
@@ -142,11 +152,16 @@ def parts_from_copy(
     # small components: candidates in memory, a file only for a match
     # (creating a file per candidate was most of a client rebuild's cost)
     small = spec.plan.compressed_size <= SALVAGE_IN_MEMORY
+    writer: WriterFactory = fresh_writer
+    if small:
+        writer = _kept_if_committed if keep is None else _held_in(keep, paths)
     got = encode_from_original(
-        spec, read, os.fstat(read.fd).st_size, paths, scratch, "salvage",
-        _kept_if_committed if small else fresh_writer, writeback=False,
+        spec, read, os.fstat(read.fd).st_size, paths, scratch, "salvage", writer,
+        writeback=False,
     )
-    return {} if got is None else {n: paths[n] for n in got[0]}
+    if got is None:
+        return {}
+    return {n: paths[n] for n in got[0] if keep is None or n not in keep}
 
 
 #: components up to this (compressed) size are salvaged in memory
@@ -161,6 +176,20 @@ def _kept_if_committed(path: Path) -> Iterator[BinaryIO]:
     yield buf
     with fresh_writer(path) as fh:
         fh.write(buf.getbuffer())
+
+
+def _held_in(keep: dict[int, bytes], paths: Mapping[int, Path]) -> WriterFactory:
+    """A writer that puts a committed (matching) candidate into ``keep`` by its
+    part number; a refused one leaves nothing."""
+    number = {p: n for n, p in paths.items()}
+
+    @contextlib.contextmanager
+    def writer(path: Path) -> Iterator[BinaryIO]:
+        buf = io.BytesIO()
+        yield buf
+        keep[number[path]] = buf.getvalue()
+
+    return writer
 
 
 class _MemWriter:
