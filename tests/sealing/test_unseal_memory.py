@@ -98,7 +98,7 @@ def test_unseal_of_256_mib_with_parity_decoded_stays_under_200_mib(
     assert hwm < 200 * 1024, f"peak RSS {hwm / 1024:.0f} MiB unsealing 256 MiB"
 
 
-def test_repair_of_256_mib_damaged_original_and_parts_stays_under_200_mib(
+def test_repair_of_256_mib_damaged_original_and_parts_stays_bounded_by_the_stripe(
     sealed: Sealed, tmp_path: Path
 ) -> None:
     """Repair used to keep the whole decoded stream of a component up to
