@@ -277,6 +277,18 @@ def atomic_writer(path: Path, mode: int = 0o644, *, kind: str = "write") -> Iter
     fsync_dir(parent)
 
 
+def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int, where: str) -> None:
+    """Write all of ``data`` at ``offset`` of ``fd``; a failure (ENOSPC, EIO) is a
+    :class:`~auraseal.errors.StorageError` naming ``where`` (exit 5)."""
+    view = memoryview(data)
+    try:
+        while view:
+            n = os.pwrite(fd, view, offset)
+            view, offset = view[n:], offset + n
+    except OSError as exc:
+        raise StorageError(f"cannot write: {exc.strerror}", where) from exc
+
+
 def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Atomically replace ``path`` with ``data`` (temp file, fsync, rename)."""
     with atomic_writer(path, mode) as fh:

@@ -30,7 +30,6 @@ the caller then stops pipelining to that source.
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -39,6 +38,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from auraseal._fs import pwrite_all
 from auraseal.errors import AuraSealError, StorageError
 from auraseal.integrity import StreamVerifier
 
@@ -148,14 +148,8 @@ class _Run:
             raise _Stop(f"body longer than the {r.size} bytes expected")
         assert self.ver is not None
         self.ver.update(data)
-        view = memoryview(data)
-        pos = r.offset + self.got - len(data)
-        try:
-            while view:
-                n = os.pwrite(r.fd, view, pos)
-                view, pos = view[n:], pos + n
-        except OSError as exc:  # the local disk, not the server: the fetch stops (exit 5)
-            raise StorageError(f"cannot write: {exc.strerror}", r.spool or r.url) from exc
+        # a failed write is the local disk, not the server: the fetch stops (exit 5)
+        pwrite_all(r.fd, data, r.offset + self.got - len(data), r.spool or r.url)
         self.total += len(data)
         self.events += 1
         self.count(len(data))

@@ -22,7 +22,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from auraseal._fs import fsync_dir, make_temp_dir, resolve_inside
+from auraseal._fs import fsync_dir, make_temp_dir, pwrite_all, resolve_inside
 from auraseal._time import format_time, utcnow
 from auraseal.client._parts_http import PartRequest, fetch_run
 from auraseal.client.blockhub import Source, fallback_candidates, make_source
@@ -252,13 +252,8 @@ class _Slot:
     def write(self, pos: int, data: bytes) -> None:
         if pos + len(data) > self.size:  # the caller caps bodies at the size
             raise StorageError("part larger than its slot", f"spool offset {self.base}")
-        view = memoryview(data)
-        try:
-            while view:
-                n = os.pwrite(self.fd, view, self.base + pos)
-                view, pos = view[n:], pos + n
-        except OSError as exc:  # the local disk, not the server: the fetch stops (exit 5)
-            raise StorageError(f"cannot write the spool: {exc.strerror}", self.where) from exc
+        # a failed write is the local disk, not the server: the fetch stops (exit 5)
+        pwrite_all(self.fd, data, self.base + pos, self.where)
 
 
 class _SlotSink:

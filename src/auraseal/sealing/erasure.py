@@ -43,6 +43,7 @@ from auraseal.errors import (
     UnrecoverableError,
     UsageError,
 )
+from auraseal.sealing.source import Buffer
 
 __all__ = [
     "ENGINE_NAMES",
@@ -62,7 +63,6 @@ __all__ = [
     "loaded_engines",
 ]
 
-Buffer = bytes | bytearray | memoryview
 
 ENGINE_NAMES = ("zfec", "isa_l", "pyeclib")
 

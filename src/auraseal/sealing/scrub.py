@@ -39,6 +39,7 @@ from auraseal.sealing.pipeline import (
     write_verified,
 )
 from auraseal.sealing.seal import write_zip
+from auraseal.sealing.source import Buffer
 
 __all__ = [
     "REPAIR_KIND",
@@ -53,7 +54,6 @@ __all__ = [
 ]
 
 Progress = Callable[[int], None] | None
-Buffer = bytes | bytearray | memoryview
 #: Largest component whose decoded stream repair keeps in memory (overlapped
 #: repair: parts rebuilt while the original is hashed). Bigger ones check the
 #: original first, then decode in a bounded window (memory over speed).

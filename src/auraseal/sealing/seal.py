@@ -71,6 +71,7 @@ from auraseal.sealing.component import (
 )
 from auraseal.sealing.erasure import get_engine
 from auraseal.sealing.format import FOOTER_SIZE, HEADER_SIZE, stripe_spans
+from auraseal.sealing.source import Buffer
 from auraseal.signing import Signer
 
 __all__ = [
@@ -86,7 +87,6 @@ Progress = Callable[[int], None] | None
 #: ``ready(end)`` returns once bytes ``[0, end)`` of a component being copied
 #: are in place (:class:`_Copy`); ``None``: all of them already are.
 Ready = Callable[[int], None] | None
-Buffer = bytes | bytearray | memoryview
 
 #: Files up to this size are read into memory; larger ones are memory-mapped.
 MEMORY_LIMIT = 512 << 20

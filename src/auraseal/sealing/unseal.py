@@ -49,7 +49,7 @@ from auraseal.sealing.pipeline import (
 )
 from auraseal.sealing.scrub import clean_package_temps
 from auraseal.sealing.seal import encode_parts
-from auraseal.sealing.source import MemorySource, ReadRange
+from auraseal.sealing.source import Buffer, MemorySource, ReadRange
 
 __all__ = [
     "UnsealReport",
@@ -63,7 +63,6 @@ __all__ = [
 ]
 
 Progress = Callable[[int], None] | None
-Buffer = bytes | bytearray | memoryview
 #: Temp files of unseal are named with this kind (see :func:`~auraseal._fs.temp_name`).
 UNSEAL_KIND = "unseal"
 
